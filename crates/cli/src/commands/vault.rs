@@ -1,0 +1,95 @@
+//! `vmvault vault …`: create and inspect vaults.
+
+use anyhow::Result;
+use clap::Subcommand;
+use vault::{Encryption, InitEncryption, KdfParams, Vault, VaultInfo};
+
+use crate::{Context, secret};
+
+#[derive(Subcommand)]
+pub enum VaultCommand {
+    /// Create a vault (encrypted unless --no-encryption).
+    Init {
+        /// Store chunks unencrypted (still compressed, deduplicated and checksummed).
+        #[arg(long)]
+        no_encryption: bool,
+    },
+    /// Show the vault's identity, format, encryption and size. Shows no secret.
+    Info {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(context: &Context, command: VaultCommand) -> Result<()> {
+    match command {
+        VaultCommand::Init { no_encryption } => init(context, no_encryption).await,
+        VaultCommand::Info { json } => info(context, json).await,
+    }
+}
+
+async fn init(context: &Context, no_encryption: bool) -> Result<()> {
+    let backend = context.location.backend();
+    let encryption = if no_encryption {
+        InitEncryption::None
+    } else {
+        let passphrase = secret::current(context.passphrase_file.as_deref()).passphrase(true)?;
+        InitEncryption::Passphrase(passphrase, KdfParams::DEFAULT)
+    };
+    let vault = Vault::create(backend, encryption).await?;
+    let config = vault.vault().config();
+    if no_encryption {
+        println!("Created an unencrypted vault at {} (id {}).", vault.vault().location(), config.id);
+        println!("Anyone who can read that location can read the backups in it.");
+    } else {
+        println!("Created an encrypted vault at {} (id {}).", vault.vault().location(), config.id);
+        println!();
+        println!("Only your passphrase opens it. vmvault cannot recover a lost passphrase:");
+        println!("if you lose it, every backup in this vault is lost.");
+        println!("Print a recovery key now and keep it offline:  vmvault key export --paper");
+    }
+    Ok(())
+}
+
+async fn info(context: &Context, json: bool) -> Result<()> {
+    let vault = crate::commands::open(context).await?;
+    let info = vault.info().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print_info(&info);
+    }
+    Ok(())
+}
+
+fn print_info(info: &VaultInfo) {
+    println!("vault       {}", info.location);
+    println!("id          {}", info.id);
+    println!("format      version {}", info.format_version);
+    println!("created     {}", info.created);
+    match (info.encryption, info.kdf) {
+        (Encryption::Aes256Gcm, Some(kdf)) => println!(
+            "encryption  AES-256-GCM; key wrapped with Argon2id ({} MiB, {} passes, {} lane(s))",
+            kdf.memory_kib / 1024,
+            kdf.iterations,
+            kdf.parallelism
+        ),
+        (Encryption::Aes256Gcm, None) => println!("encryption  AES-256-GCM"),
+        (Encryption::None, _) => println!("encryption  none"),
+    }
+    println!("chunk size  {} MiB", info.chunk_size / (1024 * 1024));
+    println!("chunks      {} ({})", info.chunk_count, human_bytes(info.chunk_bytes));
+}
+
+/// Bytes in binary units, for people.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}

@@ -1,0 +1,85 @@
+//! Where vault objects are kept. One trait, so a local directory and object storage are both
+//! first-class and callers never know which they talk to.
+//!
+//! Objects are named by keys: `/`-separated relative paths of ASCII letters, digits, `.`, `-`
+//! and `_`, never starting with `.`. Two kinds of write exist, matching what object stores
+//! can do atomically:
+//! - create-if-absent, for content-addressed and write-once objects (chunks, indexes,
+//!   manifests): a second writer of the same key finds it present and writes nothing;
+//! - compare-and-swap, for small mutable documents (catalog, key file): the writer names
+//!   the version it read, and loses with [`VaultError::Conflict`] if someone wrote since.
+
+mod local;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use local::LocalBackend;
+
+use crate::error::{Result, VaultError};
+
+/// Opaque version of a mutable document, as returned by a read and required by a swap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version(pub String);
+
+/// What a create-if-absent write found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// This call stored the object.
+    Created,
+    /// The object was already there; nothing was written.
+    Existed,
+}
+
+/// One listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Storage for vault objects.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Human-readable location for messages (a path or a URL), never holding credentials.
+    fn location(&self) -> String;
+
+    /// Read a whole object; [`VaultError::NotFound`] if it is absent.
+    async fn get(&self, key: &str) -> Result<Bytes>;
+
+    /// Size of an object, or `None` if it is absent.
+    async fn head(&self, key: &str) -> Result<Option<u64>>;
+
+    /// Store an object unless one with this key exists. Durable after [`Backend::flush`].
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<Put>;
+
+    /// Read a mutable document with its version; `None` if it is absent.
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>>;
+
+    /// Replace a mutable document if its version is still `expected` (`None`: must be absent).
+    /// Durable on return. Returns the new version.
+    async fn compare_and_swap(&self, key: &str, expected: Option<&Version>, data: Bytes) -> Result<Version>;
+
+    /// Delete an object; deleting an absent object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// All objects whose key starts with `prefix` (a directory-like prefix ending in `/`).
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// Make every earlier `put_if_absent` and `delete` durable. Called before a manifest is
+    /// committed, so a committed point never references a chunk a crash could lose.
+    async fn flush(&self) -> Result<()>;
+}
+
+/// Refuse keys that could name something outside the vault or a temporary file.
+pub fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.split('/').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('.')
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        });
+    if ok { Ok(()) } else { Err(VaultError::Invalid(format!("{key:?} is not a valid vault object key"))) }
+}

@@ -1,0 +1,50 @@
+//! Catalog documents: small JSON documents (VMs, policies, protected items, settings) updated
+//! by compare-and-swap, so two writers never lose each other's update.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::Backend;
+use crate::error::{Result, VaultError};
+
+/// How often [`update`] re-reads and retries after losing a race before giving up.
+pub const MAX_ATTEMPTS: usize = 64;
+
+/// Read a catalog document; `None` if it does not exist.
+pub async fn read<T: DeserializeOwned>(backend: &dyn Backend, key: &str) -> Result<Option<T>> {
+    match backend.get_versioned(key).await? {
+        Some((bytes, _)) => Ok(Some(parse(&bytes, key)?)),
+        None => Ok(None),
+    }
+}
+
+/// Read-modify-write a document: `change` gets the current value (or `None`) and returns the
+/// new one. On a lost race the document is read again and `change` runs again.
+pub async fn update<T, F>(backend: &dyn Backend, key: &str, mut change: F) -> Result<T>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnMut(Option<T>) -> Result<T>,
+{
+    for _ in 0..MAX_ATTEMPTS {
+        let current = backend.get_versioned(key).await?;
+        let (value, version) = match current {
+            Some((bytes, version)) => (Some(parse(&bytes, key)?), Some(version)),
+            None => (None, None),
+        };
+        let new = change(value)?;
+        let mut bytes = serde_json::to_vec_pretty(&new)
+            .map_err(|e| VaultError::Invalid(format!("{key}: serialise: {e}")))?;
+        bytes.push(b'\n');
+        match backend.compare_and_swap(key, version.as_ref(), Bytes::from(bytes)).await {
+            Ok(_) => return Ok(new),
+            Err(e) if e.is_retryable() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(VaultError::Conflict { key: key.to_string() })
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8], key: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| VaultError::corrupt(key, format!("JSON: {e}")))
+}

@@ -1,0 +1,56 @@
+//! The vmvault vault: where recovery points live, and everything needed to trust them.
+//!
+//! # Layout
+//! A vault is a set of objects in a [`backend::Backend`] (a local directory or a bucket):
+//! `config` (identity, signed), `keys/master.key` (the wrapped master key),
+//! `chunks/xx/<id>` (chunk blobs), point files (fixed indexes and signed manifests) and
+//! catalog documents. docs/FORMAT.md gives every byte.
+//!
+//! # Commit order
+//! A backup writes chunks (create-if-absent), then each disk's fixed index, then calls
+//! [`backend::Backend::flush`] so all of them are durable, and only then stores the manifest,
+//! itself create-if-absent. A recovery point exists exactly when its manifest does, so a
+//! crash or a cancel at any moment leaves either the whole point or only unreferenced
+//! objects that garbage collection may remove.
+//!
+//! # Why garbage collection cannot delete a chunk in use
+//! GC (a later module) is two-phase and takes no lock: it marks every chunk referenced by a
+//! committed manifest, condemns the rest by recording them with a time, waits a grace period
+//! longer than any backup may run, re-marks, and deletes only chunks condemned in the first
+//! pass and still unreferenced. A running backup that found a chunk present and reused it
+//! either commits before the re-mark (so the chunk is marked) or runs longer than the grace
+//! period and must re-check its reused chunks before committing.
+//!
+//! # Threat model
+//! The storage (a disk, a bucket, a vault server) is not trusted with content: chunks are
+//! AES-256-GCM encrypted with the chunk id and header as associated data, and chunk ids are
+//! keyed hashes, so the store learns neither content nor whether a guessed content is present.
+//! Manifests, indexes and the config carry no guest data and are plaintext, so a server can
+//! list, prune and check structure; they are signed with a keyed MAC (indexes through the
+//! digest their signed manifest records), so a client detects any change. The store can
+//! still delete or withhold objects (caught by verify), and it sees sizes and timing.
+//! The master key lives only in the client: wrapped by an Argon2id-derived key in the key
+//! file, zeroized in memory, never logged. A lost passphrase (without the paper recovery key)
+//! means the backups are lost.
+
+pub mod backend;
+pub mod blob;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod keyfile;
+pub mod keys;
+pub mod manifest;
+pub mod signed;
+pub mod vault;
+
+pub use config::{Encryption, VaultConfig};
+pub use error::{Result, VaultError};
+pub use id::{ChunkId, VaultId};
+pub use index::FixedIndex;
+pub use keyfile::{KdfParams, RecoveryKey};
+pub use keys::{Keys, Passphrase};
+pub use manifest::{Consistency, Manifest, ManifestDisk, PointKind};
+pub use vault::{InitEncryption, UnlockedVault, Vault, VaultInfo};

@@ -1,0 +1,366 @@
+//! Opening, creating and unlocking a vault; the chunk store and point files on top of a backend.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::backend::{Backend, Put};
+use crate::blob;
+use crate::config::{CONFIG_KEY, Encryption, KEY_FILE_KEY, VaultConfig};
+use crate::error::{Result, VaultError};
+use crate::id::{ChunkId, VaultId};
+use crate::index::FixedIndex;
+use crate::keyfile::{KdfParams, KeyFile, RecoveryKey};
+use crate::keys::{Keys, MasterKey, Passphrase};
+use crate::manifest::Manifest;
+
+/// Prefix under which chunks are stored.
+pub const CHUNKS_PREFIX: &str = "chunks/";
+
+/// Object key of a chunk: `chunks/<first two hex digits>/<64 hex digits>`.
+pub fn chunk_key(id: &ChunkId) -> String {
+    let hex = id.to_hex();
+    format!("{CHUNKS_PREFIX}{}/{hex}", &hex[..2])
+}
+
+/// Parse a chunk's object key back into its id; `None` for anything else.
+pub fn chunk_id_of_key(key: &str) -> Option<ChunkId> {
+    let rest = key.strip_prefix(CHUNKS_PREFIX)?;
+    let (fan, hex) = rest.split_once('/')?;
+    let id: ChunkId = hex.parse().ok()?;
+    (hex.starts_with(fan) && fan.len() == 2).then_some(id)
+}
+
+/// How to protect a new vault.
+pub enum InitEncryption {
+    /// Encrypt with a fresh master key wrapped under this passphrase.
+    Passphrase(Passphrase, KdfParams),
+    /// Do not encrypt.
+    None,
+}
+
+/// A vault opened without its key: enough to list, inspect and check integrity, as a server
+/// does. Reading or writing content needs an [`UnlockedVault`].
+pub struct Vault {
+    backend: Arc<dyn Backend>,
+    config: VaultConfig,
+    config_bytes: Bytes,
+}
+
+/// A vault whose keys are at hand.
+pub struct UnlockedVault {
+    vault: Vault,
+    keys: Keys,
+}
+
+/// What `vault info` reports. Holds no secret.
+#[derive(Debug, Serialize)]
+pub struct VaultInfo {
+    /// Where the vault lives.
+    pub location: String,
+    /// Its id.
+    pub id: VaultId,
+    /// Layout version.
+    pub format_version: u32,
+    /// When it was created.
+    pub created: jiff::Timestamp,
+    /// Encryption mode.
+    pub encryption: Encryption,
+    /// Argon2id parameters of the key file, if encrypted.
+    pub kdf: Option<KdfParams>,
+    /// Bytes per chunk.
+    pub chunk_size: u32,
+    /// Number of stored chunks.
+    pub chunk_count: u64,
+    /// Stored bytes of all chunks.
+    pub chunk_bytes: u64,
+}
+
+/// One chunk that failed a keyless integrity check.
+#[derive(Debug)]
+pub struct DamagedChunk {
+    /// The object key it was found under.
+    pub key: String,
+    /// What is wrong with it.
+    pub error: VaultError,
+}
+
+/// Result of checking every stored chunk's checksum.
+#[derive(Debug, Default)]
+pub struct ChunkCheck {
+    /// Chunks read and checked.
+    pub checked: u64,
+    /// Those that failed.
+    pub damaged: Vec<DamagedChunk>,
+}
+
+impl Vault {
+    /// Create a vault on an empty backend. Refuses if a vault is already there.
+    pub async fn create(backend: Arc<dyn Backend>, encryption: InitEncryption) -> Result<UnlockedVault> {
+        let location = backend.location();
+        if backend.head(CONFIG_KEY).await?.is_some() {
+            return Err(VaultError::AlreadyInitialized { location });
+        }
+        let (config, keys, key_file) = match encryption {
+            InitEncryption::Passphrase(passphrase, kdf) => {
+                if passphrase.is_empty() {
+                    return Err(VaultError::Invalid("an empty passphrase is not allowed".into()));
+                }
+                let config = VaultConfig::new(Encryption::Aes256Gcm)?;
+                let master = MasterKey::generate()?;
+                let key_file = KeyFile::wrap(&master, &passphrase, kdf)?;
+                (config, Keys::encrypted(master), Some(key_file))
+            }
+            InitEncryption::None => {
+                let config = VaultConfig::new(Encryption::None)?;
+                let keys = Keys::unencrypted(&config.id);
+                (config, keys, None)
+            }
+        };
+        // The key file first, the config last: a vault exists once its config does.
+        if let Some(key_file) = key_file {
+            backend.compare_and_swap(KEY_FILE_KEY, None, Bytes::from(key_file.encode())).await?;
+        }
+        let config_bytes = Bytes::from(crate::signed::sign(&keys, &config)?);
+        if backend.put_if_absent(CONFIG_KEY, config_bytes.clone()).await? == Put::Existed {
+            return Err(VaultError::AlreadyInitialized { location });
+        }
+        backend.flush().await?;
+        Ok(UnlockedVault { vault: Vault { backend, config, config_bytes }, keys })
+    }
+
+    /// Open an existing vault without its key.
+    pub async fn open(backend: Arc<dyn Backend>) -> Result<Vault> {
+        let config_bytes = match backend.get(CONFIG_KEY).await {
+            Ok(bytes) => bytes,
+            Err(VaultError::NotFound { .. }) => {
+                return Err(VaultError::NotAVault { location: backend.location() });
+            }
+            Err(e) => return Err(e),
+        };
+        let config = VaultConfig::decode_unverified(&config_bytes)?;
+        Ok(Vault { backend, config, config_bytes })
+    }
+
+    /// The backend, for callers that store their own objects (catalog documents).
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The vault's settings.
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    /// Whether a passphrase is needed to unlock.
+    pub fn is_encrypted(&self) -> bool {
+        self.config.encryption == Encryption::Aes256Gcm
+    }
+
+    /// Where the vault lives.
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    async fn key_file(&self) -> Result<KeyFile> {
+        let bytes = self.backend.get(KEY_FILE_KEY).await?;
+        KeyFile::decode(&bytes, KEY_FILE_KEY)
+    }
+
+    /// Unlock an encrypted vault with its passphrase (one Argon2id derivation). Reads only.
+    pub async fn unlock(self, passphrase: &Passphrase) -> Result<UnlockedVault> {
+        if !self.is_encrypted() {
+            return Err(VaultError::NotEncrypted { location: self.location() });
+        }
+        let master = self.key_file().await?.unwrap_key(passphrase, &self.location())?;
+        self.with_keys(Keys::encrypted(master))
+    }
+
+    /// Use an unencrypted vault for reading and writing content.
+    pub fn unlock_unencrypted(self) -> Result<UnlockedVault> {
+        if self.is_encrypted() {
+            return Err(VaultError::Locked { location: self.location() });
+        }
+        let keys = Keys::unencrypted(&self.config.id);
+        self.with_keys(keys)
+    }
+
+    /// Unlock with a master key held elsewhere (a key agent, or a recovery key).
+    pub fn unlock_with_master(self, master: MasterKey) -> Result<UnlockedVault> {
+        self.with_keys(Keys::encrypted(master))
+    }
+
+    fn with_keys(self, keys: Keys) -> Result<UnlockedVault> {
+        self.config.verify(&keys, &self.config_bytes)?;
+        Ok(UnlockedVault { vault: self, keys })
+    }
+
+    /// Replace the key file from a paper recovery key: for a forgotten passphrase or a damaged
+    /// key file. The recovery key must belong to this vault.
+    pub async fn import_recovery_key(
+        self,
+        recovery: &RecoveryKey,
+        new_passphrase: &Passphrase,
+    ) -> Result<UnlockedVault> {
+        if !self.is_encrypted() {
+            return Err(VaultError::NotEncrypted { location: self.location() });
+        }
+        let location = self.location();
+        let keys = Keys::encrypted(recovery.master()?);
+        if self.config.verify(&keys, &self.config_bytes).is_err() {
+            return Err(VaultError::WrongRecoveryKey { location });
+        }
+        let unlocked = UnlockedVault { vault: self, keys };
+        unlocked.rewrap(new_passphrase, KdfParams::DEFAULT).await?;
+        Ok(unlocked)
+    }
+
+    /// Facts about the vault for `vault info`.
+    pub async fn info(&self) -> Result<VaultInfo> {
+        let kdf = if self.is_encrypted() { Some(self.key_file().await?.kdf) } else { None };
+        let chunks = self.backend.list(CHUNKS_PREFIX).await?;
+        let (chunk_count, chunk_bytes) = chunks
+            .iter()
+            .filter(|o| chunk_id_of_key(&o.key).is_some())
+            .fold((0u64, 0u64), |(n, b), o| (n + 1, b + o.size));
+        Ok(VaultInfo {
+            location: self.location(),
+            id: self.config.id,
+            format_version: self.config.version,
+            created: self.config.created,
+            encryption: self.config.encryption,
+            kdf,
+            chunk_size: self.config.chunk_size,
+            chunk_count,
+            chunk_bytes,
+        })
+    }
+
+    /// Check every stored chunk's checksum and structure, without the key.
+    pub async fn check_chunks(&self) -> Result<ChunkCheck> {
+        let mut report = ChunkCheck::default();
+        for object in self.backend.list(CHUNKS_PREFIX).await? {
+            report.checked += 1;
+            let Some(id) = chunk_id_of_key(&object.key) else {
+                report.damaged.push(DamagedChunk {
+                    error: VaultError::corrupt(&object.key, "not a chunk name"),
+                    key: object.key,
+                });
+                continue;
+            };
+            let outcome = match self.backend.get(&object.key).await {
+                Ok(bytes) => blob::check(&id, &bytes),
+                Err(e) => Err(e),
+            };
+            if let Err(error) = outcome {
+                report.damaged.push(DamagedChunk { key: object.key, error });
+            }
+        }
+        Ok(report)
+    }
+
+    /// Read and check an index; `digest` (from a verified manifest) binds it to that manifest.
+    pub async fn get_index(&self, key: &str, digest: Option<&str>) -> Result<FixedIndex> {
+        let bytes = self.backend.get(key).await?;
+        let index = FixedIndex::decode(&bytes, key)?;
+        if let Some(expected) = digest {
+            let actual = FixedIndex::digest_of(&bytes).map(hex::encode).unwrap_or_default();
+            if actual != expected {
+                return Err(VaultError::corrupt(key, "does not match the index its manifest signed"));
+            }
+        }
+        Ok(index)
+    }
+}
+
+impl UnlockedVault {
+    /// The vault without its keys.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// The keys, for pipelines that hash and seal on their own threads.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The paper form of the master key. Errors on an unencrypted vault, which has none.
+    pub fn recovery_key(&self) -> Result<RecoveryKey> {
+        let master =
+            self.keys.master().ok_or_else(|| VaultError::NotEncrypted { location: self.vault.location() })?;
+        Ok(RecoveryKey::from_master(master))
+    }
+
+    /// Re-wrap the master key under a new passphrase; no chunk or document is touched.
+    pub async fn change_passphrase(&self, new_passphrase: &Passphrase) -> Result<()> {
+        let kdf = self.vault.key_file().await.map(|f| f.kdf).unwrap_or(KdfParams::DEFAULT);
+        self.rewrap(new_passphrase, kdf).await
+    }
+
+    async fn rewrap(&self, new_passphrase: &Passphrase, kdf: KdfParams) -> Result<()> {
+        if new_passphrase.is_empty() {
+            return Err(VaultError::Invalid("an empty passphrase is not allowed".into()));
+        }
+        let master =
+            self.keys.master().ok_or_else(|| VaultError::NotEncrypted { location: self.vault.location() })?;
+        let file = KeyFile::wrap(master, new_passphrase, kdf)?;
+        let backend = &self.vault.backend;
+        let current = backend.get_versioned(KEY_FILE_KEY).await?.map(|(_, v)| v);
+        backend.compare_and_swap(KEY_FILE_KEY, current.as_ref(), Bytes::from(file.encode())).await?;
+        Ok(())
+    }
+
+    /// Hash, seal and store one chunk unless the vault has it. Returns its id and the stored
+    /// bytes this call added (0 when it was already there).
+    pub async fn put_chunk(&self, plaintext: &[u8]) -> Result<(ChunkId, u64)> {
+        let id = self.keys.chunk_id(plaintext);
+        let key = chunk_key(&id);
+        if self.vault.backend.head(&key).await?.is_some() {
+            return Ok((id, 0));
+        }
+        let sealed = Bytes::from(blob::seal(&self.keys, &id, plaintext)?);
+        let len = sealed.len() as u64;
+        let added = match self.vault.backend.put_if_absent(&key, sealed).await? {
+            Put::Created => len,
+            Put::Existed => 0,
+        };
+        Ok((id, added))
+    }
+
+    /// Fetch, check and open one chunk.
+    pub async fn get_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let bytes = match self.vault.backend.get(&chunk_key(id)).await {
+            Err(VaultError::NotFound { location, .. }) => {
+                return Err(VaultError::NotFound { location, key: format!("chunk {id}") });
+            }
+            other => other?,
+        };
+        blob::open(&self.keys, id, &bytes)
+    }
+
+    /// Store an index (create-if-absent); returns its digest for the manifest.
+    pub async fn put_index(&self, key: &str, index: &FixedIndex) -> Result<String> {
+        let bytes = index.encode();
+        let digest = FixedIndex::digest_of(&bytes).map(hex::encode).unwrap_or_default();
+        self.vault.backend.put_if_absent(key, Bytes::from(bytes)).await?;
+        Ok(digest)
+    }
+
+    /// Commit a manifest: flush everything written so far, then store the signed manifest.
+    pub async fn commit_manifest(&self, key: &str, manifest: &Manifest) -> Result<()> {
+        let backend = &self.vault.backend;
+        backend.flush().await?;
+        let bytes = Bytes::from(manifest.encode(&self.keys)?);
+        if backend.put_if_absent(key, bytes).await? == Put::Existed {
+            return Err(VaultError::Invalid(format!("{key}: a manifest already exists under this name")));
+        }
+        backend.flush().await
+    }
+
+    /// Read and verify a manifest.
+    pub async fn get_manifest(&self, key: &str) -> Result<Manifest> {
+        let bytes = self.vault.backend.get(key).await?;
+        Manifest::decode(&self.keys, &bytes, key)
+    }
+}
