@@ -35,7 +35,7 @@ where
         let new = change(value)?;
         let mut bytes = serde_json::to_vec_pretty(&new)
             .map_err(|e| VaultError::Invalid(format!("{key}: serialise: {e}")))?;
-        bytes.push(b'\n');
+        bytes.extend_from_slice(b"\n");
         match backend.compare_and_swap(key, version.as_ref(), Bytes::from(bytes)).await {
             Ok(_) => return Ok(new),
             Err(e) if e.is_retryable() => continue,
