@@ -33,6 +33,8 @@
 //! file, zeroized in memory, never logged. A lost passphrase (without the paper recovery key)
 //! means the backups are lost.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod backend;
 pub mod blob;
 pub mod catalog;
