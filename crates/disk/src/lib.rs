@@ -1,0 +1,15 @@
+//! Disks as vmvault sees them: images and block devices to read and write, their allocation
+//! maps, QEMU's image locks and tools, and the NBD protocol (client now, server later).
+//!
+//! This crate knows nothing of the vault: it moves bytes between disks and callers.
+
+pub mod error;
+pub mod image;
+pub mod lock;
+pub mod nbd;
+pub mod qemu;
+pub mod writer;
+
+pub use error::{DiskError, Result};
+pub use image::{BlockSource, DiskFormat, Extent, ImageInfo, open_source, probe};
+pub use lock::ImageLock;

@@ -1,0 +1,157 @@
+//! QEMU's command-line tools, for what vmvault does not do in-process: persistent dirty
+//! bitmaps (qemu-img bitmap), read-only NBD exports of an image (qemu-nbd), creating images.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::error::{DiskError, Result};
+use crate::image::DiskFormat;
+
+/// A persistent dirty bitmap stored in a qcow2 image.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Bitmap {
+    /// Its name.
+    pub name: String,
+    /// Bytes per bit.
+    pub granularity: u64,
+    /// qemu's flags: `auto` (tracks writes), `in-use` (not closed cleanly: contents unknown).
+    #[serde(default)]
+    pub flags: Vec<String>,
+}
+
+impl Bitmap {
+    /// Whether the bitmap can be trusted to hold every write since it was added.
+    pub fn is_consistent(&self) -> bool {
+        self.flags.iter().any(|f| f == "auto") && !self.flags.iter().any(|f| f == "in-use")
+    }
+}
+
+fn run(tool: &str, args: &[&std::ffi::OsStr], target: &Path) -> Result<String> {
+    let out = Command::new(tool).args(args).stdin(Stdio::null()).output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => DiskError::ToolMissing { tool: tool.into() },
+        _ => DiskError::io(target, e),
+    })?;
+    if !out.status.success() {
+        let message = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
+        return Err(DiskError::Tool { tool: tool.into(), target: target.display().to_string(), message });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(s)
+}
+
+/// The persistent bitmaps of a qcow2 image.
+pub fn bitmaps(image: &Path) -> Result<Vec<Bitmap>> {
+    let json =
+        run("qemu-img", &[os("info"), os("--output=json"), os("-f"), os("qcow2"), image.as_os_str()], image)?;
+    #[derive(Deserialize)]
+    struct Info {
+        #[serde(rename = "format-specific")]
+        format_specific: Option<FormatSpecific>,
+    }
+    #[derive(Deserialize)]
+    struct FormatSpecific {
+        data: Option<Data>,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        #[serde(default)]
+        bitmaps: Vec<Bitmap>,
+    }
+    let info: Info = serde_json::from_str(&json)
+        .map_err(|e| DiskError::image(image, format!("unexpected qemu-img info output: {e}")))?;
+    Ok(info.format_specific.and_then(|f| f.data).map(|d| d.bitmaps).unwrap_or_default())
+}
+
+/// Add a persistent dirty bitmap; from now on every write to the image marks it.
+pub fn add_bitmap(image: &Path, name: &str) -> Result<()> {
+    run("qemu-img", &[os("bitmap"), os("--add"), os("-f"), os("qcow2"), image.as_os_str(), os(name)], image)
+        .map(|_| ())
+}
+
+/// Remove a persistent dirty bitmap.
+pub fn remove_bitmap(image: &Path, name: &str) -> Result<()> {
+    run(
+        "qemu-img",
+        &[os("bitmap"), os("--remove"), os("-f"), os("qcow2"), image.as_os_str(), os(name)],
+        image,
+    )
+    .map(|_| ())
+}
+
+/// Create an empty image of `size` bytes.
+pub fn create_image(path: &Path, format: DiskFormat, size: u64) -> Result<()> {
+    let size = size.to_string();
+    run(
+        "qemu-img",
+        &[os("create"), os("-q"), os("-f"), os(format.as_str()), path.as_os_str(), os(&size)],
+        path,
+    )
+    .map(|_| ())
+}
+
+/// A read-only export of an image by qemu-nbd on a unix socket, stopped when dropped.
+pub struct NbdExport {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl NbdExport {
+    /// Export `image` read-only; with `bitmap`, also as the context `qemu:dirty-bitmap:NAME`.
+    pub fn start(image: &Path, format: DiskFormat, bitmap: Option<&str>, socket: &Path) -> Result<Self> {
+        let mut cmd = Command::new("qemu-nbd");
+        cmd.arg("--read-only").arg("--format").arg(format.as_str()).arg("--socket").arg(socket);
+        cmd.arg("--shared=1").arg("--cache=none").arg("--aio=threads");
+        if let Some(name) = bitmap {
+            cmd.arg("--bitmap").arg(name);
+        }
+        cmd.arg(image).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => DiskError::ToolMissing { tool: "qemu-nbd".into() },
+            _ => DiskError::io(image, e),
+        })?;
+        let mut export = NbdExport { child, socket: socket.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if let Ok(Some(_)) = export.child.try_wait() {
+                let mut message = String::new();
+                if let Some(mut err) = export.child.stderr.take() {
+                    let _ = err.read_to_string(&mut message);
+                }
+                return Err(DiskError::Tool {
+                    tool: "qemu-nbd".into(),
+                    target: image.display().to_string(),
+                    message: message.trim().replace('\n', "; "),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(DiskError::Tool {
+                    tool: "qemu-nbd".into(),
+                    target: image.display().to_string(),
+                    message: "no socket after 20 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(export)
+    }
+
+    /// The unix socket to connect to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for NbdExport {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
