@@ -2,6 +2,7 @@
 
 mod commands;
 mod location;
+mod progress;
 mod secret;
 
 use std::process::ExitCode;
@@ -32,6 +33,34 @@ enum Command {
     /// Manage the vault's key: passphrase, paper recovery key.
     #[command(subcommand)]
     Key(commands::key::KeyCommand),
+    /// Register and inspect VMs.
+    #[command(subcommand)]
+    Vm(commands::vm::VmCommand),
+    /// Back up a VM now (on demand). The VM must be stopped.
+    Backup {
+        /// The VM.
+        name: String,
+        /// Only this disk (give it more than once for several); default: every disk.
+        #[arg(long = "disk", value_name = "LABEL")]
+        disks: Vec<String>,
+        /// Keep the point until this date or time (default: 30 days).
+        #[arg(long, value_name = "DATE")]
+        retain_until: Option<String>,
+        /// Print a JSON summary instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a VM's recovery points.
+    Points {
+        /// The VM.
+        name: String,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore disks or whole VMs from a recovery point.
+    #[command(subcommand)]
+    Restore(commands::restore::RestoreCommand),
 }
 
 /// What every command gets besides its own arguments.
@@ -51,6 +80,12 @@ fn main() -> ExitCode {
             match cli.command {
                 Command::Vault(cmd) => commands::vault::run(&context, cmd).await,
                 Command::Key(cmd) => commands::key::run(&context, cmd).await,
+                Command::Vm(cmd) => commands::vm::run(&context, cmd).await,
+                Command::Backup { name, disks, retain_until, json } => {
+                    commands::backup::backup(&context, &name, disks, retain_until.as_deref(), json).await
+                }
+                Command::Points { name, json } => commands::backup::list_points(&context, &name, json).await,
+                Command::Restore(cmd) => commands::restore::run(&context, cmd).await,
             }
         })
     });

@@ -8,6 +8,7 @@ pub mod image;
 pub mod lock;
 pub mod nbd;
 pub mod qemu;
+pub mod swap;
 pub mod writer;
 
 pub use error::{DiskError, Result};

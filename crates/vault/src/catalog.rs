@@ -19,6 +19,11 @@ pub async fn read<T: DeserializeOwned>(backend: &dyn Backend, key: &str) -> Resu
     }
 }
 
+/// Create a document that must not exist yet; [`VaultError::Conflict`] if it does.
+pub async fn create<T: Serialize>(backend: &dyn Backend, key: &str, value: &T) -> Result<()> {
+    backend.compare_and_swap(key, None, Bytes::from(encode(value, key)?)).await.map(|_| ())
+}
+
 /// Read-modify-write a document: `change` gets the current value (or `None`) and returns the
 /// new one. On a lost race the document is read again and `change` runs again.
 pub async fn update<T, F>(backend: &dyn Backend, key: &str, mut change: F) -> Result<T>
@@ -43,6 +48,13 @@ where
         }
     }
     Err(VaultError::Conflict { key: key.to_string() })
+}
+
+fn encode<T: Serialize>(value: &T, key: &str) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| VaultError::Invalid(format!("{key}: serialise: {e}")))?;
+    bytes.extend_from_slice(b"\n");
+    Ok(bytes)
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8], key: &str) -> Result<T> {

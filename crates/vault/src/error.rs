@@ -80,7 +80,8 @@ impl VaultError {
         matches!(self, VaultError::Conflict { .. })
     }
 
-    pub(crate) fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// A damaged object, named by `what`.
+    pub fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> Self {
         VaultError::Corrupt { what: what.into(), reason: reason.into() }
     }
 

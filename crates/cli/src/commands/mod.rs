@@ -1,7 +1,10 @@
 //! One module per command group.
 
+pub mod backup;
 pub mod key;
+pub mod restore;
 pub mod vault;
+pub mod vm;
 
 use ::vault::{UnlockedVault, Vault};
 use anyhow::Result;

@@ -2,5 +2,7 @@
 
 pub mod client;
 pub mod proto;
+pub mod source;
 
 pub use client::{NbdClient, StatusExtent};
+pub use source::NbdSource;

@@ -1,0 +1,125 @@
+//! `vmvault backup` and `vmvault points`.
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use engine::backup::{BackupOptions, BackupSummary};
+use engine::points::{self, PointSummary};
+use vault::PointKind;
+
+use crate::Context;
+use crate::commands::vault::human_bytes;
+
+/// On-demand points are kept this long unless `--retain-until` says otherwise.
+const DEFAULT_ON_DEMAND_DAYS: i64 = 30;
+
+/// `vmvault backup NAME`.
+pub async fn backup(
+    context: &Context,
+    vm: &str,
+    disks: Vec<String>,
+    until: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let vault = Arc::new(crate::commands::unlock(context).await?);
+    let retain_until = match until {
+        Some(text) => parse_until(text)?,
+        None => jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(24 * DEFAULT_ON_DEMAND_DAYS))?,
+    };
+    if retain_until <= jiff::Timestamp::now() {
+        bail!("--retain-until {retain_until} is in the past");
+    }
+    let options = BackupOptions {
+        disks,
+        kind: PointKind::OnDemand,
+        retain_until: Some(retain_until),
+        ..Default::default()
+    };
+    let summary = engine::backup::backup(vault, vm, options, crate::progress::for_terminal(json)).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+fn print_summary(s: &BackupSummary) {
+    let consistency = serde_json::to_value(s.consistency)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    println!("Recovery point {} of VM {} ({consistency}-consistent).", s.point_id, s.vm);
+    for d in &s.disks {
+        println!(
+            "  {:<10} {:<11} read {:>10}  zeros {:>10}  new in vault {:>10}",
+            d.label,
+            format!("{:?}", d.mode).to_lowercase(),
+            human_bytes(d.bytes_read),
+            human_bytes(d.bytes_zero),
+            human_bytes(d.bytes_new)
+        );
+    }
+    let rate = if s.duration_s > 0.0 { s.bytes_read as f64 / s.duration_s / 1e6 } else { 0.0 };
+    println!(
+        "  {} read of {} in {:.1} s ({rate:.0} MB/s); {} added to the vault.",
+        human_bytes(s.bytes_read),
+        human_bytes(s.logical_bytes),
+        s.duration_s,
+        human_bytes(s.bytes_new)
+    );
+    for note in &s.notes {
+        println!("  note: {note}");
+    }
+}
+
+/// `vmvault points NAME`.
+pub async fn list_points(context: &Context, vm: &str, json: bool) -> Result<()> {
+    let vault = crate::commands::unlock(context).await?;
+    engine::registry::get(vault.vault().backend().as_ref(), vm).await?;
+    let summaries: Vec<PointSummary> =
+        points::list(&vault, vm).await?.iter().map(PointSummary::from).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        return Ok(());
+    }
+    if summaries.is_empty() {
+        println!("VM {vm} has no recovery points yet. Make one with `vmvault backup {vm}`.");
+        return Ok(());
+    }
+    println!(
+        "{:<22} {:<20} {:<9} {:<11} {:>10} {:>10}  RETAIN-UNTIL",
+        "ID", "TIME", "KIND", "CONSISTENCY", "LOGICAL", "STORED"
+    );
+    for p in summaries {
+        println!(
+            "{:<22} {:<20} {:<9} {:<11} {:>10} {:>10}  {}",
+            p.id,
+            p.time.strftime("%Y-%m-%d %H:%M:%S"),
+            serde_json::to_value(p.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            serde_json::to_value(p.consistency)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            human_bytes(p.logical_bytes),
+            human_bytes(p.stored_bytes),
+            p.retain_until.map(|t| t.strftime("%Y-%m-%d").to_string()).unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(())
+}
+
+/// Parse `--retain-until`: an RFC 3339 time, or a date (kept through the end of that day, UTC).
+pub fn parse_until(text: &str) -> Result<jiff::Timestamp> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(d) = text.parse::<jiff::civil::Date>() {
+        return Ok(d.at(23, 59, 59, 0).to_zoned(jiff::tz::TimeZone::UTC)?.timestamp());
+    }
+    bail!("--retain-until {text:?}: give a date (2027-01-31) or an RFC 3339 time (2027-01-31T12:00:00Z)")
+}

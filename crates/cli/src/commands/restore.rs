@@ -1,0 +1,114 @@
+//! `vmvault restore …`: disks, whole VMs, and disks swapped into a stopped VM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Subcommand;
+use disk::DiskFormat;
+use engine::{points, registry, restore};
+
+use crate::Context;
+use crate::commands::vault::human_bytes;
+
+#[derive(Subcommand)]
+pub enum RestoreCommand {
+    /// Restore one disk to a new file (sparse: zero regions are not written).
+    Disk {
+        /// The VM.
+        name: String,
+        /// Recovery point id, or `latest`.
+        #[arg(long)]
+        point: String,
+        /// Disk label.
+        #[arg(long)]
+        disk: String,
+        /// File to create.
+        #[arg(long)]
+        to: PathBuf,
+        /// Format of the new file (default: the disk's registered format).
+        #[arg(long)]
+        format: Option<DiskFormat>,
+    },
+    /// Restore every disk as a new VM, with a libvirt XML and a qemu command line, and register it.
+    Vm {
+        /// The VM.
+        name: String,
+        /// Recovery point id, or `latest`.
+        #[arg(long)]
+        point: String,
+        /// Name of the new VM.
+        #[arg(long = "as", value_name = "NEWNAME")]
+        new_name: String,
+        /// Directory for its disks and definition.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Replace disks of a stopped VM with their content in a point; the current disk is kept aside.
+    Replace {
+        /// The VM.
+        name: String,
+        /// Recovery point id, or `latest`.
+        #[arg(long)]
+        point: String,
+        /// Disk label (default: every disk in the point); give it more than once for several.
+        #[arg(long = "disk")]
+        disks: Vec<String>,
+    },
+}
+
+pub async fn run(context: &Context, command: RestoreCommand) -> Result<()> {
+    let vault = Arc::new(crate::commands::unlock(context).await?);
+    let backend = vault.vault().backend().clone();
+    let progress = crate::progress::for_terminal(false);
+    match command {
+        RestoreCommand::Disk { name, point, disk, to, format } => {
+            let vm = registry::get(backend.as_ref(), &name).await?;
+            let manifest = points::find(&vault, &name, &point).await?;
+            let format =
+                format.or_else(|| vm.disk(&disk).ok().map(|d| d.format)).unwrap_or(DiskFormat::Qcow2);
+            let started = std::time::Instant::now();
+            let r = restore::restore_disk(vault, &manifest, &disk, &to, format, progress).await?;
+            println!(
+                "Restored disk {} of VM {name} from point {} to {} ({}, {} of data written in {:.1} s).",
+                r.label,
+                manifest.point_id,
+                r.path.display(),
+                r.format.as_str(),
+                human_bytes(r.bytes_written),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        RestoreCommand::Vm { name, point, new_name, to } => {
+            let vm = registry::get(backend.as_ref(), &name).await?;
+            let manifest = points::find(&vault, &name, &point).await?;
+            let r = restore::restore_vm(vault, &vm, &manifest, &new_name, &to, progress).await?;
+            println!(
+                "Restored VM {name} point {} as new VM {new_name} (uuid {}).",
+                manifest.point_id, r.vm.uuid
+            );
+            for d in &r.disks {
+                println!("  disk {:<8} {}", d.label, d.path.display());
+            }
+            for n in &r.vm.nics {
+                println!("  nic  {}", n.mac);
+            }
+            println!("  libvirt: virsh define {}", r.libvirt_xml.display());
+            println!("  qemu:    {}", r.qemu_script.display());
+        }
+        RestoreCommand::Replace { name, point, disks } => {
+            let vm = registry::get(backend.as_ref(), &name).await?;
+            let manifest = points::find(&vault, &name, &point).await?;
+            for r in restore::restore_replace(vault, &vm, &manifest, &disks, progress).await? {
+                println!(
+                    "Replaced disk {} of VM {name} ({}) with point {}; the previous content is kept at {}.",
+                    r.label,
+                    r.path.display(),
+                    manifest.point_id,
+                    r.kept_aside.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! `vmvault vm …`: the VM registry.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use engine::limits::Limits;
+use engine::registry::{self, NewVm, Nic, VmRecord};
+
+use crate::Context;
+use crate::commands::vault::human_bytes;
+
+#[derive(Subcommand)]
+pub enum VmCommand {
+    /// Register a VM from its disks (qcow2 or raw files, block devices).
+    Add {
+        /// The VM's name.
+        name: String,
+        /// A disk, as [LABEL=]PATH; give it once per disk, the OS disk first.
+        #[arg(long = "disk", required = true, value_name = "[LABEL=]PATH")]
+        disks: Vec<String>,
+        /// Virtual CPUs.
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 1024, value_name = "MIB")]
+        memory: u64,
+        /// A network interface, as MAC[,NETWORK].
+        #[arg(long = "nic", value_name = "MAC[,NETWORK]")]
+        nics: Vec<String>,
+    },
+    /// Register a VM from a libvirt domain XML file (`virsh dumpxml NAME > FILE`).
+    ImportLibvirt {
+        /// The domain XML file.
+        file: PathBuf,
+    },
+    /// List registered VMs.
+    List {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one VM.
+    Show {
+        /// The VM's name.
+        name: String,
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a VM. Its recovery points stay in the vault.
+    Remove {
+        /// The VM's name.
+        name: String,
+    },
+}
+
+pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
+    let vault = crate::commands::open(context).await?;
+    let backend = vault.backend().as_ref();
+    match command {
+        VmCommand::Add { name, disks, vcpus, memory, nics } => {
+            let disks = disks
+                .iter()
+                .map(|d| match d.split_once('=') {
+                    Some((label, path)) => (Some(label.to_string()), PathBuf::from(path)),
+                    None => (None, PathBuf::from(d)),
+                })
+                .collect();
+            let nics = nics
+                .iter()
+                .map(|n| match n.split_once(',') {
+                    Some((mac, net)) => Nic { mac: mac.to_lowercase(), network: Some(net.to_string()) },
+                    None => Nic { mac: n.to_lowercase(), network: None },
+                })
+                .collect();
+            let new = NewVm { name, uuid: None, disks, vcpus, memory_mib: memory, nics };
+            let record = registry::add(backend, registry::prepare(new, &Limits::default())?).await?;
+            print_registered(&record);
+        }
+        VmCommand::ImportLibvirt { file } => {
+            let new = engine::libvirt::parse_domain(&file)?;
+            let record = registry::add(backend, registry::prepare(new, &Limits::default())?).await?;
+            print_registered(&record);
+        }
+        VmCommand::List { json } => {
+            let vms = registry::list(backend).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&vms)?);
+            } else if vms.is_empty() {
+                println!("No VMs registered. Register one with `vmvault vm add NAME --disk PATH`.");
+            } else {
+                println!("{:<24} {:>5} {:>8} {:>6}  DISKS", "NAME", "VCPUS", "MEMORY", "NICS");
+                for vm in vms {
+                    let disks: Vec<String> = vm.disks.iter().map(|d| d.label.clone()).collect();
+                    println!(
+                        "{:<24} {:>5} {:>6}Mi {:>6}  {}",
+                        vm.name,
+                        vm.vcpus,
+                        vm.memory_mib,
+                        vm.nics.len(),
+                        disks.join(",")
+                    );
+                }
+            }
+        }
+        VmCommand::Show { name, json } => {
+            let vm = registry::get(backend, &name).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&vm)?);
+            } else {
+                print_vm(&vm);
+            }
+        }
+        VmCommand::Remove { name } => {
+            registry::remove(backend, &name).await?;
+            engine::checkpoint::forget(backend, &name).await?;
+            println!("VM {name} removed from the registry; its recovery points stay in the vault.");
+        }
+    }
+    Ok(())
+}
+
+fn print_registered(vm: &VmRecord) {
+    println!("Registered VM {} with {} disk(s).", vm.name, vm.disks.len());
+    print_vm(vm);
+}
+
+fn print_vm(vm: &VmRecord) {
+    println!("name     {}", vm.name);
+    println!("uuid     {}", vm.uuid);
+    println!("vcpus    {}", vm.vcpus);
+    println!("memory   {} MiB", vm.memory_mib);
+    for d in &vm.disks {
+        println!(
+            "disk     {:<8} {:<6} {:>10}  {}",
+            d.label,
+            d.format.as_str(),
+            human_bytes(d.size),
+            d.path.display()
+        );
+    }
+    for n in &vm.nics {
+        println!("nic      {} {}", n.mac, n.network.as_deref().unwrap_or(""));
+    }
+}

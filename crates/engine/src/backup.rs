@@ -1,0 +1,462 @@
+//! Backup of a stopped VM: snapshot phase (lock the images, start change tracking), transfer
+//! phase (read only what is needed), commit (indexes, then the manifest, last).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use disk::nbd::NbdSource;
+use disk::qemu::{self, NbdExport};
+use disk::{BlockSource, DiskFormat, ImageLock};
+use jiff::Timestamp;
+use serde::Serialize;
+use vault::{ChunkId, Consistency, FixedIndex, Manifest, ManifestDisk, PointKind, UnlockedVault};
+
+use crate::checkpoint::{self, BITMAP_PREFIX, Checkpoint, Checkpoints, ImageIdentity, bitmap_name};
+use crate::error::{EngineError, Result};
+use crate::points::{self, index_key, manifest_key, new_point_id};
+use crate::progress::Progress;
+use crate::registry::{self, DiskRecord};
+use crate::transfer::{Transfer, TransferStats, blocks_of};
+
+/// What to back up and how to label the point.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Disk labels to include; empty means all.
+    pub disks: Vec<String>,
+    /// Scheduled or on-demand.
+    pub kind: PointKind,
+    /// Keep an on-demand point until then.
+    pub retain_until: Option<Timestamp>,
+    /// Set to cancel; checked between blocks.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            disks: vec![],
+            kind: PointKind::OnDemand,
+            retain_until: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// How one disk was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadMode {
+    /// Every allocated extent.
+    Full,
+    /// Only extents a dirty bitmap marks.
+    Incremental,
+}
+
+/// What a backup did to one disk.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiskSummary {
+    /// Disk label.
+    pub label: String,
+    /// Logical size.
+    pub size: u64,
+    /// Full or incremental read.
+    pub mode: ReadMode,
+    /// Bytes read from the disk.
+    pub bytes_read: u64,
+    /// Stored bytes added to the vault.
+    pub bytes_new: u64,
+    /// Bytes read that were zeros.
+    pub bytes_zero: u64,
+    /// Why a full read was made where an incremental was possible.
+    pub note: Option<String>,
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackupSummary {
+    /// The new point.
+    pub point_id: String,
+    /// The VM.
+    pub vm: String,
+    /// Snapshot time.
+    pub time: Timestamp,
+    /// Consistency reached.
+    pub consistency: Consistency,
+    /// Bytes read from all disks.
+    pub bytes_read: u64,
+    /// Stored bytes added to the vault.
+    pub bytes_new: u64,
+    /// Bytes read that were zeros.
+    pub bytes_zero: u64,
+    /// Sum of the disks' logical sizes.
+    pub logical_bytes: u64,
+    /// Wall-clock seconds.
+    pub duration_s: f64,
+    /// Per disk.
+    pub disks: Vec<DiskSummary>,
+    /// Things the operator should know (fallbacks, clean-up problems).
+    pub notes: Vec<String>,
+}
+
+/// How the transfer phase will read one disk.
+enum Plan {
+    Full { base: Option<FixedIndex>, note: Option<String> },
+    Incremental { bitmap: String, base: FixedIndex },
+}
+
+/// One disk held for the duration of a backup.
+struct HeldDisk {
+    record: DiskRecord,
+    size: u64,
+    plan: Plan,
+    new_bitmap: Option<String>,
+    identity: Option<ImageIdentity>,
+    lock: Option<ImageLock>,
+}
+
+impl HeldDisk {
+    /// Remove the bitmap this backup added: the point was not committed.
+    fn abandon(&mut self) {
+        self.lock = None;
+        if let Some(bitmap) = self.new_bitmap.take() {
+            let _ = qemu::remove_bitmap(&self.record.path, &bitmap);
+        }
+    }
+}
+
+/// Back up a stopped VM into a new recovery point.
+pub async fn backup(
+    vault: Arc<UnlockedVault>,
+    vm_name: &str,
+    options: BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let backend = vault.vault().backend().clone();
+    let vm = registry::get(backend.as_ref(), vm_name).await?;
+    let selected: Vec<DiskRecord> = if options.disks.is_empty() {
+        vm.disks.clone()
+    } else {
+        options.disks.iter().map(|l| vm.disk(l).cloned()).collect::<Result<_>>()?
+    };
+    let time = Timestamp::now();
+    let point_id = new_point_id(time)?;
+    let history = points::list(&vault, &vm.name).await?;
+    let checkpoints = checkpoint::load(backend.as_ref(), &vm.name).await?;
+
+    // Previous indexes: the base of dedup for every disk, and of incrementals.
+    let mut previous: BTreeMap<String, (String, FixedIndex)> = BTreeMap::new();
+    for disk in &selected {
+        if let Some(m) = history.iter().rev().find(|m| m.disks.iter().any(|d| d.label == disk.label)) {
+            previous.insert(
+                disk.label.clone(),
+                (m.point_id.clone(), points::disk_index(&vault, m, &disk.label).await?),
+            );
+        }
+    }
+    let mut base_indexes: BTreeMap<String, FixedIndex> = BTreeMap::new();
+    for (label, cp) in &checkpoints.disks {
+        if selected.iter().any(|d| &d.label == label)
+            && let Some(m) = history.iter().find(|m| m.point_id == cp.point_id)
+            && let Ok(index) = points::disk_index(&vault, m, label).await
+        {
+            base_indexes.insert(label.clone(), index);
+        }
+    }
+
+    let (vm_name, point) = (vm.name.clone(), point_id.clone());
+    let vault_for_work = Arc::clone(&vault);
+    let handle = tokio::runtime::Handle::current();
+    let cancel = Arc::clone(&options.cancel);
+    let work = tokio::task::spawn_blocking(move || {
+        let mut held = snapshot(&vm_name, &point, selected, &checkpoints, previous, base_indexes)?;
+        let transfer = Transfer {
+            vault: &vault_for_work,
+            handle,
+            cancel: &cancel,
+            progress: progress.as_ref(),
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        };
+        let result = transfer_all(&transfer, &mut held, &point);
+        if result.is_err() {
+            held.iter_mut().for_each(HeldDisk::abandon);
+        }
+        result.map(|done| (held, done))
+    });
+    let (mut held, done) =
+        work.await.map_err(|e| EngineError::Invalid(format!("backup worker failed: {e}")))??;
+
+    // Commit: indexes, then (after a flush) the manifest.
+    let commit = async {
+        let mut disks = Vec::new();
+        for (disk, (index, stats, _)) in held.iter().zip(&done) {
+            let key = index_key(&vm.name, &point_id, &disk.record.label);
+            let digest = vault.put_index(&key, index).await?;
+            disks.push(ManifestDisk {
+                label: disk.record.label.clone(),
+                size: disk.size,
+                index: key,
+                index_digest: digest,
+                stored_new: stats.bytes_new,
+            });
+        }
+        let manifest = Manifest {
+            format: vault::manifest::MANIFEST_FORMAT.into(),
+            version: vault::manifest::MANIFEST_VERSION,
+            point_id: point_id.clone(),
+            vm: vm.name.clone(),
+            time,
+            kind: options.kind,
+            consistency: Consistency::Crash,
+            retain_until: options.retain_until,
+            disks,
+        };
+        vault.commit_manifest(&manifest_key(&vm.name, &point_id), &manifest).await
+    };
+    if let Err(e) = commit.await {
+        held.iter_mut().for_each(HeldDisk::abandon);
+        return Err(e.into());
+    }
+
+    // After the commit: record the new checkpoints, then let go of the images and old bitmaps.
+    let mut notes = Vec::new();
+    let mut new_checkpoints = BTreeMap::new();
+    for disk in &held {
+        if let (Some(bitmap), Some(identity)) = (&disk.new_bitmap, disk.identity) {
+            new_checkpoints.insert(
+                disk.record.label.clone(),
+                Checkpoint {
+                    bitmap: bitmap.clone(),
+                    point_id: point_id.clone(),
+                    image: identity,
+                    size: disk.size,
+                },
+            );
+        }
+    }
+    if let Err(e) = checkpoint::record(backend.as_ref(), &vm.name, &new_checkpoints).await {
+        notes.push(format!("change tracking not recorded ({e}); the next backup reads every disk in full"));
+    }
+    for disk in &mut held {
+        disk.lock = None;
+        if let Some(keep) = &disk.new_bitmap
+            && let Err(e) = remove_stale_bitmaps(&disk.record.path, keep)
+        {
+            notes.push(format!("disk {}: old bitmaps not removed: {e}", disk.record.label));
+        }
+    }
+
+    let disk_summaries: Vec<DiskSummary> = held
+        .iter()
+        .zip(&done)
+        .map(|(disk, (_, stats, note))| DiskSummary {
+            label: disk.record.label.clone(),
+            size: disk.size,
+            mode: match disk.plan {
+                Plan::Full { .. } => ReadMode::Full,
+                Plan::Incremental { .. } => ReadMode::Incremental,
+            },
+            bytes_read: stats.bytes_read,
+            bytes_new: stats.bytes_new,
+            bytes_zero: stats.bytes_zero,
+            note: note.clone(),
+        })
+        .collect();
+    notes.extend(
+        disk_summaries.iter().filter_map(|d| d.note.as_ref().map(|n| format!("disk {}: {n}", d.label))),
+    );
+    Ok(BackupSummary {
+        point_id,
+        vm: vm.name.clone(),
+        time,
+        consistency: Consistency::Crash,
+        bytes_read: disk_summaries.iter().map(|d| d.bytes_read).sum(),
+        bytes_new: disk_summaries.iter().map(|d| d.bytes_new).sum(),
+        bytes_zero: disk_summaries.iter().map(|d| d.bytes_zero).sum(),
+        logical_bytes: disk_summaries.iter().map(|d| d.size).sum(),
+        duration_s: started.elapsed().as_secs_f64(),
+        disks: disk_summaries,
+        notes,
+    })
+}
+
+/// Snapshot phase for stopped disks: refuse images in use, start tracking writes with a new
+/// bitmap, then lock the images against writers for the rest of the backup.
+fn snapshot(
+    vm: &str,
+    point_id: &str,
+    selected: Vec<DiskRecord>,
+    checkpoints: &Checkpoints,
+    mut previous: BTreeMap<String, (String, FixedIndex)>,
+    mut base_indexes: BTreeMap<String, FixedIndex>,
+) -> Result<Vec<HeldDisk>> {
+    let mut held: Vec<HeldDisk> = Vec::new();
+    let result = (|| {
+        for record in selected {
+            let info = disk::probe(&record.path)
+                .map_err(|e| EngineError::Invalid(format!("disk {} of VM {vm:?}: {e}", record.label)))?;
+            if disk::lock::is_in_use(&record.path)? {
+                return Err(disk::DiskError::InUse { path: record.path.clone() }.into());
+            }
+            let base =
+                previous.remove(&record.label).map(|(_, index)| index).filter(|i| i.disk_size() == info.size);
+            let mut disk = HeldDisk {
+                size: info.size,
+                plan: Plan::Full { base, note: None },
+                new_bitmap: None,
+                identity: None,
+                lock: None,
+                record,
+            };
+            if info.format == DiskFormat::Qcow2 && !info.block_device {
+                let checkpoint = checkpoints.disks.get(&disk.record.label);
+                let plan = plan_incremental(
+                    &disk.record.path,
+                    info.size,
+                    checkpoint,
+                    &mut base_indexes,
+                    &disk.record.label,
+                )?;
+                match plan {
+                    Ok(plan) => disk.plan = plan,
+                    Err(note) => {
+                        if let Plan::Full { note: n, .. } = &mut disk.plan {
+                            *n = note;
+                        }
+                    }
+                }
+                let bitmap = bitmap_name(point_id);
+                qemu::add_bitmap(&disk.record.path, &bitmap).map_err(|e| in_use_or(e, &disk.record.path))?;
+                disk.new_bitmap = Some(bitmap);
+                disk.identity = ImageIdentity::of(&disk.record.path).ok();
+            }
+            disk.lock = Some(ImageLock::acquire(&disk.record.path)?);
+            held.push(disk);
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(held),
+        Err(e) => {
+            held.iter_mut().for_each(HeldDisk::abandon);
+            Err(e)
+        }
+    }
+}
+
+fn in_use_or(e: disk::DiskError, path: &Path) -> EngineError {
+    match &e {
+        disk::DiskError::Tool { message, .. } if message.contains("lock") => {
+            disk::DiskError::InUse { path: path.to_path_buf() }.into()
+        }
+        _ => e.into(),
+    }
+}
+
+/// Decide whether a qcow2 disk can be read incrementally. `Ok(Err(note))` means: read it in
+/// full, for the reason in the note (`None` for a first backup).
+fn plan_incremental(
+    path: &Path,
+    size: u64,
+    checkpoint: Option<&Checkpoint>,
+    base_indexes: &mut BTreeMap<String, FixedIndex>,
+    label: &str,
+) -> Result<Result<Plan, Option<String>>> {
+    let Some(cp) = checkpoint else { return Ok(Err(None)) };
+    let full = |why: String| Ok(Err(Some(format!("full read: {why}"))));
+    if ImageIdentity::of(path).ok() != Some(cp.image) {
+        return full(format!("the image file was replaced since point {}", cp.point_id));
+    }
+    if cp.size != size {
+        return full(format!("the disk changed size since point {}", cp.point_id));
+    }
+    let bitmaps = qemu::bitmaps(path)?;
+    let Some(bitmap) = bitmaps.iter().find(|b| b.name == cp.bitmap) else {
+        return full(format!("change-tracking bitmap {} is missing", cp.bitmap));
+    };
+    if !bitmap.is_consistent() {
+        return full(format!(
+            "change-tracking bitmap {} is inconsistent (flags: {})",
+            cp.bitmap,
+            if bitmap.flags.is_empty() { "none".to_string() } else { bitmap.flags.join(", ") }
+        ));
+    }
+    let Some(base) = base_indexes.remove(label) else {
+        return full(format!("point {} that the bitmap starts from is gone or unreadable", cp.point_id));
+    };
+    if base.disk_size() != size {
+        return full(format!("point {} has another disk size", cp.point_id));
+    }
+    Ok(Ok(Plan::Incremental { bitmap: cp.bitmap.clone(), base }))
+}
+
+type DiskResult = (FixedIndex, TransferStats, Option<String>);
+
+fn transfer_all(transfer: &Transfer<'_>, held: &mut [HeldDisk], point_id: &str) -> Result<Vec<DiskResult>> {
+    let total: u64 = held.iter().map(|d| d.size).sum();
+    transfer.progress.start("backup", total);
+    let mut out = Vec::new();
+    for disk in held.iter_mut() {
+        out.push(transfer_disk(transfer, disk, point_id)?);
+    }
+    transfer.progress.finish();
+    Ok(out)
+}
+
+fn transfer_disk(transfer: &Transfer<'_>, disk: &mut HeldDisk, point_id: &str) -> Result<DiskResult> {
+    let label = disk.record.label.clone();
+    let wrap = |e: EngineError| match e {
+        EngineError::Cancelled => e,
+        other => EngineError::Invalid(format!("disk {label}: {other}")),
+    };
+    match &disk.plan {
+        Plan::Incremental { bitmap, base } => {
+            let socket_dir = socket_dir(point_id)?;
+            let socket = socket_dir.join("nbd.sock");
+            let result = (|| {
+                let export = NbdExport::start(&disk.record.path, DiskFormat::Qcow2, Some(bitmap), &socket)?;
+                let mut source = NbdSource::connect(export.socket(), Some(bitmap))?;
+                let blocks = blocks_of(&source.dirty()?, disk.size);
+                let mut index = base.clone();
+                let known: HashSet<ChunkId> =
+                    base.entries().iter().copied().filter(|id| !id.is_zero()).collect();
+                let stats = transfer.run(&mut source, &blocks, &mut index, known)?;
+                drop(source);
+                drop(export);
+                Ok((index, stats, None))
+            })();
+            let _ = std::fs::remove_dir_all(&socket_dir);
+            result.map_err(wrap)
+        }
+        Plan::Full { base, note } => {
+            let mut source: Box<dyn BlockSource> = disk::open_source(&disk.record.path, disk.record.format)?;
+            let blocks = blocks_of(&source.allocated()?, disk.size);
+            let mut index = FixedIndex::zeroed(disk.size)?;
+            let known: HashSet<ChunkId> =
+                base.iter().flat_map(|b| b.entries().iter().copied()).filter(|id| !id.is_zero()).collect();
+            let stats = transfer.run(source.as_mut(), &blocks, &mut index, known).map_err(wrap)?;
+            Ok((index, stats, note.clone()))
+        }
+    }
+}
+
+/// A private directory for the NBD socket of one backup.
+fn socket_dir(point_id: &str) -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("vmvault-{point_id}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| EngineError::Invalid(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Remove every vmvault bitmap but `keep`: older checkpoints and ones left by failed backups.
+fn remove_stale_bitmaps(path: &Path, keep: &str) -> Result<()> {
+    for bitmap in qemu::bitmaps(path)? {
+        if bitmap.name.starts_with(BITMAP_PREFIX) && bitmap.name != keep {
+            qemu::remove_bitmap(path, &bitmap.name)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! vmvault's engine: the backup and restore pipelines, the VM registry and change tracking.
+//!
+//! It talks to disks through the `disk` crate and to the vault through the `vault` crate, and
+//! reports progress through [`progress::Progress`]; it never prints.
+
+pub mod backup;
+pub mod checkpoint;
+pub mod error;
+pub mod libvirt;
+pub mod limits;
+pub mod names;
+pub mod points;
+pub mod progress;
+pub mod registry;
+pub mod restore;
+pub mod transfer;
+
+pub use error::{EngineError, Result};
+pub use progress::{NoProgress, Progress};

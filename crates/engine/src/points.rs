@@ -1,0 +1,111 @@
+//! Recovery points of a VM: where their files live, listing them, loading one.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use vault::{Consistency, FixedIndex, Manifest, PointKind, UnlockedVault};
+
+use crate::error::{EngineError, Result};
+use crate::names::random_hex;
+
+const MANIFEST_NAME: &str = "manifest.json";
+
+/// Prefix of all of a VM's points.
+pub fn vm_prefix(vm: &str) -> String {
+    format!("points/{vm}/")
+}
+
+/// Object key of a point's manifest.
+pub fn manifest_key(vm: &str, point: &str) -> String {
+    format!("points/{vm}/{point}/{MANIFEST_NAME}")
+}
+
+/// Object key of one disk's index in a point.
+pub fn index_key(vm: &str, point: &str, label: &str) -> String {
+    format!("points/{vm}/{point}/{label}.fidx")
+}
+
+/// A new point id: the UTC time, sortable, plus random digits so two points never collide.
+pub fn new_point_id(time: Timestamp) -> Result<String> {
+    Ok(format!("{}-{}", time.strftime("%Y%m%dT%H%M%SZ"), random_hex(2)?))
+}
+
+/// One line of `vmvault points`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PointSummary {
+    /// Point id.
+    pub id: String,
+    /// Snapshot time.
+    pub time: Timestamp,
+    /// Scheduled or on-demand.
+    pub kind: PointKind,
+    /// Consistency reached.
+    pub consistency: Consistency,
+    /// Sum of the disks' logical sizes.
+    pub logical_bytes: u64,
+    /// Stored bytes this point added to the vault.
+    pub stored_bytes: u64,
+    /// Until when an on-demand point is kept.
+    pub retain_until: Option<Timestamp>,
+    /// Labels of the disks it holds.
+    pub disks: Vec<String>,
+}
+
+impl From<&Manifest> for PointSummary {
+    fn from(m: &Manifest) -> Self {
+        PointSummary {
+            id: m.point_id.clone(),
+            time: m.time,
+            kind: m.kind,
+            consistency: m.consistency,
+            logical_bytes: m.disks.iter().map(|d| d.size).sum(),
+            stored_bytes: m.disks.iter().map(|d| d.stored_new).sum(),
+            retain_until: m.retain_until,
+            disks: m.disks.iter().map(|d| d.label.clone()).collect(),
+        }
+    }
+}
+
+/// Every committed point of `vm`, oldest first, each manifest verified.
+pub async fn list(vault: &UnlockedVault, vm: &str) -> Result<Vec<Manifest>> {
+    let mut out = Vec::new();
+    for object in vault.vault().backend().list(&vm_prefix(vm)).await? {
+        if object.key.ends_with(&format!("/{MANIFEST_NAME}")) {
+            out.push(vault.get_manifest(&object.key).await?);
+        }
+    }
+    out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.point_id.cmp(&b.point_id)));
+    Ok(out)
+}
+
+/// One point by id, or the newest with `latest`.
+pub async fn find(vault: &UnlockedVault, vm: &str, point: &str) -> Result<Manifest> {
+    if point == "latest" {
+        return list(vault, vm)
+            .await?
+            .pop()
+            .ok_or_else(|| EngineError::NoSuchPoint { vm: vm.to_string(), point: point.to_string() });
+    }
+    crate::names::check_name("point", point)?;
+    match vault.get_manifest(&manifest_key(vm, point)).await {
+        Ok(m) => Ok(m),
+        Err(vault::VaultError::NotFound { .. }) => {
+            Err(EngineError::NoSuchPoint { vm: vm.to_string(), point: point.to_string() })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The verified index of one disk of a point.
+pub async fn disk_index(vault: &UnlockedVault, manifest: &Manifest, label: &str) -> Result<FixedIndex> {
+    let disk =
+        manifest.disks.iter().find(|d| d.label == label).ok_or_else(|| EngineError::DiskNotInPoint {
+            vm: manifest.vm.clone(),
+            point: manifest.point_id.clone(),
+            label: label.to_string(),
+        })?;
+    let index = vault.vault().get_index(&disk.index, Some(&disk.index_digest)).await?;
+    if index.disk_size() != disk.size {
+        return Err(vault::VaultError::corrupt(&disk.index, "disk size differs from its manifest").into());
+    }
+    Ok(index)
+}

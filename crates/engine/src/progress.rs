@@ -1,0 +1,21 @@
+//! How the engine reports progress without printing: the CLI draws a bar, the server records
+//! jobs, tests ignore it.
+
+/// Receives progress of one long operation.
+pub trait Progress: Send + Sync {
+    /// A phase starts that will move `total` bytes; `label` says what (e.g. a disk).
+    fn start(&self, label: &str, total: u64);
+    /// `bytes` more were done.
+    fn advance(&self, bytes: u64);
+    /// The phase ended.
+    fn finish(&self);
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}

@@ -1,0 +1,182 @@
+//! The VM registry: which VMs vmvault knows, their disks and hardware. Stored in the vault's
+//! catalog (`catalog/vms/<name>.json`), so a fresh install pointed at the vault knows them too.
+
+use std::path::{Path, PathBuf};
+
+use disk::DiskFormat;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use vault::backend::Backend;
+use vault::catalog;
+
+use crate::error::{EngineError, Result};
+use crate::limits::Limits;
+use crate::names::{check_name, new_uuid};
+
+const VMS_PREFIX: &str = "catalog/vms/";
+
+/// One disk of a VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRecord {
+    /// Label within the VM (`vda`, `data`, ...): how commands name the disk.
+    pub label: String,
+    /// Image file or block device.
+    pub path: PathBuf,
+    /// Format, detected when the disk was added.
+    pub format: DiskFormat,
+    /// Logical size in bytes when the disk was added.
+    pub size: u64,
+}
+
+/// A network interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    /// MAC address, `xx:xx:xx:xx:xx:xx`.
+    pub mac: String,
+    /// libvirt network or bridge it attaches to, if known.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+/// A registered virtual machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// Unique name.
+    pub name: String,
+    /// SMBIOS UUID.
+    pub uuid: String,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Disks in order; the first is the OS disk.
+    pub disks: Vec<DiskRecord>,
+    /// Network interfaces.
+    #[serde(default)]
+    pub nics: Vec<Nic>,
+    /// When it was registered.
+    pub registered: Timestamp,
+}
+
+impl VmRecord {
+    /// The disk with this label.
+    pub fn disk(&self, label: &str) -> Result<&DiskRecord> {
+        self.disks.iter().find(|d| d.label == label).ok_or_else(|| EngineError::NoSuchDisk {
+            vm: self.name.clone(),
+            label: label.to_string(),
+            known: self.disks.iter().map(|d| d.label.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+/// What an operator gives to register a VM.
+#[derive(Clone, Debug, Default)]
+pub struct NewVm {
+    /// Name.
+    pub name: String,
+    /// UUID, if known (libvirt); a new one otherwise.
+    pub uuid: Option<String>,
+    /// Disks as `(label, path)`; a missing label becomes `disk0`, `disk1`, ...
+    pub disks: Vec<(Option<String>, PathBuf)>,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// NICs.
+    pub nics: Vec<Nic>,
+}
+
+fn vm_key(name: &str) -> String {
+    format!("{VMS_PREFIX}{name}.json")
+}
+
+/// Build a record from what the operator gave: probe each disk, apply the limits.
+pub fn prepare(new: NewVm, limits: &Limits) -> Result<VmRecord> {
+    check_name("VM", &new.name)?;
+    if new.disks.is_empty() {
+        return Err(EngineError::Invalid(format!("VM {:?} needs at least one --disk", new.name)));
+    }
+    limits.check_disk_count(&new.name, new.disks.len())?;
+    let mut disks: Vec<DiskRecord> = Vec::new();
+    for (i, (label, path)) in new.disks.into_iter().enumerate() {
+        let label = label.unwrap_or_else(|| format!("disk{i}"));
+        check_name("disk label", &label)?;
+        if disks.iter().any(|d| d.label == label) {
+            return Err(EngineError::Invalid(format!("two disks are labelled {label:?}")));
+        }
+        let path = absolute(&path)?;
+        let info = disk::probe(&path)?;
+        limits.check_disk_size(&path, info.size)?;
+        disks.push(DiskRecord { label, path, format: info.format, size: info.size });
+    }
+    for nic in &new.nics {
+        check_mac(&nic.mac)?;
+    }
+    Ok(VmRecord {
+        name: new.name,
+        uuid: match new.uuid {
+            Some(u) => u,
+            None => new_uuid()?,
+        },
+        vcpus: new.vcpus.max(1),
+        memory_mib: new.memory_mib.max(1),
+        disks,
+        nics: new.nics,
+        registered: Timestamp::now(),
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| EngineError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// Refuse anything but six colon-separated hex octets.
+pub fn check_mac(mac: &str) -> Result<()> {
+    let parts: Vec<&str> = mac.split(':').collect();
+    if parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit())) {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(format!("{mac:?} is not a MAC address (like 52:54:00:12:34:56)")))
+    }
+}
+
+/// Register a VM; refuses a name already taken.
+pub async fn add(backend: &dyn Backend, record: VmRecord) -> Result<VmRecord> {
+    match catalog::create(backend, &vm_key(&record.name), &record).await {
+        Ok(()) => Ok(record),
+        Err(e) if e.is_retryable() => Err(EngineError::VmExists(record.name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A registered VM.
+pub async fn get(backend: &dyn Backend, name: &str) -> Result<VmRecord> {
+    check_name("VM", name)?;
+    catalog::read(backend, &vm_key(name)).await?.ok_or_else(|| EngineError::NoSuchVm(name.to_string()))
+}
+
+/// All registered VMs, by name.
+pub async fn list(backend: &dyn Backend) -> Result<Vec<VmRecord>> {
+    let mut out = Vec::new();
+    for object in backend.list(VMS_PREFIX).await? {
+        if let Some(vm) = catalog::read::<VmRecord>(backend, &object.key).await? {
+            out.push(vm);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Forget a VM. Its recovery points stay in the vault.
+pub async fn remove(backend: &dyn Backend, name: &str) -> Result<()> {
+    get(backend, name).await?;
+    backend.delete(&vm_key(name)).await?;
+    backend.flush().await?;
+    Ok(())
+}
+
+/// Replace a VM's record (after a restore swapped a disk's file, for example).
+pub async fn update(backend: &dyn Backend, record: &VmRecord) -> Result<()> {
+    catalog::update(backend, &vm_key(&record.name), |_: Option<VmRecord>| Ok(record.clone())).await?;
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Restores: a disk to a new file, a whole VM as a new VM, or a disk swapped into a stopped VM.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use disk::DiskFormat;
+use disk::writer::{BlockSink, create_sink};
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio::runtime::Handle;
+use vault::vault::chunk_key;
+use vault::{FixedIndex, Manifest, UnlockedVault, VaultError, blob};
+
+use crate::error::{EngineError, Result};
+use crate::libvirt;
+use crate::names::{check_name, new_mac, new_uuid};
+use crate::points;
+use crate::progress::Progress;
+use crate::registry::{self, DiskRecord, Nic, VmRecord};
+
+/// What a disk restore wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoredDisk {
+    /// Disk label.
+    pub label: String,
+    /// Where it was written.
+    pub path: PathBuf,
+    /// Format written.
+    pub format: DiskFormat,
+    /// Logical size.
+    pub size: u64,
+    /// Bytes of data written (zero blocks are not written).
+    pub bytes_written: u64,
+}
+
+/// Write every non-zero block of `index` into `sink`: chunks fetched and opened on all cores,
+/// written by this thread.
+fn write_index(
+    vault: &UnlockedVault,
+    handle: &Handle,
+    index: &FixedIndex,
+    mut sink: Box<dyn BlockSink>,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let blocks: Vec<usize> = (0..index.entries().len()).filter(|&b| !index.entries()[b].is_zero()).collect();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failure: Mutex<Option<EngineError>> = Mutex::new(None);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(workers * 2);
+    let cs = u64::from(vault::index::CHUNK_SIZE);
+    let mut written = 0u64;
+    let write_result = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, stop, failure, blocks) = (&next, &stop, &failure, &blocks);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= blocks.len() || stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let block = blocks[i];
+                    match fetch_block(vault, handle, index, block) {
+                        Ok(data) => {
+                            if tx.send((block as u64 * cs, data)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            stop.store(true, Ordering::SeqCst);
+                            failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (offset, data) in rx {
+            if let Err(e) = sink.write_at(offset, &data) {
+                stop.store(true, Ordering::SeqCst);
+                return Err(EngineError::from(e));
+            }
+            written += data.len() as u64;
+            progress.advance(data.len() as u64);
+        }
+        Ok(())
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        return Err(e);
+    }
+    write_result?;
+    sink.finish()?;
+    Ok(written)
+}
+
+fn fetch_block(vault: &UnlockedVault, handle: &Handle, index: &FixedIndex, block: usize) -> Result<Vec<u8>> {
+    let id = index.entries()[block];
+    let stored = match handle.block_on(vault.vault().backend().get(&chunk_key(&id))) {
+        Err(VaultError::NotFound { location, .. }) => {
+            return Err(VaultError::NotFound { location, key: format!("chunk {id}") }.into());
+        }
+        other => other?,
+    };
+    let data = blob::open(vault.keys(), &id, &stored)?;
+    if data.len() as u64 != index.block_len(block) {
+        return Err(
+            VaultError::corrupt(format!("chunk {id}"), "length differs from its place in the index").into()
+        );
+    }
+    Ok(data)
+}
+
+/// Restore one disk of a point to a new file at `to`.
+pub async fn restore_disk(
+    vault: Arc<UnlockedVault>,
+    manifest: &Manifest,
+    label: &str,
+    to: &Path,
+    format: DiskFormat,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoredDisk> {
+    let index = points::disk_index(&vault, manifest, label).await?;
+    let size = index.disk_size();
+    let to_owned = to.to_path_buf();
+    let handle = Handle::current();
+    let task_vault = Arc::clone(&vault);
+    let written = tokio::task::spawn_blocking(move || {
+        progress.start(
+            "restore",
+            index.entries().iter().filter(|id| !id.is_zero()).count() as u64 * u64::from(index.chunk_size()),
+        );
+        let sink = create_sink(&to_owned, format, size)?;
+        let result = write_index(&task_vault, &handle, &index, sink, progress.as_ref());
+        progress.finish();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&to_owned);
+        }
+        result
+    })
+    .await
+    .map_err(|e| EngineError::Invalid(format!("restore worker failed: {e}")))??;
+    Ok(RestoredDisk {
+        label: label.to_string(),
+        path: to.to_path_buf(),
+        format,
+        size,
+        bytes_written: written,
+    })
+}
+
+/// What restoring a VM as a new VM produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoredVm {
+    /// The new VM's record (registered in the catalog).
+    pub vm: VmRecord,
+    /// Its disks.
+    pub disks: Vec<RestoredDisk>,
+    /// libvirt domain XML written next to the disks.
+    pub libvirt_xml: PathBuf,
+    /// Shell script with the qemu-system-x86_64 command line.
+    pub qemu_script: PathBuf,
+}
+
+/// Restore every disk of a point into `dir` as a new VM `new_name`, with a new UUID and new
+/// MACs, write its libvirt XML and qemu command line, and register it.
+pub async fn restore_vm(
+    vault: Arc<UnlockedVault>,
+    source: &VmRecord,
+    manifest: &Manifest,
+    new_name: &str,
+    dir: &Path,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoredVm> {
+    check_name("VM", new_name)?;
+    let backend = vault.vault().backend().clone();
+    if registry::get(backend.as_ref(), new_name).await.is_ok() {
+        return Err(EngineError::VmExists(new_name.to_string()));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::Invalid(format!("{}: {e}", dir.display())))?;
+    let dir =
+        std::path::absolute(dir).map_err(|e| EngineError::Invalid(format!("{}: {e}", dir.display())))?;
+    let mut disks = Vec::new();
+    for entry in &manifest.disks {
+        let format = source
+            .disks
+            .iter()
+            .find(|d| d.label == entry.label)
+            .map(|d| d.format)
+            .unwrap_or(DiskFormat::Qcow2);
+        let path = dir.join(format!("{new_name}-{}.{}", entry.label, format.as_str()));
+        let restored =
+            restore_disk(Arc::clone(&vault), manifest, &entry.label, &path, format, Arc::clone(&progress))
+                .await
+                .map_err(|e| EngineError::RestoreDisk {
+                    vm: new_name.to_string(),
+                    label: entry.label.clone(),
+                    source: Box::new(e),
+                })?;
+        disks.push(restored);
+    }
+    let nics = source
+        .nics
+        .iter()
+        .map(|n| Ok(Nic { mac: new_mac()?, network: n.network.clone() }))
+        .collect::<Result<Vec<_>>>()?;
+    let record = VmRecord {
+        name: new_name.to_string(),
+        uuid: new_uuid()?,
+        vcpus: source.vcpus,
+        memory_mib: source.memory_mib,
+        disks: disks
+            .iter()
+            .map(|d| DiskRecord {
+                label: d.label.clone(),
+                path: d.path.clone(),
+                format: d.format,
+                size: d.size,
+            })
+            .collect(),
+        nics,
+        registered: Timestamp::now(),
+    };
+    let libvirt_xml = dir.join(format!("{new_name}.xml"));
+    let qemu_script = dir.join(format!("{new_name}.qemu.sh"));
+    let write = |path: &Path, text: String| {
+        std::fs::write(path, text).map_err(|e| EngineError::Invalid(format!("{}: {e}", path.display())))
+    };
+    write(&libvirt_xml, libvirt::domain_xml(&record))?;
+    write(
+        &qemu_script,
+        format!(
+            "#!/bin/sh\n# VM {new_name}, restored by vmvault from point {}\nexec {}\n",
+            manifest.point_id,
+            libvirt::qemu_command(&record)
+        ),
+    )?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&qemu_script, std::fs::Permissions::from_mode(0o755));
+    }
+    let record = registry::add(backend.as_ref(), record).await?;
+    Ok(RestoredVm { vm: record, disks, libvirt_xml, qemu_script })
+}
+
+/// What replacing a disk did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplacedDisk {
+    /// Disk label.
+    pub label: String,
+    /// The disk's path, now holding the restored content.
+    pub path: PathBuf,
+    /// Where the content it held before was kept.
+    pub kept_aside: PathBuf,
+}
+
+/// Replace disks of a stopped VM with their content in a point. Each current image is kept
+/// aside as `<name>.pre-restore-<time>` first; the swap itself is one atomic rename.
+pub async fn restore_replace(
+    vault: Arc<UnlockedVault>,
+    vm: &VmRecord,
+    manifest: &Manifest,
+    labels: &[String],
+    progress: Arc<dyn Progress>,
+) -> Result<Vec<ReplacedDisk>> {
+    let labels: Vec<String> = if labels.is_empty() {
+        manifest.disks.iter().map(|d| d.label.clone()).collect()
+    } else {
+        labels.to_vec()
+    };
+    let mut targets = Vec::new();
+    for label in &labels {
+        let disk = vm.disk(label)?.clone();
+        if !manifest.disks.iter().any(|d| &d.label == label) {
+            return Err(EngineError::DiskNotInPoint {
+                vm: vm.name.clone(),
+                point: manifest.point_id.clone(),
+                label: label.clone(),
+            });
+        }
+        if disk::lock::is_in_use(&disk.path)? {
+            return Err(EngineError::Invalid(format!(
+                "{}: in use by a running QEMU or another program (it holds the image lock); stop VM {:?} before replacing its disk",
+                disk.path.display(),
+                vm.name
+            )));
+        }
+        targets.push(disk);
+    }
+    let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+    let mut out = Vec::new();
+    for disk in targets {
+        let file_name = disk.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = disk.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let staged = dir.join(format!(".{file_name}.vmvault-restore-{stamp}"));
+        let kept_aside = dir.join(format!("{file_name}.pre-restore-{stamp}"));
+        let _ = std::fs::remove_file(&staged);
+        restore_disk(Arc::clone(&vault), manifest, &disk.label, &staged, disk.format, Arc::clone(&progress))
+            .await?;
+        if disk::lock::is_in_use(&disk.path)? {
+            let _ = std::fs::remove_file(&staged);
+            return Err(EngineError::Invalid(format!(
+                "{}: a program opened the image while it was being restored; nothing was replaced",
+                disk.path.display()
+            )));
+        }
+        disk::swap::exchange(&staged, &disk.path)?;
+        std::fs::rename(&staged, &kept_aside)
+            .map_err(|e| EngineError::Invalid(format!("{}: {e}", kept_aside.display())))?;
+        out.push(ReplacedDisk { label: disk.label.clone(), path: disk.path.clone(), kept_aside });
+    }
+    Ok(out)
+}

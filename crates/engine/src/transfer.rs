@@ -1,0 +1,227 @@
+//! The transfer phase: read blocks, drop zeros, hash, skip what the vault has, compress,
+//! encrypt and store the rest, on all cores, with memory bounded by a fixed buffer pool.
+//!
+//! One thread reads blocks in disk order (sequential I/O) into pooled 4 MiB buffers; worker
+//! threads (one per core) take them from a bounded channel and do the CPU work and the store
+//! calls; the buffer goes back to the pool. A full pool stops the reader: backpressure.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+use disk::{BlockSource, Extent};
+use tokio::runtime::Handle;
+use vault::backend::Put;
+use vault::vault::chunk_key;
+use vault::{ChunkId, FixedIndex, UnlockedVault, blob};
+
+use crate::error::{EngineError, Result};
+use crate::progress::Progress;
+
+/// What one disk's transfer did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// Bytes read from the disk.
+    pub bytes_read: u64,
+    /// Of those, bytes in all-zero blocks (never stored).
+    pub bytes_zero: u64,
+    /// Stored bytes added to the vault.
+    pub bytes_new: u64,
+    /// Chunks added to the vault.
+    pub chunks_new: u64,
+}
+
+/// Block numbers (of [`vault::index::CHUNK_SIZE`] bytes) that overlap any of `extents`.
+pub fn blocks_of(extents: &[Extent], disk_size: u64) -> Vec<usize> {
+    let cs = u64::from(vault::index::CHUNK_SIZE);
+    let mut out: Vec<usize> = Vec::new();
+    for e in extents {
+        let end = (e.offset + e.length).min(disk_size);
+        if e.length == 0 || e.offset >= end {
+            continue;
+        }
+        let first = e.offset / cs;
+        let last = (end - 1) / cs;
+        for b in first..=last {
+            if out.last().is_none_or(|&l| l < b as usize) {
+                out.push(b as usize);
+            }
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// Whether a buffer is all zeros; compares 4 KiB at a time without early exits inside a
+/// page, which the compiler vectorises.
+pub fn is_zero(data: &[u8]) -> bool {
+    let mut pages = data.chunks_exact(4096);
+    for page in &mut pages {
+        let mut acc = 0u64;
+        for word in page.chunks_exact(8) {
+            acc |=
+                u64::from_ne_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]);
+        }
+        if acc != 0 {
+            return false;
+        }
+    }
+    pages.remainder().iter().all(|&b| b == 0)
+}
+
+/// Everything a transfer needs from its caller.
+pub struct Transfer<'a> {
+    /// Where chunks go.
+    pub vault: &'a UnlockedVault,
+    /// The runtime the backend's async calls run on.
+    pub handle: Handle,
+    /// Set by a cancel request; checked between blocks.
+    pub cancel: &'a AtomicBool,
+    /// Where progress goes.
+    pub progress: &'a dyn Progress,
+    /// Worker threads.
+    pub workers: usize,
+}
+
+struct Shared<'a> {
+    transfer: &'a Transfer<'a>,
+    known: Mutex<HashSet<ChunkId>>,
+    results: Mutex<Vec<(usize, ChunkId)>>,
+    failure: Mutex<Option<EngineError>>,
+    stop: AtomicBool,
+    bytes_zero: AtomicU64,
+    bytes_new: AtomicU64,
+    chunks_new: AtomicU64,
+}
+
+impl Transfer<'_> {
+    /// Read `blocks` of `source` and set their entries in `index`. `known` holds ids the vault
+    /// is known to have (the previous point's), which are neither looked up nor stored.
+    pub fn run(
+        &self,
+        source: &mut dyn BlockSource,
+        blocks: &[usize],
+        index: &mut FixedIndex,
+        known: HashSet<ChunkId>,
+    ) -> Result<TransferStats> {
+        let shared = Shared {
+            transfer: self,
+            known: Mutex::new(known),
+            results: Mutex::new(Vec::with_capacity(blocks.len())),
+            failure: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            bytes_zero: AtomicU64::new(0),
+            bytes_new: AtomicU64::new(0),
+            chunks_new: AtomicU64::new(0),
+        };
+        let workers = self.workers.max(1);
+        let pool_size = workers * 2 + 2;
+        let (work_tx, work_rx) = sync_channel::<(usize, Vec<u8>)>(pool_size);
+        let (free_tx, free_rx) = sync_channel::<Vec<u8>>(pool_size);
+        for _ in 0..pool_size {
+            let _ = free_tx.send(Vec::with_capacity(vault::index::CHUNK_SIZE as usize));
+        }
+        let work_rx = Mutex::new(work_rx);
+        let mut bytes_read = 0u64;
+        let read_result = std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let (shared, work_rx, free_tx) = (&shared, &work_rx, free_tx.clone());
+                scope.spawn(move || worker(shared, work_rx, free_tx));
+            }
+            drop(free_tx);
+            let result = read_blocks(&shared, source, blocks, index, &free_rx, &work_tx, &mut bytes_read);
+            if result.is_err() {
+                shared.stop.store(true, Ordering::SeqCst);
+            }
+            drop(work_tx);
+            result
+        });
+        if let Some(e) = shared.failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            return Err(e);
+        }
+        read_result?;
+        for (block, id) in shared.results.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            index.set(block, id)?;
+        }
+        Ok(TransferStats {
+            bytes_read,
+            bytes_zero: shared.bytes_zero.into_inner(),
+            bytes_new: shared.bytes_new.into_inner(),
+            chunks_new: shared.chunks_new.into_inner(),
+        })
+    }
+}
+
+fn read_blocks(
+    shared: &Shared<'_>,
+    source: &mut dyn BlockSource,
+    blocks: &[usize],
+    index: &FixedIndex,
+    free_rx: &Receiver<Vec<u8>>,
+    work_tx: &SyncSender<(usize, Vec<u8>)>,
+    bytes_read: &mut u64,
+) -> Result<()> {
+    let cs = u64::from(vault::index::CHUNK_SIZE);
+    for &block in blocks {
+        if shared.transfer.cancel.load(Ordering::SeqCst) {
+            return Err(EngineError::Cancelled);
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(()); // a worker failed; its error is reported
+        }
+        let Ok(mut buf) = free_rx.recv() else { return Ok(()) };
+        let len = index.block_len(block) as usize;
+        buf.resize(len, 0);
+        source.read_at(block as u64 * cs, &mut buf)?;
+        *bytes_read += len as u64;
+        shared.transfer.progress.advance(len as u64);
+        if work_tx.send((block, buf)).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn worker(shared: &Shared<'_>, work_rx: &Mutex<Receiver<(usize, Vec<u8>)>>, free_tx: SyncSender<Vec<u8>>) {
+    loop {
+        let next = work_rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok((block, data)) = next else { return };
+        if !shared.stop.load(Ordering::SeqCst) {
+            match store_block(shared, &data) {
+                Ok(id) => shared.results.lock().unwrap_or_else(PoisonError::into_inner).push((block, id)),
+                Err(e) => {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    shared.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+                }
+            }
+        }
+        let _ = free_tx.send(data);
+    }
+}
+
+fn store_block(shared: &Shared<'_>, data: &[u8]) -> Result<ChunkId> {
+    if is_zero(data) {
+        shared.bytes_zero.fetch_add(data.len() as u64, Ordering::Relaxed);
+        return Ok(ChunkId::ZERO);
+    }
+    let vault = shared.transfer.vault;
+    let id = vault.keys().chunk_id(data);
+    if !shared.known.lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
+        return Ok(id);
+    }
+    let key = chunk_key(&id);
+    let backend = vault.vault().backend();
+    let handle = &shared.transfer.handle;
+    if handle.block_on(backend.head(&key))?.is_some() {
+        return Ok(id);
+    }
+    let sealed = Bytes::from(blob::seal(vault.keys(), &id, data)?);
+    let len = sealed.len() as u64;
+    if handle.block_on(backend.put_if_absent(&key, sealed))? == Put::Created {
+        shared.bytes_new.fetch_add(len, Ordering::Relaxed);
+        shared.chunks_new.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(id)
+}
