@@ -1,5 +1,6 @@
 //! `vmvault`: back up and restore QEMU/KVM virtual machines into an encrypted vault.
 
+mod agent;
 mod commands;
 mod location;
 mod progress;

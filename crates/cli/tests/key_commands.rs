@@ -159,3 +159,21 @@ fn commands_on_a_missing_vault_say_how_to_create_one() {
     assert!(stderr.contains("no vault here") && stderr.contains("vmvault vault init"), "{stderr}");
     assert!(!dir.path().join("nothing").exists(), "info created the directory");
 }
+
+#[test]
+fn an_unlocked_key_serves_commands_without_a_passphrase_until_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = dir.path().join("vault");
+    ok(vmvault(&vault, &["vault", "init"], &[PASS]));
+    let out = ok(vmvault(&vault, &["key", "unlock", "--timeout", "10m"], &[PASS]));
+    assert!(out.contains("unlocked for 10m"), "{out}");
+    let paper = ok(vmvault(&vault, &["key", "export", "--paper"], &[]));
+    assert!(paper.contains("recovery key"));
+    ok(vmvault(&vault, &["key", "lock"], &[]));
+    let out = vmvault(&vault, &["key", "export", "--paper"], &[]);
+    assert!(!out.status.success(), "locked again: the passphrase is needed");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VMVAULT_PASSPHRASE"));
+
+    let bad = vmvault(&vault, &["key", "unlock", "--timeout", "forever"], &[PASS]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--timeout"));
+}

@@ -45,7 +45,9 @@ impl MasterKey {
         Ok(MasterKey(key))
     }
 
-    pub(crate) fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
+    /// Take a master key held elsewhere (the user's key cache). A wrong key is caught when it
+    /// is used to unlock: the config's signature will not match.
+    pub fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
         MasterKey(bytes)
     }
 

@@ -53,6 +53,6 @@ pub use error::{Result, VaultError};
 pub use id::{ChunkId, VaultId};
 pub use index::FixedIndex;
 pub use keyfile::{KdfParams, RecoveryKey};
-pub use keys::{Keys, Passphrase};
+pub use keys::{Keys, MasterKey, Passphrase};
 pub use manifest::{Consistency, Manifest, ManifestDisk, PointKind};
 pub use vault::{InitEncryption, UnlockedVault, Vault, VaultInfo};

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use crate::backend::{Backend, Put};
 use crate::blob;
@@ -290,6 +291,12 @@ impl UnlockedVault {
         let master =
             self.keys.master().ok_or_else(|| VaultError::NotEncrypted { location: self.vault.location() })?;
         Ok(RecoveryKey::from_master(master))
+    }
+
+    /// A copy of the master key for the user's key cache (`vmvault key unlock`), so scheduled
+    /// runs need no passphrase; `None` for an unencrypted vault. Never log it.
+    pub fn master_key_for_cache(&self) -> Option<Zeroizing<[u8; 32]>> {
+        self.keys.master().map(|m| Zeroizing::new(*m.expose()))
     }
 
     /// Re-wrap the master key under a new passphrase; no chunk or document is touched.

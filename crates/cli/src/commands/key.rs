@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
 use vault::RecoveryKey;
 
@@ -22,6 +22,14 @@ pub enum KeyCommand {
         #[arg(long, required = true)]
         paper: bool,
     },
+    /// Unlock the key once for this user, so scheduled and scripted runs need no passphrase.
+    Unlock {
+        /// How long it stays unlocked, e.g. 30m, 8h, 7d.
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        timeout: String,
+    },
+    /// Forget the unlocked key now.
+    Lock,
     /// Set a new passphrase from a paper recovery key (lost passphrase or damaged key file).
     Import {
         /// Read the recovery key from this file (else $VMVAULT_RECOVERY_KEY, else a prompt).
@@ -51,6 +59,36 @@ pub async fn run(context: &Context, command: KeyCommand) -> Result<()> {
             println!("Anyone holding this key can read every backup in the vault. Keep it offline.");
             println!("To set a new passphrase with it:  vmvault key import");
         }
+        KeyCommand::Unlock { timeout } => {
+            let seconds = parse_duration(&timeout)?;
+            let vault = crate::commands::open(context).await?;
+            if !vault.is_encrypted() {
+                anyhow::bail!(
+                    "the vault at {} is not encrypted; there is no key to unlock",
+                    vault.location()
+                );
+            }
+            let passphrase = secret::current(context.passphrase_file.as_deref()).passphrase(false)?;
+            let vault = vault.unlock(&passphrase).await?;
+            let id = vault.vault().config().id;
+            let key = vault.master_key_for_cache().context("no master key")?;
+            let place = match crate::agent::store(&id, &key, seconds)? {
+                crate::agent::Store::Keyring => "the kernel keyring".to_string(),
+                crate::agent::Store::File(path) => path.display().to_string(),
+            };
+            println!(
+                "Key of vault {id} unlocked for {timeout} (kept in {place}); `vmvault key lock` forgets it."
+            );
+        }
+        KeyCommand::Lock => {
+            let vault = crate::commands::open(context).await?;
+            let id = vault.config().id;
+            if crate::agent::forget(&id)? {
+                println!("Key of vault {id} locked.");
+            } else {
+                println!("Key of vault {id} was not unlocked.");
+            }
+        }
         KeyCommand::Import { recovery_key_file, new_passphrase_file } => {
             let vault = crate::commands::open(context).await?;
             let source = secret::Source {
@@ -69,4 +107,17 @@ pub async fn run(context: &Context, command: KeyCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parse `30m`, `8h`, `7d`, `1h30m` into seconds.
+fn parse_duration(text: &str) -> Result<u64> {
+    let span: jiff::Span = text
+        .parse()
+        .or_else(|_| format!("PT{}", text.to_uppercase()).parse())
+        .map_err(|_| anyhow::anyhow!("--timeout {text:?}: give a duration such as 30m, 8h or 7d"))?;
+    let seconds = span.total((jiff::Unit::Second, jiff::civil::date(2000, 1, 1)))?;
+    if !(1.0..=31.0 * 86400.0).contains(&seconds) {
+        bail!("--timeout {text:?}: between 1 second and 31 days");
+    }
+    Ok(seconds as u64)
 }

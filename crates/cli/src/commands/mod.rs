@@ -6,23 +6,31 @@ pub mod restore;
 pub mod vault;
 pub mod vm;
 
-use ::vault::{UnlockedVault, Vault};
+use ::vault::{MasterKey, UnlockedVault, Vault};
 use anyhow::Result;
 
-use crate::{Context, secret};
+use crate::{Context, agent, secret};
 
 /// Open the vault at the context's location without its key.
 pub async fn open(context: &Context) -> Result<Vault> {
     Ok(Vault::open(context.location.backend()).await?)
 }
 
-/// Open and unlock the vault, asking for the passphrase only if it is encrypted.
+/// Open and unlock the vault: an unencrypted one needs nothing; an encrypted one takes the key
+/// cached by `vmvault key unlock`, else the passphrase.
 pub async fn unlock(context: &Context) -> Result<UnlockedVault> {
     let vault = open(context).await?;
-    if vault.is_encrypted() {
-        let passphrase = secret::current(context.passphrase_file.as_deref()).passphrase(false)?;
-        Ok(vault.unlock(&passphrase).await?)
-    } else {
-        Ok(vault.unlock_unencrypted()?)
+    if !vault.is_encrypted() {
+        return Ok(vault.unlock_unencrypted()?);
     }
+    let vault = match agent::load(&vault.config().id) {
+        Some(key) => match vault.unlock_with_master(MasterKey::from_bytes(key)) {
+            Ok(unlocked) => return Ok(unlocked),
+            // A stale cached key (the vault was recreated): fall back to the passphrase.
+            Err(_) => open(context).await?,
+        },
+        None => vault,
+    };
+    let passphrase = secret::current(context.passphrase_file.as_deref()).passphrase(false)?;
+    Ok(vault.unlock(&passphrase).await?)
 }
