@@ -28,6 +28,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build a small VM, back it up, change it, back it up again, restore and prove it; no setup.
+    Demo {
+        /// Directory for the VM, the vault and the restores (default: a new one under $TMPDIR).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Create and inspect vaults.
     #[command(subcommand)]
     Vault(commands::vault::VaultCommand),
@@ -79,6 +85,7 @@ fn main() -> ExitCode {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(async {
             match cli.command {
+                Command::Demo { dir } => commands::demo::run_demo(dir).await,
                 Command::Vault(cmd) => commands::vault::run(&context, cmd).await,
                 Command::Key(cmd) => commands::key::run(&context, cmd).await,
                 Command::Vm(cmd) => commands::vm::run(&context, cmd).await,

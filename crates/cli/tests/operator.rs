@@ -294,3 +294,28 @@ fn limits_are_enforced_when_a_vm_is_registered() {
     let missing = lab.run(&["vm", "add", "ghost", "--disk", "/nonexistent/disk.qcow2"]);
     assert!(stderr_line(&missing).contains("/nonexistent/disk.qcow2"));
 }
+
+#[test]
+fn the_demo_runs_the_main_job_and_proves_its_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_vmvault"))
+        .args(["demo", "--dir", demo.to_str().unwrap()])
+        .env_remove("VMVAULT_VAULT")
+        .env_remove("VMVAULT_PASSPHRASE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.matches("qemu-img compare: identical").count(), 3, "{text}");
+    assert!(text.contains("[vda incremental, data full]"), "{text}");
+    // The vault it made is a real one: the CLI reads it.
+    let points = Command::new(env!("CARGO_BIN_EXE_vmvault"))
+        .args(["points", "demo", "--json"])
+        .env("VMVAULT_VAULT", demo.join("vault"))
+        .env("VMVAULT_PASSPHRASE", "vmvault-demo")
+        .output()
+        .unwrap();
+    let points: serde_json::Value = serde_json::from_slice(&points.stdout).unwrap();
+    assert_eq!(points.as_array().unwrap().len(), 2);
+}

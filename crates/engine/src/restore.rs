@@ -19,6 +19,7 @@ use crate::names::{check_name, new_mac, new_uuid};
 use crate::points;
 use crate::progress::Progress;
 use crate::registry::{self, DiskRecord, Nic, VmRecord};
+use crate::transfer::is_zero;
 
 /// What a disk restore wrote.
 #[derive(Clone, Debug, Serialize)]
@@ -80,11 +81,14 @@ fn write_index(
         }
         drop(tx);
         for (offset, data) in rx {
-            if let Err(e) = sink.write_at(offset, &data) {
-                stop.store(true, Ordering::SeqCst);
-                return Err(EngineError::from(e));
+            let result = write_sparse(sink.as_mut(), offset, &data);
+            match result {
+                Ok(n) => written += n,
+                Err(e) => {
+                    stop.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
             }
-            written += data.len() as u64;
             progress.advance(data.len() as u64);
         }
         Ok(())
@@ -94,6 +98,31 @@ fn write_index(
     }
     write_result?;
     sink.finish()?;
+    Ok(written)
+}
+
+/// Granularity at which zeros inside a chunk are left unwritten: qcow2's default cluster size.
+const SPARSE_GRANULE: usize = 64 * 1024;
+
+/// Write the non-zero runs of `data` (in 64 KiB granules); returns the bytes written.
+fn write_sparse(sink: &mut dyn BlockSink, offset: u64, data: &[u8]) -> Result<u64> {
+    let mut written = 0u64;
+    let mut run_start: Option<usize> = None;
+    let granules = data.len().div_ceil(SPARSE_GRANULE);
+    for g in 0..=granules {
+        let range = g * SPARSE_GRANULE..((g + 1) * SPARSE_GRANULE).min(data.len());
+        let data_here = g < granules && !is_zero(&data[range.clone()]);
+        match (data_here, run_start) {
+            (true, None) => run_start = Some(range.start),
+            (false, Some(start)) => {
+                let end = range.start.min(data.len());
+                sink.write_at(offset + start as u64, &data[start..end])?;
+                written += (end - start) as u64;
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
     Ok(written)
 }
 

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod backup;
+pub mod demo;
 pub mod key;
 pub mod restore;
 pub mod vault;
