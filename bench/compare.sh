@@ -17,8 +17,10 @@
 # few files, a database and its logs.
 #
 # Every tool backs up the same two image files, then again after the change, then restores the
-# latest backup; each restore is checked with qemu-img compare (or cmp). Page caches are dropped
-# before each timed step when the kernel allows it. MB/s is logical size (8 GiB) per second.
+# latest backup; each restore is checked with qemu-img compare. Page caches are dropped before each
+# timed step when the kernel allows it, and each timed step ends with `sync`, so every tool is
+# timed until what it wrote is on disk (vmvault fsyncs as it goes; restic does not). MB/s is
+# logical size (8 GiB) per second.
 #
 # Usage: bench/compare.sh            (work directory: $BENCH_DIR, default /var/tmp/vmvault-bench)
 set -euo pipefail
@@ -33,7 +35,7 @@ for tool in qemu-img qemu-io mkfs.ext4 sfdisk python3; do
 done
 
 now() { date +%s.%N; }
-since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
+since() { sync; python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
 bytes_of() { du -sb "$1" | cut -f1; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 

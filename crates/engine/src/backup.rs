@@ -19,7 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::points::{self, index_key, manifest_key, new_point_id};
 use crate::progress::Progress;
 use crate::registry::{self, DiskRecord};
-use crate::transfer::{Transfer, TransferStats, blocks_of};
+use crate::transfer::{Transfer, TransferStats, blocks_of, patched, whole};
 
 /// What to back up and how to label the point.
 #[derive(Clone, Debug)]
@@ -178,7 +178,7 @@ pub async fn backup(
             handle,
             cancel: &cancel,
             progress: progress.as_ref(),
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            workers: crate::transfer::worker_count(),
         };
         let result = transfer_all(&transfer, &mut held, &point);
         if result.is_err() {
@@ -419,7 +419,7 @@ fn transfer_disk(transfer: &Transfer<'_>, disk: &mut HeldDisk, point_id: &str) -
             let result = (|| {
                 let export = NbdExport::start(&disk.record.path, DiskFormat::Qcow2, Some(bitmap), &socket)?;
                 let mut source = NbdSource::connect(export.socket(), Some(bitmap))?;
-                let blocks = blocks_of(&source.dirty()?, disk.size);
+                let blocks = patched(&source.dirty()?, base);
                 let mut index = base.clone();
                 let known: HashSet<ChunkId> =
                     base.entries().iter().copied().filter(|id| !id.is_zero()).collect();
@@ -433,7 +433,7 @@ fn transfer_disk(transfer: &Transfer<'_>, disk: &mut HeldDisk, point_id: &str) -
         }
         Plan::Full { base, note } => {
             let mut source: Box<dyn BlockSource> = disk::open_source(&disk.record.path, disk.record.format)?;
-            let blocks = blocks_of(&source.allocated()?, disk.size);
+            let blocks = whole(&blocks_of(&source.allocated()?, disk.size));
             let mut index = FixedIndex::zeroed(disk.size)?;
             let known: HashSet<ChunkId> =
                 base.iter().flat_map(|b| b.entries().iter().copied()).filter(|id| !id.is_zero()).collect();

@@ -49,7 +49,7 @@ fn write_index(
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let failure: Mutex<Option<EngineError>> = Mutex::new(None);
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let workers = crate::transfer::worker_count();
     let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(workers * 2);
     let cs = u64::from(vault::index::CHUNK_SIZE);
     let mut written = 0u64;

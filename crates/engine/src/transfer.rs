@@ -33,6 +33,73 @@ pub struct TransferStats {
     pub chunks_new: u64,
 }
 
+/// Worker threads for a pipeline: two per core, because each also waits on storage (reads,
+/// fsyncs) and a waiting worker should not leave its core idle.
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2) * 2
+}
+
+/// How to get the content of one block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockRead {
+    /// Block number.
+    pub block: usize,
+    /// Read only these ranges (offsets within the block) and take the rest from this chunk of
+    /// the previous point; `None` reads the whole block.
+    pub patch: Option<Patch>,
+}
+
+/// The changed ranges of a block and the chunk holding its previous content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Patch {
+    /// The block's chunk in the previous point.
+    pub base: ChunkId,
+    /// Changed byte ranges within the block, in order.
+    pub ranges: Vec<std::ops::Range<usize>>,
+}
+
+/// Read these blocks whole.
+pub fn whole(blocks: &[usize]) -> Vec<BlockRead> {
+    blocks.iter().map(|&block| BlockRead { block, patch: None }).collect()
+}
+
+/// Blocks touched by `dirty` extents. A block less than half dirty is patched: only its dirty
+/// ranges are read from the disk, the rest comes from its chunk in `base` (zeros need no fetch).
+pub fn patched(dirty: &[Extent], base: &FixedIndex) -> Vec<BlockRead> {
+    let cs = u64::from(vault::index::CHUNK_SIZE);
+    let mut out: Vec<BlockRead> = Vec::new();
+    for e in dirty {
+        let end = (e.offset + e.length).min(base.disk_size());
+        let mut at = e.offset;
+        while at < end {
+            let block = (at / cs) as usize;
+            let block_start = block as u64 * cs;
+            let stop = end.min(block_start + cs);
+            let range = (at - block_start) as usize..(stop - block_start) as usize;
+            match out.last_mut() {
+                Some(last) if last.block == block => {
+                    if let Some(p) = &mut last.patch {
+                        p.ranges.push(range);
+                    }
+                }
+                _ => out.push(BlockRead {
+                    block,
+                    patch: Some(Patch { base: base.entries()[block], ranges: vec![range] }),
+                }),
+            }
+            at = stop;
+        }
+    }
+    for read in &mut out {
+        let len = base.block_len(read.block) as usize;
+        let dirty: usize = read.patch.iter().flat_map(|p| p.ranges.iter()).map(|r| r.len()).sum();
+        if dirty * 2 >= len {
+            read.patch = None;
+        }
+    }
+    out
+}
+
 /// Block numbers (of [`vault::index::CHUNK_SIZE`] bytes) that overlap any of `extents`.
 pub fn blocks_of(extents: &[Extent], disk_size: u64) -> Vec<usize> {
     let cs = u64::from(vault::index::CHUNK_SIZE);
@@ -102,7 +169,7 @@ impl Transfer<'_> {
     pub fn run(
         &self,
         source: &mut dyn BlockSource,
-        blocks: &[usize],
+        blocks: &[BlockRead],
         index: &mut FixedIndex,
         known: HashSet<ChunkId>,
     ) -> Result<TransferStats> {
@@ -118,7 +185,7 @@ impl Transfer<'_> {
         };
         let workers = self.workers.max(1);
         let pool_size = workers * 2 + 2;
-        let (work_tx, work_rx) = sync_channel::<(usize, Vec<u8>)>(pool_size);
+        let (work_tx, work_rx) = sync_channel::<Work>(pool_size);
         let (free_tx, free_rx) = sync_channel::<Vec<u8>>(pool_size);
         for _ in 0..pool_size {
             let _ = free_tx.send(Vec::with_capacity(vault::index::CHUNK_SIZE as usize));
@@ -154,17 +221,22 @@ impl Transfer<'_> {
     }
 }
 
+/// One block on its way to a worker: a pooled buffer holding the whole block, or only its
+/// patched ranges.
+type Work = (usize, Vec<u8>, Option<Patch>);
+
 fn read_blocks(
     shared: &Shared<'_>,
     source: &mut dyn BlockSource,
-    blocks: &[usize],
+    blocks: &[BlockRead],
     index: &FixedIndex,
     free_rx: &Receiver<Vec<u8>>,
-    work_tx: &SyncSender<(usize, Vec<u8>)>,
+    work_tx: &SyncSender<Work>,
     bytes_read: &mut u64,
 ) -> Result<()> {
     let cs = u64::from(vault::index::CHUNK_SIZE);
-    for &block in blocks {
+    for read in blocks {
+        let block = read.block;
         if shared.transfer.cancel.load(Ordering::SeqCst) {
             return Err(EngineError::Cancelled);
         }
@@ -174,22 +246,39 @@ fn read_blocks(
         let Ok(mut buf) = free_rx.recv() else { return Ok(()) };
         let len = index.block_len(block) as usize;
         buf.resize(len, 0);
-        source.read_at(block as u64 * cs, &mut buf)?;
-        *bytes_read += len as u64;
+        match &read.patch {
+            None => {
+                source.read_at(block as u64 * cs, &mut buf)?;
+                *bytes_read += len as u64;
+            }
+            Some(patch) => {
+                for r in &patch.ranges {
+                    let piece = buf.get_mut(r.clone()).ok_or_else(|| {
+                        EngineError::Invalid(format!("changed range {r:?} is outside block {block}"))
+                    })?;
+                    source.read_at(block as u64 * cs + r.start as u64, piece)?;
+                    *bytes_read += r.len() as u64;
+                }
+            }
+        }
         shared.transfer.progress.advance(len as u64);
-        if work_tx.send((block, buf)).is_err() {
+        if work_tx.send((block, buf, read.patch.clone())).is_err() {
             return Ok(());
         }
     }
     Ok(())
 }
 
-fn worker(shared: &Shared<'_>, work_rx: &Mutex<Receiver<(usize, Vec<u8>)>>, free_tx: SyncSender<Vec<u8>>) {
+fn worker(shared: &Shared<'_>, work_rx: &Mutex<Receiver<Work>>, free_tx: SyncSender<Vec<u8>>) {
     loop {
         let next = work_rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok((block, data)) = next else { return };
+        let Ok((block, data, patch)) = next else { return };
         if !shared.stop.load(Ordering::SeqCst) {
-            match store_block(shared, &data) {
+            let stored = match &patch {
+                None => store_block(shared, &data),
+                Some(patch) => apply_patch(shared, &data, patch).and_then(|merged| store_block(shared, &merged)),
+            };
+            match stored {
                 Ok(id) => shared.results.lock().unwrap_or_else(PoisonError::into_inner).push((block, id)),
                 Err(e) => {
                     shared.stop.store(true, Ordering::SeqCst);
@@ -199,6 +288,28 @@ fn worker(shared: &Shared<'_>, work_rx: &Mutex<Receiver<(usize, Vec<u8>)>>, free
         }
         let _ = free_tx.send(data);
     }
+}
+
+/// The block's previous content with the changed ranges of `data` laid over it.
+fn apply_patch(shared: &Shared<'_>, data: &[u8], patch: &Patch) -> Result<Vec<u8>> {
+    let vault = shared.transfer.vault;
+    let mut merged = if patch.base.is_zero() {
+        vec![0u8; data.len()]
+    } else {
+        let stored = shared.transfer.handle.block_on(vault.vault().backend().get(&chunk_key(&patch.base)))?;
+        blob::open(vault.keys(), &patch.base, &stored)?
+    };
+    if merged.len() != data.len() {
+        return Err(vault::VaultError::corrupt(
+            format!("chunk {}", patch.base),
+            "its length differs from the block it held in the previous point",
+        )
+        .into());
+    }
+    for r in &patch.ranges {
+        merged[r.clone()].copy_from_slice(&data[r.clone()]);
+    }
+    Ok(merged)
 }
 
 fn store_block(shared: &Shared<'_>, data: &[u8]) -> Result<ChunkId> {
