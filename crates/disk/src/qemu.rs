@@ -96,6 +96,9 @@ pub fn create_image(path: &Path, format: DiskFormat, size: u64) -> Result<()> {
     .map(|_| ())
 }
 
+/// Clients an export serves at once, besides the one that reads the bitmap.
+pub const NBD_CLIENTS: usize = 4;
+
 /// A read-only export of an image by qemu-nbd on a unix socket, stopped when dropped.
 pub struct NbdExport {
     child: Child,
@@ -107,7 +110,9 @@ impl NbdExport {
     pub fn start(image: &Path, format: DiskFormat, bitmap: Option<&str>, socket: &Path) -> Result<Self> {
         let mut cmd = Command::new("qemu-nbd");
         cmd.arg("--read-only").arg("--format").arg(format.as_str()).arg("--socket").arg(socket);
-        cmd.arg("--shared=1").arg("--cache=none").arg("--aio=threads");
+        // One connection reads the bitmap, NBD_CLIENTS more read data; the page cache stays on so
+        // the kernel's readahead serves sequential runs.
+        cmd.arg(format!("--shared={}", NBD_CLIENTS + 1));
         if let Some(name) = bitmap {
             cmd.arg("--bitmap").arg(name);
         }

@@ -101,6 +101,9 @@ pub struct BackupSummary {
     pub notes: Vec<String>,
 }
 
+/// NBD connections an incremental backup reads through (qemu-nbd serves this many at once).
+const NBD_READERS: usize = disk::qemu::NBD_CLIENTS;
+
 /// How the transfer phase will read one disk.
 enum Plan {
     Full { base: Option<FixedIndex>, note: Option<String> },
@@ -418,13 +421,19 @@ fn transfer_disk(transfer: &Transfer<'_>, disk: &mut HeldDisk, point_id: &str) -
             let socket = socket_dir.join("nbd.sock");
             let result = (|| {
                 let export = NbdExport::start(&disk.record.path, DiskFormat::Qcow2, Some(bitmap), &socket)?;
-                let mut source = NbdSource::connect(export.socket(), Some(bitmap))?;
-                let blocks = patched(&source.dirty()?, base);
+                // qemu-nbd exits once its last client leaves (also when this process is killed):
+                // the bitmap connection stays open until the readers are connected.
+                let mut bitmap_reader = NbdSource::connect(export.socket(), Some(bitmap))?;
+                let blocks = patched(&bitmap_reader.dirty()?, base);
+                // Changed blocks are scattered: several connections keep several reads in flight.
+                let sources = (0..NBD_READERS)
+                    .map(|_| Ok(Box::new(NbdSource::connect(export.socket(), None)?) as Box<dyn BlockSource>))
+                    .collect::<Result<Vec<_>>>()?;
+                drop(bitmap_reader);
                 let mut index = base.clone();
                 let known: HashSet<ChunkId> =
                     base.entries().iter().copied().filter(|id| !id.is_zero()).collect();
-                let stats = transfer.run(&mut source, &blocks, &mut index, known)?;
-                drop(source);
+                let stats = transfer.run(sources, &blocks, &mut index, known)?;
                 drop(export);
                 Ok((index, stats, None))
             })();
@@ -437,7 +446,7 @@ fn transfer_disk(transfer: &Transfer<'_>, disk: &mut HeldDisk, point_id: &str) -
             let mut index = FixedIndex::zeroed(disk.size)?;
             let known: HashSet<ChunkId> =
                 base.iter().flat_map(|b| b.entries().iter().copied()).filter(|id| !id.is_zero()).collect();
-            let stats = transfer.run(source.as_mut(), &blocks, &mut index, known).map_err(wrap)?;
+            let stats = transfer.run(vec![source], &blocks, &mut index, known).map_err(wrap)?;
             Ok((index, stats, note.clone()))
         }
     }

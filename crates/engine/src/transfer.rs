@@ -6,7 +6,7 @@
 //! calls; the buffer goes back to the pool. A full pool stops the reader: backpressure.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, PoisonError};
 
@@ -63,8 +63,9 @@ pub fn whole(blocks: &[usize]) -> Vec<BlockRead> {
     blocks.iter().map(|&block| BlockRead { block, patch: None }).collect()
 }
 
-/// Blocks touched by `dirty` extents. A block less than half dirty is patched: only its dirty
-/// ranges are read from the disk, the rest comes from its chunk in `base` (zeros need no fetch).
+/// Blocks touched by `dirty` extents. Only the dirty ranges of a block are read from the disk
+/// and the rest is taken from its chunk in `base`, when that chunk is zeros (nothing to fetch)
+/// or the block is less than half dirty; otherwise the whole block is read.
 pub fn patched(dirty: &[Extent], base: &FixedIndex) -> Vec<BlockRead> {
     let cs = u64::from(vault::index::CHUNK_SIZE);
     let mut out: Vec<BlockRead> = Vec::new();
@@ -92,8 +93,9 @@ pub fn patched(dirty: &[Extent], base: &FixedIndex) -> Vec<BlockRead> {
     }
     for read in &mut out {
         let len = base.block_len(read.block) as usize;
-        let dirty: usize = read.patch.iter().flat_map(|p| p.ranges.iter()).map(|r| r.len()).sum();
-        if dirty * 2 >= len {
+        let Some(patch) = &read.patch else { continue };
+        let dirty: usize = patch.ranges.iter().map(|r| r.len()).sum();
+        if dirty == len || (!patch.base.is_zero() && dirty * 2 >= len) {
             read.patch = None;
         }
     }
@@ -164,11 +166,12 @@ struct Shared<'a> {
 }
 
 impl Transfer<'_> {
-    /// Read `blocks` of `source` and set their entries in `index`. `known` holds ids the vault
-    /// is known to have (the previous point's), which are neither looked up nor stored.
+    /// Read `blocks` and set their entries in `index`, one reader thread per source (all views
+    /// of the same disk: one keeps reads sequential, several overlap scattered reads). `known`
+    /// holds ids the vault is known to have (the previous point's): neither looked up nor stored.
     pub fn run(
         &self,
-        source: &mut dyn BlockSource,
+        sources: Vec<Box<dyn BlockSource>>,
         blocks: &[BlockRead],
         index: &mut FixedIndex,
         known: HashSet<ChunkId>,
@@ -191,24 +194,38 @@ impl Transfer<'_> {
             let _ = free_tx.send(Vec::with_capacity(vault::index::CHUNK_SIZE as usize));
         }
         let work_rx = Mutex::new(work_rx);
-        let mut bytes_read = 0u64;
-        let read_result = std::thread::scope(|scope| {
+        let free_rx = Mutex::new(free_rx);
+        let cursor = AtomicUsize::new(0);
+        let bytes_read = AtomicU64::new(0);
+        let reader = Reader {
+            shared: &shared,
+            blocks,
+            index,
+            cursor: &cursor,
+            free_rx: &free_rx,
+            bytes_read: &bytes_read,
+        };
+        std::thread::scope(|scope| {
             for _ in 0..workers {
                 let (shared, work_rx, free_tx) = (&shared, &work_rx, free_tx.clone());
                 scope.spawn(move || worker(shared, work_rx, free_tx));
             }
             drop(free_tx);
-            let result = read_blocks(&shared, source, blocks, index, &free_rx, &work_tx, &mut bytes_read);
-            if result.is_err() {
-                shared.stop.store(true, Ordering::SeqCst);
+            for mut source in sources {
+                let (reader, work_tx) = (&reader, work_tx.clone());
+                scope.spawn(move || {
+                    if let Err(e) = reader.read(source.as_mut(), &work_tx) {
+                        reader.shared.stop.store(true, Ordering::SeqCst);
+                        reader.shared.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+                    }
+                });
             }
             drop(work_tx);
-            result
         });
         if let Some(e) = shared.failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
             return Err(e);
         }
-        read_result?;
+        let bytes_read = bytes_read.into_inner();
         for (block, id) in shared.results.into_inner().unwrap_or_else(PoisonError::into_inner) {
             index.set(block, id)?;
         }
@@ -225,48 +242,57 @@ impl Transfer<'_> {
 /// patched ranges.
 type Work = (usize, Vec<u8>, Option<Patch>);
 
-fn read_blocks(
-    shared: &Shared<'_>,
-    source: &mut dyn BlockSource,
-    blocks: &[BlockRead],
-    index: &FixedIndex,
-    free_rx: &Receiver<Vec<u8>>,
-    work_tx: &SyncSender<Work>,
-    bytes_read: &mut u64,
-) -> Result<()> {
-    let cs = u64::from(vault::index::CHUNK_SIZE);
-    for read in blocks {
-        let block = read.block;
-        if shared.transfer.cancel.load(Ordering::SeqCst) {
-            return Err(EngineError::Cancelled);
-        }
-        if shared.stop.load(Ordering::SeqCst) {
-            return Ok(()); // a worker failed; its error is reported
-        }
-        let Ok(mut buf) = free_rx.recv() else { return Ok(()) };
-        let len = index.block_len(block) as usize;
-        buf.resize(len, 0);
-        match &read.patch {
-            None => {
-                source.read_at(block as u64 * cs, &mut buf)?;
-                *bytes_read += len as u64;
+/// The reading side: threads that each take the next block and read it from their source.
+struct Reader<'a> {
+    shared: &'a Shared<'a>,
+    blocks: &'a [BlockRead],
+    index: &'a FixedIndex,
+    cursor: &'a AtomicUsize,
+    free_rx: &'a Mutex<Receiver<Vec<u8>>>,
+    bytes_read: &'a AtomicU64,
+}
+
+impl Reader<'_> {
+    fn read(&self, source: &mut dyn BlockSource, work_tx: &SyncSender<Work>) -> Result<()> {
+        let cs = u64::from(vault::index::CHUNK_SIZE);
+        loop {
+            if self.shared.transfer.cancel.load(Ordering::SeqCst) {
+                return Err(EngineError::Cancelled);
             }
-            Some(patch) => {
-                for r in &patch.ranges {
-                    let piece = buf.get_mut(r.clone()).ok_or_else(|| {
-                        EngineError::Invalid(format!("changed range {r:?} is outside block {block}"))
-                    })?;
-                    source.read_at(block as u64 * cs + r.start as u64, piece)?;
-                    *bytes_read += r.len() as u64;
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return Ok(()); // another thread failed; its error is reported
+            }
+            let Some(read) = self.blocks.get(self.cursor.fetch_add(1, Ordering::SeqCst)) else {
+                return Ok(());
+            };
+            let block = read.block;
+            let next_buffer = self.free_rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+            let Ok(mut buf) = next_buffer else { return Ok(()) };
+            let len = self.index.block_len(block) as usize;
+            buf.resize(len, 0);
+            let mut read_now = 0u64;
+            match &read.patch {
+                None => {
+                    source.read_at(block as u64 * cs, &mut buf)?;
+                    read_now += len as u64;
+                }
+                Some(patch) => {
+                    for r in &patch.ranges {
+                        let piece = buf.get_mut(r.clone()).ok_or_else(|| {
+                            EngineError::Invalid(format!("changed range {r:?} is outside block {block}"))
+                        })?;
+                        source.read_at(block as u64 * cs + r.start as u64, piece)?;
+                        read_now += r.len() as u64;
+                    }
                 }
             }
-        }
-        shared.transfer.progress.advance(len as u64);
-        if work_tx.send((block, buf, read.patch.clone())).is_err() {
-            return Ok(());
+            self.bytes_read.fetch_add(read_now, Ordering::Relaxed);
+            self.shared.transfer.progress.advance(len as u64);
+            if work_tx.send((block, buf, read.patch.clone())).is_err() {
+                return Ok(());
+            }
         }
     }
-    Ok(())
 }
 
 fn worker(shared: &Shared<'_>, work_rx: &Mutex<Receiver<Work>>, free_tx: SyncSender<Vec<u8>>) {
@@ -276,7 +302,9 @@ fn worker(shared: &Shared<'_>, work_rx: &Mutex<Receiver<Work>>, free_tx: SyncSen
         if !shared.stop.load(Ordering::SeqCst) {
             let stored = match &patch {
                 None => store_block(shared, &data),
-                Some(patch) => apply_patch(shared, &data, patch).and_then(|merged| store_block(shared, &merged)),
+                Some(patch) => {
+                    apply_patch(shared, &data, patch).and_then(|merged| store_block(shared, &merged))
+                }
             };
             match stored {
                 Ok(id) => shared.results.lock().unwrap_or_else(PoisonError::into_inner).push((block, id)),

@@ -57,7 +57,11 @@ async fn full_then_incremental_backups_restore_bit_exact() {
         written_rounded
     );
     let written: u64 = writes.iter().map(|(_, len)| len).sum::<u64>() + 4 * MIB;
-    assert!(second.disks[0].bytes_read >= written, "every written byte is read: {}", second.disks[0].bytes_read);
+    assert!(
+        second.disks[0].bytes_read >= written,
+        "every written byte is read: {}",
+        second.disks[0].bytes_read
+    );
 
     for (point, os_copy) in [(&first.point_id, &os_at_first), (&second.point_id, &os_at_second)] {
         for format in [DiskFormat::Qcow2, DiskFormat::Raw] {
