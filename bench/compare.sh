@@ -133,7 +133,7 @@ bench_restic_like() { # name, command...
     local name=$1; shift
     local t
     fresh_disks
-    export RESTIC_REPOSITORY=$run/repo RESTIC_PASSWORD=$PASS
+    export RESTIC_REPOSITORY=$run/repo RESTIC_PASSWORD=$PASS RUSTIC_REPOSITORY=$run/repo RUSTIC_PASSWORD=$PASS
     "$@" init >/dev/null 2>&1
     cd "$run"
     drop_caches; t=$(now); "$@" backup os.qcow2 data.qcow2 >/dev/null 2>&1; record "$name" full "$(since "$t")" "$(bytes_of "$run/repo")"
@@ -147,7 +147,7 @@ bench_restic_like() { # name, command...
     os=$(find "$run/restored" -name os.qcow2 | head -1); data=$(find "$run/restored" -name data.qcow2 | head -1)
     check_restore "$os" "$data" "$name"
     cd "$here"
-    unset RESTIC_REPOSITORY RESTIC_PASSWORD
+    unset RESTIC_REPOSITORY RESTIC_PASSWORD RUSTIC_REPOSITORY RUSTIC_PASSWORD
 }
 
 # ---------------------------------------------------------------- borg

@@ -30,6 +30,14 @@ pub const ZSTD_LEVEL: i32 = 1;
 
 const TAG_LEN: usize = 16;
 
+thread_local! {
+    /// One zstd context per thread, reused: making one per chunk repeats its table setup.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Seal a chunk's plaintext into its stored form. `id` must be `keys.chunk_id(plaintext)`.
 pub fn seal(keys: &Keys, id: &ChunkId, plaintext: &[u8]) -> Result<Vec<u8>> {
     if plaintext.len() > MAX_PLAINTEXT {
@@ -39,8 +47,16 @@ pub fn seal(keys: &Keys, id: &ChunkId, plaintext: &[u8]) -> Result<Vec<u8>> {
         )));
     }
     let mut flags = 0u8;
-    let compressed =
-        zstd::bulk::compress(plaintext, ZSTD_LEVEL).map_err(|e| VaultError::Invalid(format!("zstd: {e}")))?;
+    let compressed = COMPRESSOR
+        .with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let compressor = match slot.as_mut() {
+                Some(c) => c,
+                None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+            };
+            compressor.compress(plaintext)
+        })
+        .map_err(|e| VaultError::Invalid(format!("zstd: {e}")))?;
     let body: &[u8] = if compressed.len() < plaintext.len() {
         flags |= FLAG_COMPRESSED;
         &compressed
@@ -120,7 +136,15 @@ pub fn open(keys: &Keys, id: &ChunkId, stored: &[u8]) -> Result<Vec<u8>> {
         }
     };
     let plaintext = if blob.flags & FLAG_COMPRESSED != 0 {
-        zstd::bulk::decompress(&body, MAX_PLAINTEXT)
+        DECOMPRESSOR
+            .with(|cell| {
+                let mut slot = cell.borrow_mut();
+                let decompressor = match slot.as_mut() {
+                    Some(d) => d,
+                    None => slot.insert(zstd::bulk::Decompressor::new()?),
+                };
+                decompressor.decompress(&body, MAX_PLAINTEXT)
+            })
             .map_err(|e| VaultError::corrupt(format!("chunk {id}"), format!("zstd: {e}")))?
     } else {
         body
