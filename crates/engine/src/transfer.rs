@@ -364,3 +364,62 @@ fn store_block(shared: &Shared<'_>, data: &[u8]) -> Result<ChunkId> {
     }
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn index_with_data_in_block_1() -> FixedIndex {
+        let mut index = FixedIndex::zeroed(16 * MIB).expect("index");
+        index.set(1, ChunkId::from_bytes([9; 32])).expect("set");
+        index
+    }
+
+    #[test]
+    fn changed_ranges_over_zeros_are_always_patched() {
+        let index = index_with_data_in_block_1();
+        let reads = patched(&[Extent { offset: 8 * MIB, length: 3 * MIB }], &index);
+        assert_eq!(reads.len(), 1);
+        let patch = reads[0].patch.as_ref().expect("zeros below: read only the changed range");
+        assert_eq!((reads[0].block, patch.base), (2, ChunkId::ZERO));
+        assert_eq!(patch.ranges, vec![0..(3 * MIB) as usize]);
+    }
+
+    #[test]
+    fn a_mostly_changed_block_over_data_is_read_whole_and_a_fully_changed_one_too() {
+        let index = index_with_data_in_block_1();
+        let half = patched(&[Extent { offset: 4 * MIB, length: 2 * MIB }], &index);
+        assert_eq!(half[0].patch, None, "half of a data block changed: read it whole");
+        let little = patched(&[Extent { offset: 5 * MIB, length: 64 << 10 }], &index);
+        assert_eq!(little[0].patch.as_ref().map(|p| p.base), Some(ChunkId::from_bytes([9; 32])));
+        let full = patched(&[Extent { offset: 8 * MIB, length: 4 * MIB }], &index);
+        assert_eq!(full[0].patch, None, "nothing of the old block is left: read it whole");
+    }
+
+    #[test]
+    fn an_extent_across_blocks_is_split_at_the_boundary() {
+        let index = index_with_data_in_block_1();
+        let reads = patched(&[Extent { offset: 3 * MIB, length: 2 * MIB }], &index);
+        let blocks: Vec<usize> = reads.iter().map(|r| r.block).collect();
+        assert_eq!(blocks, vec![0, 1]);
+        assert_eq!(
+            reads[0].patch.as_ref().map(|p| p.ranges.clone()),
+            Some(vec![(3 * MIB) as usize..(4 * MIB) as usize])
+        );
+        assert_eq!(reads[1].patch.as_ref().map(|p| p.ranges.clone()), Some(vec![0..MIB as usize]));
+        assert_eq!(blocks_of(&[Extent { offset: 3 * MIB, length: 2 * MIB }], 16 * MIB), vec![0, 1]);
+    }
+
+    #[test]
+    fn zero_detection_sees_a_single_byte() {
+        let mut data = vec![0u8; 4 * MIB as usize + 3];
+        assert!(is_zero(&data));
+        data[4 * MIB as usize + 2] = 1;
+        assert!(!is_zero(&data));
+        data[4 * MIB as usize + 2] = 0;
+        data[12345] = 0x80;
+        assert!(!is_zero(&data));
+    }
+}
