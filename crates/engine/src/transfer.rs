@@ -366,6 +366,7 @@ fn store_block(shared: &Shared<'_>, data: &[u8]) -> Result<ChunkId> {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)] // a list of one changed range is meant
 mod tests {
     use super::*;
 
