@@ -3,6 +3,8 @@
 //!
 //! This crate knows nothing of the vault: it moves bytes between disks and callers.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod error;
 pub mod image;
 pub mod lock;

@@ -3,6 +3,8 @@
 //! It talks to disks through the `disk` crate and to the vault through the `vault` crate, and
 //! reports progress through [`progress::Progress`]; it never prints.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod backup;
 pub mod checkpoint;
 pub mod error;
