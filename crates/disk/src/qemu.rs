@@ -2,6 +2,7 @@
 //! bitmaps (qemu-img bitmap), read-only NBD exports of an image (qemu-nbd), creating images.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -117,6 +118,17 @@ impl NbdExport {
             cmd.arg("--bitmap").arg(name);
         }
         cmd.arg(image).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        // If vmvault dies before any client connects, qemu-nbd must not live on holding the
+        // image lock: the kernel kills it when the thread that started it is gone.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn().map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => DiskError::ToolMissing { tool: "qemu-nbd".into() },
             _ => DiskError::io(image, e),

@@ -19,7 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::points::{self, index_key, manifest_key, new_point_id};
 use crate::progress::Progress;
 use crate::registry::{self, DiskRecord};
-use crate::transfer::{Transfer, TransferStats, blocks_of, patched, whole};
+use crate::transfer::{BlockRead, Transfer, TransferStats, blocks_of, patched, whole};
 
 /// What to back up and how to label the point.
 #[derive(Clone, Debug)]
@@ -433,6 +433,7 @@ fn transfer_disk(transfer: &Transfer<'_>, disk: &mut HeldDisk, point_id: &str) -
                 let mut index = base.clone();
                 let known: HashSet<ChunkId> =
                     base.entries().iter().copied().filter(|id| !id.is_zero()).collect();
+                skip_progress(transfer, &index, &blocks);
                 let stats = transfer.run(sources, &blocks, &mut index, known)?;
                 drop(export);
                 Ok((index, stats, None))
@@ -446,10 +447,17 @@ fn transfer_disk(transfer: &Transfer<'_>, disk: &mut HeldDisk, point_id: &str) -
             let mut index = FixedIndex::zeroed(disk.size)?;
             let known: HashSet<ChunkId> =
                 base.iter().flat_map(|b| b.entries().iter().copied()).filter(|id| !id.is_zero()).collect();
+            skip_progress(transfer, &index, &blocks);
             let stats = transfer.run(vec![source], &blocks, &mut index, known).map_err(wrap)?;
             Ok((index, stats, note.clone()))
         }
     }
+}
+
+/// Count the blocks that will not be read as done at once, so progress covers the whole disk.
+fn skip_progress(transfer: &Transfer<'_>, index: &FixedIndex, blocks: &[BlockRead]) {
+    let planned: u64 = blocks.iter().map(|b| index.block_len(b.block)).sum();
+    transfer.progress.advance(index.disk_size().saturating_sub(planned));
 }
 
 /// A private directory for the NBD socket of one backup.
