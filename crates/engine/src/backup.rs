@@ -162,10 +162,18 @@ pub async fn backup(
     }
     let mut base_indexes: BTreeMap<String, FixedIndex> = BTreeMap::new();
     for (label, cp) in &checkpoints.disks {
-        if selected.iter().any(|d| &d.label == label)
-            && let Some(m) = history.iter().find(|m| m.point_id == cp.point_id)
-            && let Ok(index) = points::disk_index(&vault, m, label).await
-        {
+        if !selected.iter().any(|d| &d.label == label) {
+            continue;
+        }
+        // Usually the checkpoint is the previous point, whose index is already loaded.
+        let index = match previous.get(label) {
+            Some((point, index)) if *point == cp.point_id => Some(index.clone()),
+            _ => match history.iter().find(|m| m.point_id == cp.point_id) {
+                Some(m) => points::disk_index(&vault, m, label).await.ok(),
+                None => None,
+            },
+        };
+        if let Some(index) = index {
             base_indexes.insert(label.clone(), index);
         }
     }

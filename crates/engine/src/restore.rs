@@ -10,8 +10,7 @@ use disk::writer::{BlockSink, create_sink};
 use jiff::Timestamp;
 use serde::Serialize;
 use tokio::runtime::Handle;
-use vault::vault::chunk_key;
-use vault::{FixedIndex, Manifest, UnlockedVault, VaultError, blob};
+use vault::{FixedIndex, Manifest, UnlockedVault, VaultError};
 
 use crate::error::{EngineError, Result};
 use crate::libvirt;
@@ -128,13 +127,7 @@ fn write_sparse(sink: &mut dyn BlockSink, offset: u64, data: &[u8]) -> Result<u6
 
 fn fetch_block(vault: &UnlockedVault, handle: &Handle, index: &FixedIndex, block: usize) -> Result<Vec<u8>> {
     let id = index.entries()[block];
-    let stored = match handle.block_on(vault.vault().backend().get(&chunk_key(&id))) {
-        Err(VaultError::NotFound { location, .. }) => {
-            return Err(VaultError::NotFound { location, key: format!("chunk {id}") }.into());
-        }
-        other => other?,
-    };
-    let data = blob::open(vault.keys(), &id, &stored)?;
+    let data = handle.block_on(vault.get_chunk(&id))?;
     if data.len() as u64 != index.block_len(block) {
         return Err(
             VaultError::corrupt(format!("chunk {id}"), "length differs from its place in the index").into()

@@ -10,12 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, PoisonError};
 
-use bytes::Bytes;
 use disk::{BlockSource, Extent};
 use tokio::runtime::Handle;
-use vault::backend::Put;
-use vault::vault::chunk_key;
-use vault::{ChunkId, FixedIndex, UnlockedVault, blob};
+use vault::{ChunkId, FixedIndex, UnlockedVault};
 
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
@@ -108,17 +105,11 @@ pub fn blocks_of(extents: &[Extent], disk_size: u64) -> Vec<usize> {
     let mut out: Vec<usize> = Vec::new();
     for e in extents {
         let end = (e.offset + e.length).min(disk_size);
-        if e.length == 0 || e.offset >= end {
-            continue;
-        }
-        let first = e.offset / cs;
-        let last = (end - 1) / cs;
-        for b in first..=last {
-            if out.last().is_none_or(|&l| l < b as usize) {
-                out.push(b as usize);
-            }
+        if e.offset < end {
+            out.extend((e.offset / cs) as usize..=((end - 1) / cs) as usize);
         }
     }
+    out.sort_unstable();
     out.dedup();
     out
 }
@@ -324,8 +315,7 @@ fn apply_patch(shared: &Shared<'_>, data: &[u8], patch: &Patch) -> Result<Vec<u8
     let mut merged = if patch.base.is_zero() {
         vec![0u8; data.len()]
     } else {
-        let stored = shared.transfer.handle.block_on(vault.vault().backend().get(&chunk_key(&patch.base)))?;
-        blob::open(vault.keys(), &patch.base, &stored)?
+        shared.transfer.handle.block_on(vault.get_chunk(&patch.base))?
     };
     if merged.len() != data.len() {
         return Err(vault::VaultError::corrupt(
@@ -350,16 +340,9 @@ fn store_block(shared: &Shared<'_>, data: &[u8]) -> Result<ChunkId> {
     if !shared.known.lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
         return Ok(id);
     }
-    let key = chunk_key(&id);
-    let backend = vault.vault().backend();
-    let handle = &shared.transfer.handle;
-    if handle.block_on(backend.head(&key))?.is_some() {
-        return Ok(id);
-    }
-    let sealed = Bytes::from(blob::seal(vault.keys(), &id, data)?);
-    let len = sealed.len() as u64;
-    if handle.block_on(backend.put_if_absent(&key, sealed))? == Put::Created {
-        shared.bytes_new.fetch_add(len, Ordering::Relaxed);
+    let added = shared.transfer.handle.block_on(vault.store_chunk(&id, data))?;
+    if added > 0 {
+        shared.bytes_new.fetch_add(added, Ordering::Relaxed);
         shared.chunks_new.fetch_add(1, Ordering::Relaxed);
     }
     Ok(id)

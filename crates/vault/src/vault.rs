@@ -208,7 +208,7 @@ impl Vault {
             return Err(VaultError::NotEncrypted { location: self.location() });
         }
         let location = self.location();
-        let keys = Keys::encrypted(recovery.master()?);
+        let keys = Keys::encrypted(recovery.master());
         if self.config.verify(&keys, &self.config_bytes).is_err() {
             return Err(VaultError::WrongRecoveryKey { location });
         }
@@ -322,17 +322,22 @@ impl UnlockedVault {
     /// bytes this call added (0 when it was already there).
     pub async fn put_chunk(&self, plaintext: &[u8]) -> Result<(ChunkId, u64)> {
         let id = self.keys.chunk_id(plaintext);
-        let key = chunk_key(&id);
+        Ok((id, self.store_chunk(&id, plaintext).await?))
+    }
+
+    /// Seal and store a chunk whose id the caller already computed (`keys().chunk_id`), unless
+    /// the vault has it. Returns the stored bytes this call added (0 when it was already there).
+    pub async fn store_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Result<u64> {
+        let key = chunk_key(id);
         if self.vault.backend.head(&key).await?.is_some() {
-            return Ok((id, 0));
+            return Ok(0);
         }
-        let sealed = Bytes::from(blob::seal(&self.keys, &id, plaintext)?);
+        let sealed = Bytes::from(blob::seal(&self.keys, id, plaintext)?);
         let len = sealed.len() as u64;
-        let added = match self.vault.backend.put_if_absent(&key, sealed).await? {
+        Ok(match self.vault.backend.put_if_absent(&key, sealed).await? {
             Put::Created => len,
             Put::Existed => 0,
-        };
-        Ok((id, added))
+        })
     }
 
     /// Fetch, check and open one chunk.
