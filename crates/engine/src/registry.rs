@@ -174,9 +174,3 @@ pub async fn remove(backend: &dyn Backend, name: &str) -> Result<()> {
     backend.flush().await?;
     Ok(())
 }
-
-/// Replace a VM's record (after a restore swapped a disk's file, for example).
-pub async fn update(backend: &dyn Backend, record: &VmRecord) -> Result<()> {
-    catalog::update(backend, &vm_key(&record.name), |_: Option<VmRecord>| Ok(record.clone())).await?;
-    Ok(())
-}

@@ -163,7 +163,7 @@ fn derive_kek(passphrase: &Passphrase, kdf: &KdfParams, salt: &[u8]) -> Result<Z
 
 /// The master key written for a person: Crockford base32 in dash-separated groups of five,
 /// with a two-byte check so a mistyped group is caught before it is tried against the vault.
-pub struct RecoveryKey(Zeroizing<String>);
+pub struct RecoveryKey(Zeroizing<[u8; 32]>);
 
 const RECOVERY_CHECK_CONTEXT: &str = "vmvault 2026 recovery key check v1";
 
@@ -179,14 +179,7 @@ fn crockford() -> data_encoding::Encoding {
 
 impl RecoveryKey {
     pub(crate) fn from_master(master: &MasterKey) -> Self {
-        let mut raw = Zeroizing::new(Vec::with_capacity(34));
-        raw.extend_from_slice(master.expose());
-        let check = blake3::derive_key(RECOVERY_CHECK_CONTEXT, master.expose());
-        raw.extend_from_slice(&check[..2]);
-        let encoded = Zeroizing::new(crockford().encode(&raw));
-        let grouped: Vec<&str> =
-            encoded.as_bytes().chunks(5).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
-        RecoveryKey(Zeroizing::new(grouped.join("-")))
+        RecoveryKey(Zeroizing::new(*master.expose()))
     }
 
     /// Parse what a person typed; spaces, dashes and case are ignored.
@@ -204,31 +197,29 @@ impl RecoveryKey {
         }
         let mut key = Zeroizing::new([0u8; 32]);
         key.copy_from_slice(&raw[..32]);
-        let check = blake3::derive_key(RECOVERY_CHECK_CONTEXT, key.as_ref());
-        if check[..2] != raw[32..] {
+        if check_bytes(&key) != raw[32..] {
             return Err(bad("its check digits do not match (a character is mistyped)"));
         }
-        Ok(RecoveryKey::from_master(&MasterKey::from_bytes(key)))
+        Ok(RecoveryKey(key))
     }
 
-    /// The text to print.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The text to print: 55 characters in dash-separated groups of five.
+    pub fn text(&self) -> Zeroizing<String> {
+        let mut raw = Zeroizing::new(Vec::with_capacity(34));
+        raw.extend_from_slice(self.0.as_ref());
+        raw.extend_from_slice(&check_bytes(&self.0));
+        let encoded = Zeroizing::new(crockford().encode(&raw));
+        let grouped: Vec<&str> =
+            encoded.as_bytes().chunks(5).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+        Zeroizing::new(grouped.join("-"))
     }
 
-    pub(crate) fn master(&self) -> Result<MasterKey> {
-        let cleaned: String = self.0.chars().filter(|c| *c != '-').collect();
-        let cleaned = Zeroizing::new(cleaned);
-        let raw = Zeroizing::new(
-            crockford()
-                .decode(cleaned.as_bytes())
-                .map_err(|_| VaultError::BadRecoveryKey { reason: "internal encoding".into() })?,
-        );
-        if raw.len() != 34 {
-            return Err(VaultError::BadRecoveryKey { reason: "internal encoding".into() });
-        }
-        let mut key = Zeroizing::new([0u8; 32]);
-        key.copy_from_slice(&raw[..32]);
-        Ok(MasterKey::from_bytes(key))
+    pub(crate) fn master(&self) -> MasterKey {
+        MasterKey::from_bytes(Zeroizing::new(*self.0))
     }
+}
+
+fn check_bytes(key: &[u8; 32]) -> [u8; 2] {
+    let check = blake3::derive_key(RECOVERY_CHECK_CONTEXT, key);
+    [check[0], check[1]]
 }

@@ -23,6 +23,16 @@ pub enum PointKind {
     OnDemand,
 }
 
+impl PointKind {
+    /// The name used in JSON and listings.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PointKind::Scheduled => "scheduled",
+            PointKind::OnDemand => "on-demand",
+        }
+    }
+}
+
 /// How consistent the disks of a point are with each other and with the guest's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -33,6 +43,17 @@ pub enum Consistency {
     FileSystem,
     /// As if the power had been cut.
     Crash,
+}
+
+impl Consistency {
+    /// The name used in JSON and listings.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Consistency::Application => "application",
+            Consistency::FileSystem => "file-system",
+            Consistency::Crash => "crash",
+        }
+    }
 }
 
 /// One disk of a recovery point.

@@ -84,3 +84,14 @@ fn a_blob_is_laid_out_as_documented() {
     assert_eq!(zstd::bulk::decompress(body, 1 << 20).unwrap(), data);
     assert_eq!(blake3::hash(&bytes[..bytes.len() - 32]).as_bytes(), &bytes[bytes.len() - 32..]);
 }
+
+#[test]
+fn point_kind_and_consistency_names_match_their_json() {
+    use vault::{Consistency, PointKind};
+    for kind in [PointKind::Scheduled, PointKind::OnDemand] {
+        assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+    }
+    for c in [Consistency::Application, Consistency::FileSystem, Consistency::Crash] {
+        assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+    }
+}

@@ -46,11 +46,7 @@ pub async fn backup(
 }
 
 fn print_summary(s: &BackupSummary) {
-    let consistency = serde_json::to_value(s.consistency)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    println!("Recovery point {} of VM {} ({consistency}-consistent).", s.point_id, s.vm);
+    println!("Recovery point {} of VM {} ({}-consistent).", s.point_id, s.vm, s.consistency.as_str());
     for d in &s.disks {
         println!(
             "  {:<10} {:<11} read {:>10}  zeros {:>10}  new in vault {:>10}",
@@ -97,14 +93,8 @@ pub async fn list_points(context: &Context, vm: &str, json: bool) -> Result<()> 
             "{:<22} {:<20} {:<9} {:<11} {:>10} {:>10}  {}",
             p.id,
             p.time.strftime("%Y-%m-%d %H:%M:%S"),
-            serde_json::to_value(p.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            serde_json::to_value(p.consistency)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            p.kind.as_str(),
+            p.consistency.as_str(),
             human_bytes(p.logical_bytes),
             human_bytes(p.stored_bytes),
             p.retain_until.map(|t| t.strftime("%Y-%m-%d").to_string()).unwrap_or_else(|| "-".into())

@@ -54,7 +54,7 @@ pub async fn run(context: &Context, command: KeyCommand) -> Result<()> {
             let recovery = vault.recovery_key()?;
             println!("vmvault recovery key for vault {}", vault.vault().config().id);
             println!();
-            println!("    {}", recovery.as_str());
+            println!("    {}", recovery.text().as_str());
             println!();
             println!("Anyone holding this key can read every backup in the vault. Keep it offline.");
             println!("To set a new passphrase with it:  vmvault key import");
