@@ -121,10 +121,14 @@ fn a_backup_killed_mid_transfer_leaves_no_point_and_the_next_one_succeeds() {
     sh("qemu-io", &["-f", "qcow2", "-c", "write -P 0x72 4M 4M", os.to_str().unwrap()]);
 
     let chunks_before = count_files(&lab.path("vault/chunks"));
-    let mut child = lab.cmd(&["backup", "db"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let stderr = std::fs::File::create(lab.path("killed.stderr")).unwrap();
+    let mut child = lab.cmd(&["backup", "db"]).stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while count_files(&lab.path("vault/chunks")) < chunks_before + 3 {
-        assert!(child.try_wait().unwrap().is_none(), "the backup finished before it could be killed");
+        if let Some(status) = child.try_wait().unwrap() {
+            let err = std::fs::read_to_string(lab.path("killed.stderr")).unwrap_or_default();
+            panic!("the backup ended ({status}) before it could be killed: {err}");
+        }
         assert!(Instant::now() < deadline, "no chunks appeared");
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -135,7 +135,9 @@ impl NbdExport {
         })?;
         let mut export = NbdExport { child, socket: socket.to_path_buf() };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
+        // The socket file appears at bind(), before listen(): wait until it accepts, which
+        // /proc/net/unix shows without connecting (a probe client leaving would end qemu-nbd).
+        while !is_listening(socket) {
             if let Ok(Some(_)) = export.child.try_wait() {
                 let mut message = String::new();
                 if let Some(mut err) = export.child.stderr.take() {
@@ -151,7 +153,7 @@ impl NbdExport {
                 return Err(DiskError::Tool {
                     tool: "qemu-nbd".into(),
                     target: image.display().to_string(),
-                    message: "no socket after 20 s".into(),
+                    message: "not listening on its socket after 20 s".into(),
                 });
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -163,6 +165,19 @@ impl NbdExport {
     pub fn socket(&self) -> &Path {
         &self.socket
     }
+}
+
+/// Whether a unix socket at `path` is listening (flag `__SO_ACCEPTCON` in /proc/net/unix).
+fn is_listening(path: &Path) -> bool {
+    const SO_ACCEPTCON: u32 = 0x0001_0000;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else { return path.exists() };
+    let wanted = path.to_string_lossy();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && fields[7..].join(" ") == wanted
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|flags| flags & SO_ACCEPTCON != 0)
+    })
 }
 
 impl Drop for NbdExport {
