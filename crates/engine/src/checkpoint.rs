@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use vault::backend::Backend;
 use vault::catalog;
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 
 /// Prefix of the bitmaps vmvault owns.
 pub const BITMAP_PREFIX: &str = "vmvault-";
@@ -76,7 +76,7 @@ pub async fn record(backend: &dyn Backend, vm: &str, new: &BTreeMap<String, Chec
     catalog::update(backend, &key(vm), |current: Option<Checkpoints>| {
         let mut all = current.unwrap_or_default();
         all.disks.extend(new.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Ok(all)
+        Ok::<_, EngineError>(all)
     })
     .await?;
     Ok(())

@@ -12,9 +12,15 @@ pub mod libvirt;
 pub mod limits;
 pub mod names;
 pub mod points;
+pub mod policy;
 pub mod progress;
+pub mod protection;
+pub mod prune;
 pub mod registry;
 pub mod restore;
+pub mod retention;
+pub mod schedule;
+pub mod settings;
 pub mod transfer;
 
 pub use error::{EngineError, Result};

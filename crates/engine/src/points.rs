@@ -9,9 +9,12 @@ use crate::names::random_hex;
 
 const MANIFEST_NAME: &str = "manifest.json";
 
+/// Prefix of every point of every VM.
+pub const POINTS_PREFIX: &str = "points/";
+
 /// Prefix of all of a VM's points.
 pub fn vm_prefix(vm: &str) -> String {
-    format!("points/{vm}/")
+    format!("{POINTS_PREFIX}{vm}/")
 }
 
 /// Object key of a point's manifest.

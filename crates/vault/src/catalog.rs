@@ -26,10 +26,11 @@ pub async fn create<T: Serialize>(backend: &dyn Backend, key: &str, value: &T) -
 
 /// Read-modify-write a document: `change` gets the current value (or `None`) and returns the
 /// new one. On a lost race the document is read again and `change` runs again.
-pub async fn update<T, F>(backend: &dyn Backend, key: &str, mut change: F) -> Result<T>
+pub async fn update<T, F, E>(backend: &dyn Backend, key: &str, mut change: F) -> std::result::Result<T, E>
 where
     T: Serialize + DeserializeOwned,
-    F: FnMut(Option<T>) -> Result<T>,
+    F: FnMut(Option<T>) -> std::result::Result<T, E>,
+    E: From<VaultError>,
 {
     for _ in 0..MAX_ATTEMPTS {
         let current = backend.get_versioned(key).await?;
@@ -38,16 +39,14 @@ where
             None => (None, None),
         };
         let new = change(value)?;
-        let mut bytes = serde_json::to_vec_pretty(&new)
-            .map_err(|e| VaultError::Invalid(format!("{key}: serialise: {e}")))?;
-        bytes.extend_from_slice(b"\n");
+        let bytes = encode(&new, key)?;
         match backend.compare_and_swap(key, version.as_ref(), Bytes::from(bytes)).await {
             Ok(_) => return Ok(new),
             Err(e) if e.is_retryable() => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err(VaultError::Conflict { key: key.to_string() })
+    Err(VaultError::Conflict { key: key.to_string() }.into())
 }
 
 fn encode<T: Serialize>(value: &T, key: &str) -> Result<Vec<u8>> {

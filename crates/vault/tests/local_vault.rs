@@ -61,7 +61,7 @@ async fn helper_process() {
                         if !c.writers.contains(&me) {
                             c.writers.push(me.clone());
                         }
-                        Ok(c)
+                        Ok::<_, vault::VaultError>(c)
                     },
                 )
                 .await

@@ -1,0 +1,159 @@
+//! Cleanup: apply each item's retention to its points, and purge soft-deleted data whose
+//! period is over. Deleting a point removes its manifest first (the point stops existing
+//! atomically), then its indexes; its chunks are left for GC.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use vault::{Manifest, UnlockedVault};
+
+use crate::error::Result;
+use crate::points::{self, manifest_key};
+use crate::protection::{self, ProtectedItem, ProtectionState};
+use crate::retention::{PointFacts, Verdict, on_demand_verdict};
+use crate::{checkpoint, policy};
+
+/// What cleanup decided for one point.
+#[derive(Clone, Debug, Serialize)]
+pub struct PointVerdict {
+    /// Point id.
+    pub point: String,
+    /// Snapshot time.
+    pub time: Timestamp,
+    /// Keep or expire, and why.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// What cleanup did (or, dry, would do) to one VM's data.
+#[derive(Clone, Debug, Serialize)]
+pub struct PruneReport {
+    /// The VM.
+    pub vm: String,
+    /// Every point with its verdict, oldest first.
+    pub points: Vec<PointVerdict>,
+    /// The soft-delete period ended and all the VM's data was purged.
+    pub purged: bool,
+}
+
+impl PruneReport {
+    /// Points expired (or purged).
+    pub fn expired(&self) -> impl Iterator<Item = &PointVerdict> {
+        self.points.iter().filter(|p| !p.verdict.keeps())
+    }
+}
+
+/// Every VM that has points in the vault, registered or not.
+pub async fn vms_with_points(vault: &UnlockedVault) -> Result<Vec<String>> {
+    let mut names = BTreeSet::new();
+    for object in vault.vault().backend().list(points::POINTS_PREFIX).await? {
+        if let Some(vm) =
+            object.key.strip_prefix(points::POINTS_PREFIX).and_then(|rest| rest.split('/').next())
+        {
+            names.insert(vm.to_string());
+        }
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// The verdict on each of a VM's points under its protection state at `now`.
+pub async fn verdicts(
+    vault: &UnlockedVault,
+    item: Option<&ProtectedItem>,
+    manifests: &[Manifest],
+    now: Timestamp,
+) -> Result<Vec<Verdict>> {
+    let facts: Vec<PointFacts> = manifests
+        .iter()
+        .map(|m| PointFacts {
+            id: m.point_id.clone(),
+            time: m.time,
+            kind: m.kind,
+            retain_until: m.retain_until,
+        })
+        .collect();
+    let keep_all = |why: &str| facts.iter().map(|_| Verdict::Keep(vec![why.to_string()])).collect();
+    Ok(match item {
+        Some(item) if item.delete_lock => keep_all("delete lock"),
+        Some(item) if item.state == ProtectionState::SoftDeleted => keep_all("soft-deleted, awaiting purge"),
+        Some(item) if item.state == ProtectionState::StoppedRetain => {
+            keep_all("protection stopped, data retained")
+        }
+        Some(ProtectedItem { policy: Some(name), .. }) => {
+            let policy = policy::get(vault.vault().backend().as_ref(), name).await?;
+            policy.retention.evaluate(&facts, &policy.tz()?, now)
+        }
+        _ => facts
+            .iter()
+            .map(|p| match p.kind {
+                vault::PointKind::OnDemand => on_demand_verdict(p, now),
+                vault::PointKind::Scheduled => {
+                    Verdict::Keep(vec!["scheduled, and the VM has no policy".into()])
+                }
+            })
+            .collect(),
+    })
+}
+
+/// Clean up one VM (`Some`) or every VM with points. Dry runs change nothing.
+pub async fn prune(
+    vault: &UnlockedVault,
+    vm: Option<&str>,
+    now: Timestamp,
+    dry_run: bool,
+) -> Result<Vec<PruneReport>> {
+    let backend = vault.vault().backend().clone();
+    let names = match vm {
+        Some(name) => vec![name.to_string()],
+        None => vms_with_points(vault).await?,
+    };
+    let mut reports = Vec::new();
+    for name in names {
+        let item = protection::get(backend.as_ref(), &name).await?;
+        let manifests = points::list(vault, &name).await?;
+        let purge = item.as_ref().is_some_and(|i| {
+            i.state == ProtectionState::SoftDeleted
+                && !i.delete_lock
+                && i.purge_after.is_some_and(|t| now >= t)
+        });
+        let verdicts = if purge {
+            manifests.iter().map(|_| Verdict::Expire("soft-delete period over: purged".to_string())).collect()
+        } else {
+            verdicts(vault, item.as_ref(), &manifests, now).await?
+        };
+        let report = PruneReport {
+            vm: name.clone(),
+            points: manifests
+                .iter()
+                .zip(verdicts)
+                .map(|(m, verdict)| PointVerdict { point: m.point_id.clone(), time: m.time, verdict })
+                .collect(),
+            purged: purge,
+        };
+        if !dry_run {
+            for (manifest, verdict) in manifests.iter().zip(&report.points) {
+                if !verdict.verdict.keeps() {
+                    delete_point(vault, manifest).await?;
+                }
+            }
+            backend.flush().await?;
+            if purge {
+                protection::forget(backend.as_ref(), &name).await?;
+                checkpoint::forget(backend.as_ref(), &name).await?;
+            }
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Remove one point: its manifest first, then its indexes.
+pub async fn delete_point(vault: &UnlockedVault, manifest: &Manifest) -> Result<()> {
+    let backend = vault.vault().backend();
+    backend.delete(&manifest_key(&manifest.vm, &manifest.point_id)).await?;
+    for disk in &manifest.disks {
+        backend.delete(&disk.index).await?;
+    }
+    Ok(())
+}
