@@ -4,20 +4,22 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use disk::nbd::NbdSource;
 use disk::qemu::{self, NbdExport};
 use disk::{BlockSource, DiskFormat, ImageLock};
 use jiff::Timestamp;
 use serde::Serialize;
+use vault::session::{Rescue, Session};
 use vault::{ChunkId, Consistency, FixedIndex, Manifest, ManifestDisk, PointKind, UnlockedVault};
 
 use crate::checkpoint::{self, BITMAP_PREFIX, Checkpoint, Checkpoints, ImageIdentity, bitmap_name};
 use crate::error::{EngineError, Result};
 use crate::points::{self, index_key, manifest_key, new_point_id};
 use crate::progress::Progress;
+use crate::protection::{self, ProtectedItem};
 use crate::registry::{self, DiskRecord};
 use crate::transfer::{BlockRead, Transfer, TransferStats, blocks_of, patched, whole};
 
@@ -30,8 +32,12 @@ pub struct BackupOptions {
     pub kind: PointKind,
     /// Keep an on-demand point until then.
     pub retain_until: Option<Timestamp>,
-    /// Set to cancel; checked between blocks.
+    /// Set to cancel; checked between blocks and between the steps of every phase.
     pub cancel: Arc<AtomicBool>,
+    /// The job this backup runs in (names its writer session).
+    pub job_id: String,
+    /// Lease of the backup's writer session (how soon a crashed backup stops blocking others).
+    pub session_lease: Duration,
 }
 
 impl Default for BackupOptions {
@@ -41,6 +47,8 @@ impl Default for BackupOptions {
             kind: PointKind::OnDemand,
             retain_until: None,
             cancel: Arc::new(AtomicBool::new(false)),
+            job_id: format!("backup-{}", std::process::id()),
+            session_lease: vault::session::DEFAULT_LEASE,
         }
     }
 }
@@ -130,6 +138,9 @@ impl HeldDisk {
     }
 }
 
+/// Most recovery points an item may have; a backup that would make more fails.
+pub const MAX_POINTS: usize = 9999;
+
 /// Back up a stopped VM into a new recovery point.
 pub async fn backup(
     vault: Arc<UnlockedVault>,
@@ -137,17 +148,50 @@ pub async fn backup(
     options: BackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupSummary> {
-    let started = Instant::now();
     let backend = vault.vault().backend().clone();
     let vm = registry::get(backend.as_ref(), vm_name).await?;
+    // One backup of a VM at a time; the session also keeps what it reuses from GC.
+    let session = Arc::new(
+        Session::begin(
+            Arc::clone(&backend),
+            &format!("backup-{}", vm.name),
+            &options.job_id,
+            options.session_lease,
+        )
+        .await?,
+    );
+    let result = backup_in_session(vault, vm, Arc::clone(&session), options, progress).await;
+    // The pipeline's threads are done with the session: end it (or let its lease run out).
+    if let Ok(session) = Arc::try_unwrap(session) {
+        let ended = session.end().await;
+        let summary = result?;
+        ended?;
+        return Ok(summary);
+    }
+    result
+}
+
+async fn backup_in_session(
+    vault: Arc<UnlockedVault>,
+    vm: registry::VmRecord,
+    session: Arc<Session>,
+    options: BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let backend = vault.vault().backend().clone();
+    let item = protection::get(backend.as_ref(), &vm.name).await?;
+    protection::check_not_soft_deleted(item.as_ref(), &vm.name)?;
+    let excluded: &[String] = item.as_ref().map(|i| i.excluded_disks.as_slice()).unwrap_or_default();
     let selected: Vec<DiskRecord> = if options.disks.is_empty() {
-        vm.disks.clone()
+        vm.disks.iter().filter(|d| !excluded.contains(&d.label)).cloned().collect()
     } else {
         options.disks.iter().map(|l| vm.disk(l).cloned()).collect::<Result<_>>()?
     };
     let time = Timestamp::now();
     let point_id = new_point_id(time)?;
     let history = points::list(&vault, &vm.name).await?;
+    check_point_limits(backend.as_ref(), &vm.name, item.as_ref(), &history, &options, time).await?;
     let checkpoints = checkpoint::load(backend.as_ref(), &vm.name).await?;
 
     // Previous indexes: the base of dedup for every disk, and of incrementals.
@@ -177,15 +221,26 @@ pub async fn backup(
             base_indexes.insert(label.clone(), index);
         }
     }
+    keep_bases(&vault, &session, previous.values().map(|(_, i)| i).chain(base_indexes.values())).await?;
 
     let (vm_name, point) = (vm.name.clone(), point_id.clone());
     let vault_for_work = Arc::clone(&vault);
     let handle = tokio::runtime::Handle::current();
     let cancel = Arc::clone(&options.cancel);
+    let session_for_work = Arc::clone(&session);
+    let progress_for_work = Arc::clone(&progress);
     let work = tokio::task::spawn_blocking(move || {
-        let mut held = snapshot(&vm_name, &point, selected, &checkpoints, previous, base_indexes)?;
+        let (session, progress) = (session_for_work, progress_for_work);
+        progress.phase("snapshot");
+        let mut held = snapshot(&vm_name, &point, selected, &checkpoints, previous, base_indexes, &cancel)?;
+        if cancel.load(Ordering::SeqCst) {
+            held.iter_mut().for_each(HeldDisk::abandon);
+            return Err(EngineError::Cancelled);
+        }
+        progress.phase("transfer");
         let transfer = Transfer {
             vault: &vault_for_work,
+            session: &session,
             handle,
             cancel: &cancel,
             progress: progress.as_ref(),
@@ -200,7 +255,12 @@ pub async fn backup(
     let (mut held, done) =
         work.await.map_err(|e| EngineError::Invalid(format!("backup worker failed: {e}")))??;
 
-    // Commit: indexes, then (after a flush) the manifest.
+    // Commit: indexes, then (after a flush) the manifest. A cancel that came in time stops it.
+    if options.cancel.load(Ordering::SeqCst) {
+        held.iter_mut().for_each(HeldDisk::abandon);
+        return Err(EngineError::Cancelled);
+    }
+    progress.phase("commit");
     let commit = async {
         let mut disks = Vec::new();
         for (disk, (index, stats, _)) in held.iter().zip(&done) {
@@ -303,10 +363,14 @@ fn snapshot(
     checkpoints: &Checkpoints,
     mut previous: BTreeMap<String, (String, FixedIndex)>,
     mut base_indexes: BTreeMap<String, FixedIndex>,
+    cancel: &AtomicBool,
 ) -> Result<Vec<HeldDisk>> {
     let mut held: Vec<HeldDisk> = Vec::new();
     let result = (|| {
         for record in selected {
+            if cancel.load(Ordering::SeqCst) {
+                return Err(EngineError::Cancelled);
+            }
             let info = disk::probe(&record.path)
                 .map_err(|e| EngineError::Invalid(format!("disk {} of VM {vm:?}: {e}", record.label)))?;
             if disk::lock::is_in_use(&record.path)? {
@@ -407,13 +471,12 @@ fn plan_incremental(
 type DiskResult = (FixedIndex, TransferStats, Option<String>);
 
 fn transfer_all(transfer: &Transfer<'_>, held: &mut [HeldDisk], point_id: &str) -> Result<Vec<DiskResult>> {
-    let total: u64 = held.iter().map(|d| d.size).sum();
-    transfer.progress.start("backup", total);
     let mut out = Vec::new();
     for disk in held.iter_mut() {
+        transfer.progress.start(&disk.record.label, disk.size);
         out.push(transfer_disk(transfer, disk, point_id)?);
+        transfer.progress.finish();
     }
-    transfer.progress.finish();
     Ok(out)
 }
 
@@ -481,6 +544,75 @@ fn remove_stale_bitmaps(path: &Path, keep: &str) -> Result<()> {
     for bitmap in qemu::bitmaps(path)? {
         if bitmap.name.starts_with(BITMAP_PREFIX) && bitmap.name != keep {
             qemu::remove_bitmap(path, &bitmap.name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a backup that would exceed the item's point limits: [`MAX_POINTS`] points, and the
+/// vault's on-demand backups per calendar day (in the policy's zone, or UTC).
+async fn check_point_limits(
+    backend: &dyn vault::backend::Backend,
+    vm: &str,
+    item: Option<&ProtectedItem>,
+    history: &[Manifest],
+    options: &BackupOptions,
+    now: Timestamp,
+) -> Result<()> {
+    if history.len() >= MAX_POINTS {
+        return Err(EngineError::Limit(format!(
+            "VM {vm:?} has {} recovery points, the most an item may have; let old points expire \
+             (`vmvault unlock {vm}` if a delete lock holds them, then `vmvault prune {vm}`)",
+            history.len()
+        )));
+    }
+    if options.kind != PointKind::OnDemand {
+        return Ok(());
+    }
+    let per_day = crate::settings::load(backend).await?.on_demand_per_day;
+    let tz = match item.and_then(|i| i.policy.as_deref()) {
+        Some(name) => {
+            crate::policy::get(backend, name).await.and_then(|p| p.tz()).unwrap_or(jiff::tz::TimeZone::UTC)
+        }
+        None => jiff::tz::TimeZone::UTC,
+    };
+    let today = tz.to_datetime(now).date();
+    let taken = history
+        .iter()
+        .filter(|m| m.kind == PointKind::OnDemand && tz.to_datetime(m.time).date() == today)
+        .count();
+    if taken >= per_day as usize {
+        return Err(EngineError::Limit(format!(
+            "VM {vm:?} already has {taken} on-demand backups today ({today}, {}); at most {per_day} a day are \
+             allowed (vault setting `on_demand_per_day`)",
+            tz.iana_name().unwrap_or("UTC")
+        )));
+    }
+    Ok(())
+}
+
+/// Keep the chunks of the points this backup builds on from a concurrent GC (they may have
+/// been pruned since). If GC already deleted some, the backup cannot build on them.
+async fn keep_bases<'a>(
+    vault: &UnlockedVault,
+    session: &Session,
+    bases: impl Iterator<Item = &'a FixedIndex>,
+) -> Result<()> {
+    let ids: Vec<ChunkId> = bases
+        .flat_map(|i| i.entries().iter().copied())
+        .filter(|id| !id.is_zero() && session.is_condemned(id))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    if ids.is_empty() || session.rescue(&ids).await? == Rescue::Kept {
+        return Ok(());
+    }
+    for id in &ids {
+        if vault.vault().backend().head(&vault::vault::chunk_key(id)).await?.is_none() {
+            return Err(EngineError::Invalid(format!(
+                "garbage collection removed chunk {id} of the point this backup builds on (it was pruned \
+                 meanwhile); run the backup again"
+            )));
         }
     }
     Ok(())

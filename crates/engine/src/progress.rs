@@ -3,6 +3,8 @@
 
 /// Receives progress of one long operation.
 pub trait Progress: Send + Sync {
+    /// A new phase of the job begins (`snapshot`, `transfer`, `commit`…).
+    fn phase(&self, _name: &str) {}
     /// A phase starts that will move `total` bytes; `label` says what (e.g. a disk).
     fn start(&self, label: &str, total: u64);
     /// `bytes` more were done.

@@ -135,6 +135,8 @@ pub fn is_zero(data: &[u8]) -> bool {
 pub struct Transfer<'a> {
     /// Where chunks go.
     pub vault: &'a UnlockedVault,
+    /// The backup's writer session, through which reused chunks are kept from GC.
+    pub session: &'a vault::session::Session,
     /// The runtime the backend's async calls run on.
     pub handle: Handle,
     /// Set by a cancel request; checked between blocks.
@@ -340,7 +342,7 @@ fn store_block(shared: &Shared<'_>, data: &[u8]) -> Result<ChunkId> {
     if !shared.known.lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
         return Ok(id);
     }
-    let added = shared.transfer.handle.block_on(vault.store_chunk(&id, data))?;
+    let added = shared.transfer.handle.block_on(vault.store_chunk_for(shared.transfer.session, &id, data))?;
     if added > 0 {
         shared.bytes_new.fetch_add(added, Ordering::Relaxed);
         shared.chunks_new.fetch_add(1, Ordering::Relaxed);

@@ -70,6 +70,11 @@ pub enum VaultError {
     #[error("no random numbers from the operating system: {0}")]
     Random(String),
 
+    #[error(
+        "{what} is in use by {holder} since {since}; wait for it to finish (`vmvault job wait {holder}`) or cancel it"
+    )]
+    Busy { what: String, holder: String, since: jiff::Timestamp },
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -40,11 +40,13 @@ pub mod blob;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod id;
 pub mod index;
 pub mod keyfile;
 pub mod keys;
 pub mod manifest;
+pub mod session;
 pub mod signed;
 pub mod vault;
 

@@ -15,6 +15,7 @@ use crate::index::FixedIndex;
 use crate::keyfile::{KdfParams, KeyFile, RecoveryKey};
 use crate::keys::{Keys, MasterKey, Passphrase};
 use crate::manifest::Manifest;
+use crate::session::{Rescue, Session};
 
 /// Prefix under which chunks are stored.
 pub const CHUNKS_PREFIX: &str = "chunks/";
@@ -338,6 +339,16 @@ impl UnlockedVault {
             Put::Created => len,
             Put::Existed => 0,
         })
+    }
+
+    /// Store a chunk for a backup session: a chunk that a garbage collection condemned and
+    /// this backup reuses is rescued, or written again if the collection already deleted it.
+    pub async fn store_chunk_for(&self, session: &Session, id: &ChunkId, plaintext: &[u8]) -> Result<u64> {
+        let added = self.store_chunk(id, plaintext).await?;
+        if added == 0 && session.is_condemned(id) && session.rescue(&[*id]).await? == Rescue::Lost {
+            return self.store_chunk(id, plaintext).await;
+        }
+        Ok(added)
     }
 
     /// Fetch, check and open one chunk.

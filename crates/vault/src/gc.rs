@@ -1,0 +1,419 @@
+//! Garbage collection without locks: condemn, wait, re-check, delete.
+//!
+//! 1. **Mark and condemn.** The collection claims `gc/state.json` (a lease like a session's),
+//!    lists every chunk, then every committed manifest and its indexes; chunks no point
+//!    references are *condemned*: written to `gc/<id>/condemned`, and the state says so.
+//! 2. **Wait.** Every backup session that started before it could see the condemned list is
+//!    waited for (until it ends or its lease runs out). Sessions that saw the list rescue any
+//!    condemned chunk they reuse (`gc/<id>/rescued/<chunk>`).
+//! 3. **Seal and re-check.** The state moves to *deleting*; from then on new sessions wait
+//!    and late rescues count as lost. Manifests are listed again.
+//! 4. **Delete** the chunks condemned in step 1, not rescued, and not referenced by any point
+//!    committed meanwhile.
+//!
+//! Why no chunk a backup will reference is deleted: a backup references a chunk that it
+//! wrote (then the chunk did not exist at step 1, so it is not condemned), that a committed
+//! point references (then it is marked at step 1 or 3 — and if that point is pruned during
+//! the backup, the backup rescued it or was waited for), or that it found present and
+//! reused. A reuse by a session that saw the condemned list is rescued before step 3 or
+//! redone after step 4 (the chunk is written again); a session that could not have seen the
+//! list is waited for in step 2, and commits its manifest before step 3's re-check.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, Version};
+use crate::error::{Result, VaultError};
+use crate::id::ChunkId;
+use crate::manifest::Manifest;
+use crate::session::{self, is_fresh};
+use crate::vault::{CHUNKS_PREFIX, Vault, chunk_id_of_key, chunk_key};
+
+/// Where the state of the running collection lives.
+pub const GC_STATE_KEY: &str = "gc/state.json";
+/// Prefix of recovery points (manifests and indexes).
+pub const POINTS_PREFIX: &str = "points/";
+/// Name of a point's manifest object.
+pub const MANIFEST_NAME: &str = "manifest.json";
+
+/// Phases of a collection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GcPhase {
+    /// Listing chunks and references.
+    Marking,
+    /// Candidates published; waiting for older sessions.
+    Condemned,
+    /// Deleting; sessions wait.
+    Deleting,
+}
+
+/// The stored state of a collection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GcState {
+    /// Id of the collection.
+    pub id: String,
+    /// Where it is.
+    pub phase: GcPhase,
+    /// When it started.
+    pub started: Timestamp,
+    /// Last refresh.
+    pub heartbeat: Timestamp,
+    /// Seconds after the last refresh at which it counts as dead.
+    pub lease_s: u64,
+}
+
+impl GcState {
+    /// Whether its process still refreshes it.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        is_fresh(self.heartbeat, self.lease_s, now)
+    }
+}
+
+/// How a collection behaves.
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Lease of the collection's state.
+    pub lease: Duration,
+    /// How long to wait for older backups before giving up (deleting nothing).
+    pub max_wait: Duration,
+    /// Only report what would be deleted.
+    pub dry_run: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { lease: session::DEFAULT_LEASE, max_wait: Duration::from_secs(3600), dry_run: false }
+    }
+}
+
+/// What a collection found and did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Chunks in the vault when it started.
+    pub chunks: u64,
+    /// Of those, referenced by a point.
+    pub referenced: u64,
+    /// Unreferenced when it started.
+    pub condemned: u64,
+    /// Spared because a backup reused them.
+    pub rescued: u64,
+    /// Spared because a point committed meanwhile references them.
+    pub referenced_meanwhile: u64,
+    /// Deleted.
+    pub deleted: u64,
+    /// Stored bytes deleted.
+    pub bytes_freed: u64,
+    /// Seconds spent waiting for older backups.
+    pub waited_s: f64,
+    /// Nothing was deleted (dry run).
+    pub dry_run: bool,
+}
+
+pub(crate) async fn read_state(backend: &dyn Backend) -> Result<Option<(GcState, Version)>> {
+    match backend.get_versioned(GC_STATE_KEY).await? {
+        Some((bytes, version)) => {
+            let state = serde_json::from_slice(&bytes)
+                .map_err(|e| VaultError::corrupt(GC_STATE_KEY, format!("JSON: {e}")))?;
+            Ok(Some((state, version)))
+        }
+        None => Ok(None),
+    }
+}
+
+fn condemned_key(gc_id: &str) -> String {
+    format!("gc/{gc_id}/condemned")
+}
+
+fn rescue_prefix(gc_id: &str) -> String {
+    format!("gc/{gc_id}/rescued/")
+}
+
+pub(crate) fn rescue_key(gc_id: &str, id: &ChunkId) -> String {
+    format!("{}{}", rescue_prefix(gc_id), id.to_hex())
+}
+
+pub(crate) async fn read_condemned(backend: &dyn Backend, gc_id: &str) -> Result<HashSet<ChunkId>> {
+    let key = condemned_key(gc_id);
+    let bytes = backend.get(&key).await?;
+    bytes
+        .chunks(32)
+        .map(|b| {
+            <[u8; 32]>::try_from(b).map(ChunkId::from_bytes).map_err(|_| VaultError::corrupt(&key, "length"))
+        })
+        .collect()
+}
+
+/// Every chunk a committed point references, read from manifests and indexes without the
+/// key (structure only: GC never needs to trust content, only to not miss a reference).
+pub async fn referenced_chunks(vault: &Vault) -> Result<HashSet<ChunkId>> {
+    let backend = vault.backend();
+    let mut out = HashSet::new();
+    for object in backend.list(POINTS_PREFIX).await? {
+        if !object.key.ends_with(&format!("/{MANIFEST_NAME}")) {
+            continue;
+        }
+        let bytes = match backend.get(&object.key).await {
+            Ok(bytes) => bytes,
+            // Pruned between the listing and now: it references nothing any more.
+            Err(VaultError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let manifest = Manifest::decode_unverified(&bytes, &object.key)?;
+        for disk in &manifest.disks {
+            let index = match vault.get_index(&disk.index, Some(&disk.index_digest)).await {
+                Err(VaultError::NotFound { .. }) if backend.head(&object.key).await?.is_none() => continue,
+                other => other?,
+            };
+            out.extend(index.entries().iter().filter(|id| !id.is_zero()).copied());
+        }
+    }
+    Ok(out)
+}
+
+/// A collection between condemning and deleting; the steps are separate so tests can
+/// interleave backups with them.
+pub struct Collection {
+    backend: Arc<dyn Backend>,
+    vault: Vault,
+    state: GcState,
+    version: Version,
+    options: GcOptions,
+    candidates: HashMap<ChunkId, u64>,
+    waiting: Vec<session::SessionRecord>,
+    report: GcReport,
+}
+
+impl Collection {
+    /// Step 1: claim the collection, mark, condemn, and note which sessions to wait for.
+    pub async fn condemn(vault: Vault, options: GcOptions) -> Result<Collection> {
+        let backend = Arc::clone(vault.backend());
+        let now = Timestamp::now();
+        let mut id = [0u8; 8];
+        crate::error::random_bytes(&mut id)?;
+        let state = GcState {
+            id: format!("{}-{}", now.strftime("%Y%m%dT%H%M%SZ"), hex::encode(id)),
+            phase: GcPhase::Marking,
+            started: now,
+            heartbeat: now,
+            lease_s: options.lease.as_secs().max(1),
+        };
+        let expected = match read_state(backend.as_ref()).await? {
+            Some((other, _)) if other.is_live(now) => {
+                return Err(VaultError::Busy {
+                    what: "garbage collection".into(),
+                    holder: other.id,
+                    since: other.started,
+                });
+            }
+            Some((stale, version)) => {
+                remove_leftovers(backend.as_ref(), &stale.id).await?;
+                Some(version)
+            }
+            None => None,
+        };
+        let version = backend.compare_and_swap(GC_STATE_KEY, expected.as_ref(), encode(&state)?).await?;
+        let mut collection = Collection {
+            backend: Arc::clone(&backend),
+            vault,
+            state,
+            version,
+            options,
+            candidates: HashMap::new(),
+            waiting: vec![],
+            report: GcReport::default(),
+        };
+        if let Err(e) = collection.mark().await {
+            collection.abandon().await;
+            return Err(e);
+        }
+        Ok(collection)
+    }
+
+    async fn mark(&mut self) -> Result<()> {
+        // Chunks first, references second: a point committed in between only adds references.
+        let chunks: HashMap<ChunkId, u64> = self
+            .backend
+            .list(CHUNKS_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|o| chunk_id_of_key(&o.key).map(|id| (id, o.size)))
+            .collect();
+        let referenced = referenced_chunks(&self.vault).await?;
+        self.report.chunks = chunks.len() as u64;
+        self.report.referenced = chunks.keys().filter(|id| referenced.contains(id)).count() as u64;
+        self.candidates = chunks.into_iter().filter(|(id, _)| !referenced.contains(id)).collect();
+        self.report.condemned = self.candidates.len() as u64;
+
+        let mut list = Vec::with_capacity(self.candidates.len() * 32);
+        for id in self.candidates.keys() {
+            list.extend_from_slice(id.as_bytes());
+        }
+        self.backend.put_if_absent(&condemned_key(&self.state.id), Bytes::from(list)).await?;
+        self.backend.flush().await?;
+        self.set_phase(GcPhase::Condemned).await?;
+
+        // Sessions listed now that did not see this collection's list must end first.
+        let now = Timestamp::now();
+        self.waiting = session::list(self.backend.as_ref())
+            .await?
+            .into_iter()
+            .filter(|s| s.is_live(now) && s.gc_seen.as_deref() != Some(self.state.id.as_str()))
+            .collect();
+        Ok(())
+    }
+
+    /// Chunks condemned in step 1.
+    pub fn condemned(&self) -> impl Iterator<Item = &ChunkId> {
+        self.candidates.keys()
+    }
+
+    /// Jobs of the backups still to wait for.
+    pub fn waiting_for(&self) -> Vec<String> {
+        self.waiting.iter().map(|s| s.job.clone()).collect()
+    }
+
+    /// Step 2, one look: drop sessions that ended or died. True when none is left.
+    pub async fn poll_sessions(&mut self) -> Result<bool> {
+        let now = Timestamp::now();
+        let mut still = Vec::new();
+        for old in std::mem::take(&mut self.waiting) {
+            if let Some(current) = session::get(self.backend.as_ref(), &old.name).await?
+                && current.job == old.job
+                && current.is_live(now)
+            {
+                still.push(current);
+            }
+        }
+        self.waiting = still;
+        self.heartbeat().await?;
+        Ok(self.waiting.is_empty())
+    }
+
+    /// Step 2: wait until every older session ended, at most `max_wait`.
+    pub async fn wait_for_sessions(&mut self) -> Result<()> {
+        let start = Instant::now();
+        while !self.poll_sessions().await? {
+            if start.elapsed() >= self.options.max_wait {
+                return Err(VaultError::Invalid(format!(
+                    "garbage collection waited {} s for backups that started before it ({}); nothing was \
+                     deleted — run it again when they have finished",
+                    start.elapsed().as_secs(),
+                    self.waiting_for().join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.report.waited_s = start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Steps 3 and 4: seal, re-check, delete. Requires step 2 to have finished.
+    pub async fn sweep(mut self) -> Result<GcReport> {
+        if !self.waiting.is_empty() {
+            return Err(VaultError::Invalid(format!(
+                "garbage collection cannot delete while older backups run ({})",
+                self.waiting_for().join(", ")
+            )));
+        }
+        let result = self.seal_and_delete().await;
+        self.abandon().await;
+        result.map(|()| self.report.clone())
+    }
+
+    async fn seal_and_delete(&mut self) -> Result<()> {
+        if self.options.dry_run {
+            self.report.dry_run = true;
+            self.report.bytes_freed = self.candidates.values().sum();
+            self.report.deleted = self.candidates.len() as u64;
+            return Ok(());
+        }
+        self.set_phase(GcPhase::Deleting).await?;
+        let rescued: HashSet<ChunkId> = self
+            .backend
+            .list(&rescue_prefix(&self.state.id))
+            .await?
+            .iter()
+            .filter_map(|o| o.key.rsplit('/').next().and_then(|hex| hex.parse().ok()))
+            .collect();
+        let referenced = referenced_chunks(&self.vault).await?;
+        let mut last_beat = Instant::now();
+        let candidates = std::mem::take(&mut self.candidates);
+        for (id, size) in &candidates {
+            if rescued.contains(id) {
+                self.report.rescued += 1;
+            } else if referenced.contains(id) {
+                self.report.referenced_meanwhile += 1;
+            } else {
+                self.backend.delete(&chunk_key(id)).await?;
+                self.report.deleted += 1;
+                self.report.bytes_freed += size;
+            }
+            if last_beat.elapsed() > self.options.lease / 4 {
+                self.heartbeat().await?;
+                last_beat = Instant::now();
+            }
+        }
+        self.candidates = candidates;
+        self.backend.flush().await
+    }
+
+    /// Give up: remove the state and the lists; nothing more is deleted.
+    pub async fn abandon(&mut self) {
+        let _ = remove_leftovers(self.backend.as_ref(), &self.state.id).await;
+        if let Ok(Some((state, _))) = read_state(self.backend.as_ref()).await
+            && state.id == self.state.id
+        {
+            let _ = self.backend.delete(GC_STATE_KEY).await;
+        }
+    }
+
+    async fn set_phase(&mut self, phase: GcPhase) -> Result<()> {
+        self.state.phase = phase;
+        self.heartbeat().await
+    }
+
+    async fn heartbeat(&mut self) -> Result<()> {
+        self.state.heartbeat = Timestamp::now();
+        self.version = self
+            .backend
+            .compare_and_swap(GC_STATE_KEY, Some(&self.version), encode(&self.state)?)
+            .await
+            .map_err(|e| match e {
+                VaultError::Conflict { .. } => VaultError::Invalid(
+                    "garbage collection lost its lease (another collection took over); nothing more was deleted"
+                        .into(),
+                ),
+                other => other,
+            })?;
+        Ok(())
+    }
+}
+
+/// Run a whole collection.
+pub async fn collect(vault: Vault, options: GcOptions) -> Result<GcReport> {
+    let mut collection = Collection::condemn(vault, options).await?;
+    if let Err(e) = collection.wait_for_sessions().await {
+        collection.abandon().await;
+        return Err(e);
+    }
+    collection.sweep().await
+}
+
+async fn remove_leftovers(backend: &dyn Backend, gc_id: &str) -> Result<()> {
+    for object in backend.list(&format!("gc/{gc_id}/")).await? {
+        backend.delete(&object.key).await?;
+    }
+    Ok(())
+}
+
+fn encode(state: &GcState) -> Result<Bytes> {
+    serde_json::to_vec_pretty(state)
+        .map(Bytes::from)
+        .map_err(|e| VaultError::Invalid(format!("{GC_STATE_KEY}: serialise: {e}")))
+}
