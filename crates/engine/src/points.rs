@@ -7,10 +7,7 @@ use vault::{Consistency, FixedIndex, Manifest, PointKind, UnlockedVault};
 use crate::error::{EngineError, Result};
 use crate::names::random_hex;
 
-const MANIFEST_NAME: &str = "manifest.json";
-
-/// Prefix of every point of every VM.
-pub const POINTS_PREFIX: &str = "points/";
+pub use vault::vault::{MANIFEST_NAME, POINTS_PREFIX};
 
 /// Prefix of all of a VM's points.
 pub fn vm_prefix(vm: &str) -> String {

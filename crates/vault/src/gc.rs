@@ -32,14 +32,10 @@ use crate::error::{Result, VaultError};
 use crate::id::ChunkId;
 use crate::manifest::Manifest;
 use crate::session::{self, is_fresh};
-use crate::vault::{CHUNKS_PREFIX, Vault, chunk_id_of_key, chunk_key};
+use crate::vault::{CHUNKS_PREFIX, MANIFEST_NAME, POINTS_PREFIX, Vault, chunk_id_of_key, chunk_key};
 
 /// Where the state of the running collection lives.
 pub const GC_STATE_KEY: &str = "gc/state.json";
-/// Prefix of recovery points (manifests and indexes).
-pub const POINTS_PREFIX: &str = "points/";
-/// Name of a point's manifest object.
-pub const MANIFEST_NAME: &str = "manifest.json";
 
 /// Phases of a collection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,9 +309,11 @@ impl Collection {
         Ok(())
     }
 
-    /// Steps 3 and 4: seal, re-check, delete. Requires step 2 to have finished.
+    /// Steps 3 and 4: seal, re-check, delete. Requires step 2 to have finished; otherwise the
+    /// collection is abandoned and nothing is deleted.
     pub async fn sweep(mut self) -> Result<GcReport> {
         if !self.waiting.is_empty() {
+            self.abandon().await;
             return Err(VaultError::Invalid(format!(
                 "garbage collection cannot delete while older backups run ({})",
                 self.waiting_for().join(", ")

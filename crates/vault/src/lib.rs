@@ -49,6 +49,7 @@ pub mod manifest;
 pub mod session;
 pub mod signed;
 pub mod vault;
+pub mod verify;
 
 pub use config::{Encryption, VaultConfig};
 pub use error::{Result, VaultError};

@@ -20,6 +20,12 @@ use crate::session::{Rescue, Session};
 /// Prefix under which chunks are stored.
 pub const CHUNKS_PREFIX: &str = "chunks/";
 
+/// Prefix of recovery points: `points/<vm>/<point>/` holds a point's manifest and indexes.
+pub const POINTS_PREFIX: &str = "points/";
+
+/// Name of a point's manifest object; a point exists exactly when this object does.
+pub const MANIFEST_NAME: &str = "manifest.json";
+
 /// Object key of a chunk: `chunks/<first two hex digits>/<64 hex digits>`.
 pub fn chunk_key(id: &ChunkId) -> String {
     let hex = id.to_hex();

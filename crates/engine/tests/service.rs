@@ -1,0 +1,459 @@
+//! The service side of backups: jobs and cancel, GC racing backups, verify, soft delete,
+//! retention changes and point limits — on real images and a real vault.
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use disk::DiskFormat;
+use engine::backup::{BackupOptions, backup};
+use engine::jobs::{self, Job, JobStatus, Operation};
+use engine::protection::{self, ProtectionState, StopMode};
+use engine::retention::Retention;
+use engine::{EngineError, NoProgress, Progress, points, policy, prune};
+use jiff::{SignedDuration, Timestamp};
+use vault::gc::{Collection, GcOptions};
+use vault::verify::{VerifyScope, verify};
+use vault::{Consistency, Manifest, PointKind, Vault};
+
+/// What a pipeline is doing, as a test hook sees it.
+enum Event<'a> {
+    Phase(&'a str),
+    Advance,
+    Finish,
+}
+
+/// A progress receiver that calls a test's hook (which may block the pipeline).
+struct Hook(Box<dyn Fn(Event<'_>) + Send + Sync>);
+
+impl Progress for Hook {
+    fn phase(&self, name: &str) {
+        (self.0)(Event::Phase(name))
+    }
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {
+        (self.0)(Event::Advance)
+    }
+    fn finish(&self) {
+        (self.0)(Event::Finish)
+    }
+}
+
+/// A hook that stops the backup once its transfer is done (before the commit) and lets it go
+/// when told. Returns the hook, "reached" and "go".
+fn pause_after_transfer() -> (Arc<dyn Progress>, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (reached_tx, reached_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let reached_tx = Mutex::new(reached_tx);
+    let go_rx = Mutex::new(go_rx);
+    let hook = Hook(Box::new(move |event| {
+        if let Event::Finish = event {
+            reached_tx.lock().unwrap().send(()).unwrap();
+            go_rx.lock().unwrap().recv().unwrap();
+        }
+    }));
+    (Arc::new(hook), reached_rx, go_tx)
+}
+
+async fn wait_for(rx: mpsc::Receiver<()>) {
+    tokio::task::spawn_blocking(move || {
+        rx.recv_timeout(Duration::from_secs(120)).expect("pipeline reached the hook")
+    })
+    .await
+    .unwrap();
+}
+
+/// Two VMs: "old" holds blocks D1–D4 and E1–E2; "new" holds D1–D4 and F. The point of "old" is
+/// pruned, so D and E are garbage until "new" is backed up.
+async fn shared_blocks_lab() -> (Lab, std::path::PathBuf) {
+    let lab = Lab::new(true).await;
+    let old = lab.path("old.qcow2");
+    create(&old, "qcow2", "64M");
+    let new = lab.path("new.raw");
+    create(&new, "raw", "64M");
+    for i in 0..4u64 {
+        let cmd = format!("write -P 0x{:x} {}M 4M", 0x31 + i, i * 4);
+        qemu_io(&old, "qcow2", &cmd);
+        qemu_io(&new, "raw", &cmd);
+    }
+    qemu_io(&old, "qcow2", "write -P 0x41 32M 4M");
+    qemu_io(&old, "qcow2", "write -P 0x42 36M 4M");
+    qemu_io(&new, "raw", "write -P 0x51 48M 4M");
+    lab.register("old", &[("vda", &old)]).await;
+    lab.register("new", &[("vda", &new)]).await;
+    let point = lab.backup("old").await;
+    let manifest = points::find(&lab.vault, "old", &point.point_id).await.unwrap();
+    prune::delete_point(&lab.vault, &manifest).await.unwrap();
+    (lab, new)
+}
+
+async fn open_keyless(lab: &Lab) -> Vault {
+    Vault::open(Arc::clone(lab.vault.vault().backend())).await.unwrap()
+}
+
+fn chunk_files(lab: &Lab) -> usize {
+    lab.vault_bytes().iter().filter(|(p, _)| p.components().any(|c| c.as_os_str() == "chunks")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_spares_chunks_that_a_backup_started_after_it_reuses() {
+    let (lab, new) = shared_blocks_lab().await;
+    let mut gc = Collection::condemn(open_keyless(&lab).await, GcOptions::default()).await.unwrap();
+    assert_eq!(gc.condemned().count(), 6, "D1-D4 and E1-E2 are unreferenced");
+
+    // The backup starts after the condemn, finds D1–D4 present and reuses them.
+    let (hook, reached, go) = pause_after_transfer();
+    let vault = Arc::clone(&lab.vault);
+    let task = tokio::spawn(async move { backup(vault, "new", BackupOptions::default(), hook).await });
+    wait_for(reached).await;
+
+    // The collection does not wait for it (it saw the list), and deletes while it is paused.
+    assert!(gc.poll_sessions().await.unwrap(), "waiting for {:?}", gc.waiting_for());
+    let report = gc.sweep().await.unwrap();
+    assert_eq!((report.rescued, report.deleted), (4, 2), "{report:?}");
+    assert!(report.bytes_freed > 0);
+
+    go.send(()).unwrap();
+    let summary = task.await.unwrap().unwrap();
+    lab.restore("new", &summary.point_id, "vda", &lab.path("restored.raw"), DiskFormat::Raw).await;
+    assert!(same(&new, &lab.path("restored.raw")));
+    let check = verify(
+        lab.vault.vault(),
+        Some(lab.vault.keys()),
+        &VerifyScope { read_data: true, ..Default::default() },
+    )
+    .await
+    .unwrap();
+    assert!(check.damage.is_empty(), "{:?}", check.damage);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_waits_for_a_backup_that_started_before_it() {
+    let (lab, new) = shared_blocks_lab().await;
+    let (hook, reached, go) = pause_after_transfer();
+    let vault = Arc::clone(&lab.vault);
+    let options = BackupOptions { job_id: "early-backup".into(), ..Default::default() };
+    let task = tokio::spawn(async move { backup(vault, "new", options, hook).await });
+    wait_for(reached).await;
+
+    // The backup reused D1–D4 and wrote F before the collection existed, and has not
+    // committed: all of them look unreferenced, so it must be waited for.
+    let mut gc = Collection::condemn(open_keyless(&lab).await, GcOptions::default()).await.unwrap();
+    assert_eq!(gc.condemned().count(), 7);
+    assert!(!gc.poll_sessions().await.unwrap());
+    assert_eq!(gc.waiting_for(), ["early-backup"]);
+    let refused = gc.sweep().await;
+    assert!(refused.is_err(), "deleting while an older backup runs must be refused");
+
+    let mut gc = Collection::condemn(open_keyless(&lab).await, GcOptions::default()).await.unwrap();
+    go.send(()).unwrap();
+    let summary = task.await.unwrap().unwrap();
+    gc.wait_for_sessions().await.unwrap();
+    let report = gc.sweep().await.unwrap();
+    assert_eq!((report.referenced_meanwhile, report.deleted), (5, 2), "{report:?}");
+    lab.restore("new", &summary.point_id, "vda", &lab.path("restored.raw"), DiskFormat::Raw).await;
+    assert!(same(&new, &lab.path("restored.raw")));
+}
+
+async fn started_job(lab: &Lab, vm: &str, hook: Hook) -> Job {
+    Job::start(Arc::clone(lab.vault.vault().backend()), Operation::Backup, Some(vm), Arc::new(hook))
+        .await
+        .unwrap()
+}
+
+/// Request a cancel the way `vmvault job cancel` does, then wait until the job has noticed.
+fn cancel_from_outside(
+    lab_vault: &Arc<vault::UnlockedVault>,
+    job_id: &str,
+    flag: &std::sync::atomic::AtomicBool,
+) {
+    let handle = tokio::runtime::Handle::current();
+    handle.block_on(jobs::request_cancel(lab_vault.vault().backend().as_ref(), job_id)).unwrap();
+    for _ in 0..200 {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the job never saw the cancel request");
+}
+
+/// What a hook needs to cancel a job: its id and the flag it sets.
+type JobHandle = (String, Arc<std::sync::atomic::AtomicBool>);
+
+async fn cancel_in_phase(phase: &'static str) {
+    let lab = Lab::new(false).await;
+    let image = lab.path("vm.qcow2");
+    create(&image, "qcow2", "256M");
+    qemu_io(&image, "qcow2", "write -P 0x61 0 200M");
+    lab.register("vm", &[("vda", &image)]).await;
+
+    let job_cell: Arc<Mutex<Option<JobHandle>>> = Arc::default();
+    let cell = Arc::clone(&job_cell);
+    let vault = Arc::clone(&lab.vault);
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook = Hook(Box::new(move |event| {
+        let hit = match event {
+            Event::Phase(p) => p == phase,
+            Event::Advance => phase == "transfer",
+            Event::Finish => false,
+        };
+        if hit && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let (id, flag) = cell.lock().unwrap().clone().unwrap();
+            cancel_from_outside(&vault, &id, &flag);
+        }
+    }));
+    let job = started_job(&lab, "vm", hook).await;
+    *job_cell.lock().unwrap() = Some((job.id(), job.cancel_flag()));
+    let options = BackupOptions { cancel: job.cancel_flag(), job_id: job.id(), ..Default::default() };
+    let result = backup(Arc::clone(&lab.vault), "vm", options, Arc::new(job.clone())).await;
+    assert!(matches!(result, Err(EngineError::Cancelled)), "{:?}", result.map(|s| s.point_id));
+    let record = job.finish(&result).await.unwrap();
+    assert_eq!(record.status, JobStatus::Cancelled);
+    assert_eq!(record.phases.last().unwrap().name, phase, "{:?}", record.phases);
+
+    // Nothing committed, nothing left behind, and the next backup works.
+    assert!(points::list(&lab.vault, "vm").await.unwrap().is_empty());
+    assert!(!sh("qemu-img", &["info", image.to_str().unwrap()]).contains("vmvault-"), "bitmap left behind");
+    let seen = jobs::get(lab.vault.vault().backend().as_ref(), &job.id()).await.unwrap();
+    assert_eq!(seen.status, JobStatus::Cancelled);
+    let point = lab.backup("vm").await;
+    lab.restore("vm", &point.point_id, "vda", &lab.path("r.qcow2"), DiskFormat::Qcow2).await;
+    assert!(same(&image, &lab.path("r.qcow2")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_in_the_snapshot_phase_leaves_no_point() {
+    cancel_in_phase("snapshot").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_in_the_transfer_phase_leaves_no_point() {
+    cancel_in_phase("transfer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_backup_of_the_same_vm_is_refused_while_the_first_runs() {
+    let lab = Lab::new(false).await;
+    let image = lab.path("vm.raw");
+    create(&image, "raw", "32M");
+    qemu_io(&image, "raw", "write -P 0x11 0 8M");
+    lab.register("vm", &[("vda", &image)]).await;
+    let (hook, reached, go) = pause_after_transfer();
+    let vault = Arc::clone(&lab.vault);
+    let options = BackupOptions { job_id: "first-job".into(), ..Default::default() };
+    let first = tokio::spawn(async move { backup(vault, "vm", options, hook).await });
+    wait_for(reached).await;
+    let second = backup(Arc::clone(&lab.vault), "vm", BackupOptions::default(), Arc::new(NoProgress)).await;
+    let message = second.map(|s| s.point_id).expect_err("refused").to_string();
+    assert!(message.contains("first-job") && message.contains("job wait"), "{message}");
+    go.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(points::list(&lab.vault, "vm").await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_points_a_deleted_and_a_corrupted_chunk_affect() {
+    let lab = Lab::new(true).await;
+    let image = lab.path("vm.qcow2");
+    create(&image, "qcow2", "64M");
+    qemu_io(&image, "qcow2", "write -P 0x71 0 4M");
+    qemu_io(&image, "qcow2", "write -P 0x72 8M 4M");
+    lab.register("vm", &[("vda", &image)]).await;
+    let first = lab.backup("vm").await;
+    qemu_io(&image, "qcow2", "write -P 0x73 20M 4M");
+    let second = lab.backup("vm").await;
+    let clean = verify(lab.vault.vault(), Some(lab.vault.keys()), &VerifyScope::default()).await.unwrap();
+    assert!(clean.damage.is_empty() && clean.points == 2 && clean.chunks == 3, "{clean:?}");
+
+    // Chunk at 0 M (both points) deleted; chunk at 20 M (second point only): one byte flipped.
+    let id_of = |offset: u64, point: &str| {
+        let vault = Arc::clone(&lab.vault);
+        let point = point.to_string();
+        async move {
+            let m = points::find(&vault, "vm", &point).await.unwrap();
+            points::disk_index(&vault, &m, "vda").await.unwrap().entries()[(offset >> 22) as usize]
+        }
+    };
+    let gone = id_of(0, &first.point_id).await;
+    let flipped = id_of(20 << 20, &second.point_id).await;
+    let path_of = |id: &vault::ChunkId| lab.path("vault").join(vault::vault::chunk_key(id));
+    std::fs::remove_file(path_of(&gone)).unwrap();
+    let mut bytes = std::fs::read(path_of(&flipped)).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(path_of(&flipped), bytes).unwrap();
+
+    for read_data in [false, true] {
+        let scope = VerifyScope { read_data, ..Default::default() };
+        let report = verify(lab.vault.vault(), Some(lab.vault.keys()), &scope).await.unwrap();
+        assert_eq!(report.damage.len(), 2, "{:?}", report.damage);
+        let missing = report.damage.iter().find(|d| d.object == format!("chunk {gone}")).unwrap();
+        assert!(missing.problem.contains("missing"));
+        let mut affected: Vec<&str> = missing.affects.iter().map(|u| u.point.as_str()).collect();
+        affected.sort();
+        assert_eq!(affected, [first.point_id.as_str(), second.point_id.as_str()]);
+        assert!(missing.affects.iter().all(|u| u.disk == "vda" && u.offsets == [0]));
+        let bad = report.damage.iter().find(|d| d.object == format!("chunk {flipped}")).unwrap();
+        assert_eq!(bad.affects.len(), 1);
+        assert_eq!(
+            (bad.affects[0].point.as_str(), bad.affects[0].offsets.as_slice()),
+            (second.point_id.as_str(), &[20u64 << 20][..])
+        );
+    }
+    // Scoped to the first point, only the deleted chunk shows.
+    let scope = VerifyScope { point: Some(first.point_id.clone()), ..Default::default() };
+    let report = verify(lab.vault.vault(), Some(lab.vault.keys()), &scope).await.unwrap();
+    assert_eq!(report.damage.len(), 1);
+}
+
+async fn make_policy(lab: &Lab, name: &str, daily: &str) {
+    let p = policy::Policy::new(
+        name,
+        "daily 02:00",
+        "Europe/Madrid",
+        Retention::parse(Some(daily), None, None, None).unwrap(),
+    )
+    .unwrap();
+    policy::create(lab.vault.vault().backend().as_ref(), &p).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_deleted_data_can_be_undeleted_and_is_purged_after_the_period() {
+    let lab = Lab::new(true).await;
+    let image = lab.path("vm.qcow2");
+    create(&image, "qcow2", "64M");
+    for (i, pattern) in [0x5a, 0x5b, 0x5c].iter().enumerate() {
+        qemu_io(&image, "qcow2", &format!("write -P {pattern} {}M 4M", i * 4));
+    }
+    lab.register("vm", &[("vda", &image)]).await;
+    let backend = Arc::clone(lab.vault.vault().backend());
+    make_policy(&lab, "gold", "30").await;
+    protection::protect(backend.as_ref(), "vm", "gold", &[]).await.unwrap();
+    let point = lab.backup("vm").await;
+
+    let now = Timestamp::now();
+    let item = protection::unprotect(backend.as_ref(), "vm", StopMode::DeleteData, now).await.unwrap();
+    assert_eq!(item.state, ProtectionState::SoftDeleted);
+    assert_eq!(item.purge_after.unwrap(), now + SignedDuration::from_hours(14 * 24));
+    let refused = backup(Arc::clone(&lab.vault), "vm", BackupOptions::default(), Arc::new(NoProgress)).await;
+    assert!(refused.err().unwrap().to_string().contains("undelete"));
+    // Cleanup inside the period deletes nothing.
+    let day13 = now + SignedDuration::from_hours(13 * 24);
+    let report = prune::prune(&lab.vault, Some("vm"), day13, false).await.unwrap();
+    assert_eq!(report[0].expired().count(), 0);
+
+    let item = protection::undelete(backend.as_ref(), "vm").await.unwrap();
+    assert_eq!(item.state, ProtectionState::StoppedRetain);
+    lab.restore("vm", &point.point_id, "vda", &lab.path("r.qcow2"), DiskFormat::Qcow2).await;
+    assert!(same(&image, &lab.path("r.qcow2")));
+
+    // Delete again; after 14 days cleanup purges, and GC frees the space.
+    protection::unprotect(backend.as_ref(), "vm", StopMode::DeleteData, now).await.unwrap();
+    let chunks_before = chunk_files(&lab);
+    assert!(chunks_before >= 3);
+    let day15 = now + SignedDuration::from_hours(15 * 24);
+    let report = prune::prune(&lab.vault, None, day15, false).await.unwrap();
+    assert!(report[0].purged);
+    assert!(points::list(&lab.vault, "vm").await.unwrap().is_empty());
+    assert!(protection::get(backend.as_ref(), "vm").await.unwrap().is_none());
+    let freed = vault::gc::collect(open_keyless(&lab).await, GcOptions::default()).await.unwrap();
+    assert_eq!(freed.deleted as usize, chunks_before);
+    assert!(freed.bytes_freed > 0);
+    assert_eq!(chunk_files(&lab), 0);
+}
+
+/// Store a point with no disks at `time`: enough for retention and limits.
+async fn synthetic_point(lab: &Lab, vm: &str, time: Timestamp, kind: PointKind) {
+    let point_id = points::new_point_id(time).unwrap();
+    let manifest = Manifest {
+        format: vault::manifest::MANIFEST_FORMAT.into(),
+        version: vault::manifest::MANIFEST_VERSION,
+        point_id: point_id.clone(),
+        vm: vm.into(),
+        time,
+        kind,
+        consistency: Consistency::Crash,
+        retain_until: None,
+        disks: vec![],
+    };
+    let bytes = manifest.encode(lab.vault.keys()).unwrap();
+    lab.vault
+        .vault()
+        .backend()
+        .put_if_absent(&points::manifest_key(vm, &point_id), bytes.into())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_retention_expires_points_only_at_the_next_cleanup() {
+    let lab = Lab::new(false).await;
+    let image = lab.path("vm.raw");
+    create(&image, "raw", "16M");
+    lab.register("vm", &[("vda", &image)]).await;
+    let backend = Arc::clone(lab.vault.vault().backend());
+    make_policy(&lab, "gold", "30").await;
+    protection::protect(backend.as_ref(), "vm", "gold", &[]).await.unwrap();
+    let now: Timestamp = "2026-06-15T12:00:00Z".parse().unwrap();
+    for day in 0..11 {
+        synthetic_point(&lab, "vm", now - SignedDuration::from_hours(24 * day), PointKind::Scheduled).await;
+    }
+    assert_eq!(prune::prune(&lab.vault, None, now, false).await.unwrap()[0].expired().count(), 0);
+
+    // Longer retention would keep them anyway; shorter: nothing happens until the cleanup.
+    policy::update(backend.as_ref(), "gold", |p| {
+        p.retention = Retention::parse(Some("3"), None, None, None)?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(points::list(&lab.vault, "vm").await.unwrap().len(), 11);
+    let dry = prune::prune(&lab.vault, None, now, true).await.unwrap();
+    assert_eq!(dry[0].expired().count(), 8);
+    assert_eq!(points::list(&lab.vault, "vm").await.unwrap().len(), 11, "a dry run deletes nothing");
+    let done = prune::prune(&lab.vault, None, now, false).await.unwrap();
+    assert_eq!(done[0].expired().count(), 8);
+    let left = points::list(&lab.vault, "vm").await.unwrap();
+    assert_eq!(left.len(), 3);
+    assert!(left.iter().all(|m| now.duration_since(m.time) < SignedDuration::from_hours(3 * 24)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fifth_on_demand_backup_of_a_day_and_the_ten_thousandth_point_are_refused() {
+    let lab = Lab::new(false).await;
+    let image = lab.path("vm.raw");
+    create(&image, "raw", "16M");
+    qemu_io(&image, "raw", "write -P 0x11 0 4M");
+    lab.register("vm", &[("vda", &image)]).await;
+    for _ in 0..4 {
+        lab.backup("vm").await;
+    }
+    let fifth = backup(Arc::clone(&lab.vault), "vm", BackupOptions::default(), Arc::new(NoProgress)).await;
+    let message = fifth.err().unwrap().to_string();
+    assert!(message.contains("at most 4 a day"), "{message}");
+
+    // A delete lock keeps everything: at 9999 points the next backup is refused.
+    let backend = Arc::clone(lab.vault.vault().backend());
+    make_policy(&lab, "gold", "1").await;
+    protection::protect(backend.as_ref(), "vm", "gold", &[]).await.unwrap();
+    protection::set_delete_lock(backend.as_ref(), "vm", true).await.unwrap();
+    let start: Timestamp = "2000-01-01T00:00:00Z".parse().unwrap();
+    for n in 0..(9999 - 4) {
+        synthetic_point(&lab, "vm", start + SignedDuration::from_hours(n), PointKind::Scheduled).await;
+    }
+    let report = prune::prune(&lab.vault, Some("vm"), Timestamp::now(), false).await.unwrap();
+    assert_eq!(report[0].expired().count(), 0, "the delete lock keeps every point");
+    let options = BackupOptions { kind: PointKind::Scheduled, ..Default::default() };
+    let refused = backup(Arc::clone(&lab.vault), "vm", options.clone(), Arc::new(NoProgress)).await;
+    let message = refused.err().unwrap().to_string();
+    assert!(message.contains("9999") && message.contains("unlock"), "{message}");
+
+    // Unlocked, cleanup expires the old points and backups work again.
+    protection::set_delete_lock(backend.as_ref(), "vm", false).await.unwrap();
+    prune::prune(&lab.vault, Some("vm"), Timestamp::now(), false).await.unwrap();
+    backup(Arc::clone(&lab.vault), "vm", options, Arc::new(NoProgress)).await.unwrap();
+}
