@@ -141,6 +141,24 @@ impl HeldDisk {
 /// Most recovery points an item may have; a backup that would make more fails.
 pub const MAX_POINTS: usize = 9999;
 
+/// Back up a VM as a job: recorded, cancellable from another process, notes as warnings.
+pub async fn backup_job(
+    vault: Arc<UnlockedVault>,
+    vm: &str,
+    options: BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<(BackupSummary, crate::jobs::JobRecord)> {
+    let backend = Arc::clone(vault.vault().backend());
+    crate::jobs::run_job(backend, crate::jobs::Operation::Backup, Some(vm), progress, |job| async move {
+        let options = BackupOptions { cancel: job.cancel_flag(), job_id: job.id(), ..options };
+        let summary = backup(vault, vm, options, Arc::new(job.clone())).await?;
+        job.set_point(&summary.point_id);
+        summary.notes.iter().for_each(|note| job.warn(note.clone()));
+        Ok(summary)
+    })
+    .await
+}
+
 /// Back up a stopped VM into a new recovery point.
 pub async fn backup(
     vault: Arc<UnlockedVault>,

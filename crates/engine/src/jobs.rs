@@ -374,6 +374,26 @@ impl Progress for Job {
     }
 }
 
+/// Run `work` as a job: recorded as in progress, then with its outcome. `work` gets the job
+/// for its cancel flag, progress and warnings.
+pub async fn run_job<T, F, Fut>(
+    backend: Arc<dyn Backend>,
+    operation: Operation,
+    vm: Option<&str>,
+    forward: Arc<dyn Progress>,
+    work: F,
+) -> Result<(T, JobRecord)>
+where
+    F: FnOnce(Job) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let job = Job::start(backend, operation, vm, forward).await?;
+    let result = work(job.clone()).await;
+    let record = job.finish(&result).await;
+    let value = result?;
+    Ok((value, record?))
+}
+
 /// One job's record, as seen now.
 pub async fn get(backend: &dyn Backend, id: &str) -> Result<JobRecord> {
     check_job_id(id)?;

@@ -21,6 +21,7 @@ pub mod registry;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod scheduler;
 pub mod settings;
 pub mod transfer;
 

@@ -114,6 +114,7 @@ pub async fn protect(
     vm: &str,
     policy_name: &str,
     exclude: &[String],
+    now: Timestamp,
 ) -> Result<ProtectedItem> {
     let record = registry::get(backend, vm).await?;
     policy::get(backend, policy_name).await?;
@@ -125,7 +126,7 @@ pub async fn protect(
             "VM {vm:?}: excluding every disk leaves nothing to back up"
         )));
     }
-    let now = Timestamp::now();
+
     change(backend, vm, |current| match current {
         Some(item) if item.state == ProtectionState::SoftDeleted => Err(EngineError::Invalid(format!(
             "VM {vm:?}'s data is soft-deleted; run `vmvault undelete {vm}` before protecting it again"

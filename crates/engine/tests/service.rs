@@ -332,7 +332,7 @@ async fn soft_deleted_data_can_be_undeleted_and_is_purged_after_the_period() {
     lab.register("vm", &[("vda", &image)]).await;
     let backend = Arc::clone(lab.vault.vault().backend());
     make_policy(&lab, "gold", "30").await;
-    protection::protect(backend.as_ref(), "vm", "gold", &[]).await.unwrap();
+    protection::protect(backend.as_ref(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
     let point = lab.backup("vm").await;
 
     let now = Timestamp::now();
@@ -397,7 +397,7 @@ async fn a_shorter_retention_expires_points_only_at_the_next_cleanup() {
     lab.register("vm", &[("vda", &image)]).await;
     let backend = Arc::clone(lab.vault.vault().backend());
     make_policy(&lab, "gold", "30").await;
-    protection::protect(backend.as_ref(), "vm", "gold", &[]).await.unwrap();
+    protection::protect(backend.as_ref(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
     let now: Timestamp = "2026-06-15T12:00:00Z".parse().unwrap();
     for day in 0..11 {
         synthetic_point(&lab, "vm", now - SignedDuration::from_hours(24 * day), PointKind::Scheduled).await;
@@ -439,7 +439,7 @@ async fn the_fifth_on_demand_backup_of_a_day_and_the_ten_thousandth_point_are_re
     // A delete lock keeps everything: at 9999 points the next backup is refused.
     let backend = Arc::clone(lab.vault.vault().backend());
     make_policy(&lab, "gold", "1").await;
-    protection::protect(backend.as_ref(), "vm", "gold", &[]).await.unwrap();
+    protection::protect(backend.as_ref(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
     protection::set_delete_lock(backend.as_ref(), "vm", true).await.unwrap();
     let start: Timestamp = "2000-01-01T00:00:00Z".parse().unwrap();
     for n in 0..(9999 - 4) {

@@ -1,0 +1,223 @@
+//! The scheduler behind `vmvault serve`: runs each protected item's backups when its policy
+//! says, and a daily cleanup (retention, purge, GC).
+//!
+//! A run is *claimed* before it starts by moving the item's `last_slot` forward in
+//! `catalog/schedule/<vm>.json` with compare-and-swap, so a restart (or a second scheduler on
+//! the same vault) never makes a run twice. At start, a run that was due while the scheduler was
+//! down is made once, if its day (or hourly window) is still open; older ones are not made
+//! up. The clock is a parameter, so tests run weeks of schedule in milliseconds.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::civil::Time;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use vault::backend::Backend;
+use vault::catalog;
+
+use crate::error::{EngineError, Result};
+use crate::jobs::Operation;
+use crate::policy;
+use crate::protection::{self, ProtectionState};
+use crate::schedule::{Schedule, Slot};
+
+const SCHEDULE_PREFIX: &str = "catalog/schedule/";
+const CLEANUP_NAME: &str = "cleanup";
+
+/// Where the scheduler gets the time and how it waits.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> Timestamp;
+    /// Return at `until` (or soon after).
+    fn sleep_until(&self, until: Timestamp) -> impl Future<Output = ()> + Send;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
+    async fn sleep_until(&self, until: Timestamp) {
+        let wait = until.duration_since(Timestamp::now());
+        if let Ok(wait) = Duration::try_from(wait) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// What the scheduler does when something is due.
+pub trait Runner: Send + Sync {
+    /// Back up `vm` for the run due at `slot`.
+    fn backup(&self, vm: &str, slot: Timestamp) -> impl Future<Output = Result<()>> + Send;
+    /// Apply retention, purge soft-deleted data, collect garbage.
+    fn cleanup(&self, slot: Timestamp) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// How the scheduler behaves.
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    /// When the daily cleanup runs (UTC).
+    pub cleanup_at: Time,
+    /// Longest sleep between looks at the catalog (so new items and policies are seen).
+    pub rescan: SignedDuration,
+    /// Stop once the clock reaches this (tests); `None` runs forever.
+    pub until: Option<Timestamp>,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            cleanup_at: Time::constant(3, 0, 0, 0),
+            rescan: SignedDuration::from_secs(60),
+            until: None,
+        }
+    }
+}
+
+/// The stored progress of one schedule.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ScheduleState {
+    /// The latest run claimed.
+    last_slot: Option<Timestamp>,
+}
+
+fn state_key(name: &str) -> String {
+    format!("{SCHEDULE_PREFIX}{name}.json")
+}
+
+/// Claim the run at `slot` unless a run at or after it was claimed already.
+async fn claim(backend: &dyn Backend, name: &str, slot: Timestamp) -> Result<bool> {
+    let mut claimed = false;
+    catalog::update(backend, &state_key(name), |current: Option<ScheduleState>| {
+        let mut state = current.unwrap_or_default();
+        claimed = state.last_slot.is_none_or(|last| last < slot);
+        if claimed {
+            state.last_slot = Some(slot);
+        }
+        Ok::<_, EngineError>(state)
+    })
+    .await?;
+    Ok(claimed)
+}
+
+async fn last_slot(backend: &dyn Backend, name: &str) -> Result<Option<Timestamp>> {
+    Ok(catalog::read::<ScheduleState>(backend, &state_key(name)).await?.and_then(|s| s.last_slot))
+}
+
+/// One schedule the scheduler follows.
+struct Due {
+    name: String,
+    schedule: Schedule,
+    tz: TimeZone,
+    /// Runs before this are never made (protection started or changed then).
+    since: Timestamp,
+    cleanup: bool,
+}
+
+async fn schedules(backend: &dyn Backend, options: &SchedulerOptions) -> Result<Vec<Due>> {
+    let mut out = vec![Due {
+        name: CLEANUP_NAME.into(),
+        schedule: Schedule::Daily { at: options.cleanup_at },
+        tz: TimeZone::UTC,
+        since: Timestamp::MIN,
+        cleanup: true,
+    }];
+    for item in protection::list(backend).await? {
+        let Some(name) = item.policy.as_deref().filter(|_| item.state == ProtectionState::Protected) else {
+            continue;
+        };
+        let Ok(policy) = policy::get(backend, name).await else { continue };
+        let Ok(tz) = policy.tz() else { continue };
+        out.push(Due {
+            name: item.vm.clone(),
+            schedule: policy.schedule,
+            tz,
+            since: item.since,
+            cleanup: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Run the scheduler until `options.until` (forever when `None`).
+pub async fn run<C: Clock, R: Runner>(
+    backend: Arc<dyn Backend>,
+    clock: &C,
+    runner: &R,
+    options: &SchedulerOptions,
+) -> Result<()> {
+    loop {
+        let now = clock.now();
+        if options.until.is_some_and(|until| now >= until) {
+            return Ok(());
+        }
+        let all = schedules(backend.as_ref(), options).await?;
+        for due in &all {
+            let done = last_slot(backend.as_ref(), &due.name).await?.unwrap_or(Timestamp::MIN).max(due.since);
+            // Due now, or missed while down and its day or window still open.
+            let Some(Slot { at, .. }) = due.schedule.missed(&due.tz, done, now) else { continue };
+            if !claim(backend.as_ref(), &due.name, at).await? {
+                continue;
+            }
+            // A failed run is recorded in its job; the schedule goes on.
+            let _ = if due.cleanup { runner.cleanup(at).await } else { runner.backup(&due.name, at).await };
+        }
+        let now = clock.now();
+        let mut wake = now.checked_add(options.rescan).unwrap_or(Timestamp::MAX);
+        for due in &all {
+            if let Some(next) = due.schedule.next_after(&due.tz, now) {
+                wake = wake.min(next.at);
+            }
+        }
+        if let Some(until) = options.until {
+            wake = wake.min(until);
+        }
+        clock.sleep_until(wake).await;
+    }
+}
+
+/// The runner `vmvault serve` uses: scheduled backups and cleanups as jobs in the vault.
+pub struct VaultRunner {
+    /// The unlocked vault (a scheduler needs the key to back up).
+    pub vault: Arc<vault::UnlockedVault>,
+    /// Options of the daily GC.
+    pub gc: vault::gc::GcOptions,
+}
+
+impl Runner for VaultRunner {
+    async fn backup(&self, vm: &str, _slot: Timestamp) -> Result<()> {
+        let options =
+            crate::backup::BackupOptions { kind: vault::PointKind::Scheduled, ..Default::default() };
+        crate::backup::backup_job(Arc::clone(&self.vault), vm, options, Arc::new(crate::NoProgress)).await?;
+        Ok(())
+    }
+
+    async fn cleanup(&self, _slot: Timestamp) -> Result<()> {
+        let backend = Arc::clone(self.vault.vault().backend());
+        let vault = Arc::clone(&self.vault);
+        crate::jobs::run_job(
+            Arc::clone(&backend),
+            Operation::Prune,
+            None,
+            Arc::new(crate::NoProgress),
+            |_| async move { crate::prune::prune(&vault, None, Timestamp::now(), false).await },
+        )
+        .await?;
+        let options = self.gc.clone();
+        crate::jobs::run_job(
+            Arc::clone(&backend),
+            Operation::Gc,
+            None,
+            Arc::new(crate::NoProgress),
+            |_| async move { Ok(vault::gc::collect(vault::Vault::open(backend).await?, options).await?) },
+        )
+        .await?;
+        Ok(())
+    }
+}
