@@ -68,6 +68,110 @@ enum Command {
     /// Restore disks or whole VMs from a recovery point.
     #[command(subcommand)]
     Restore(commands::restore::RestoreCommand),
+    /// Create, list, show (with next run times), change and delete backup policies.
+    #[command(subcommand)]
+    Policy(commands::policy::PolicyCommand),
+    /// Put a VM under a policy (or move it to another).
+    Protect {
+        /// The VM.
+        name: String,
+        /// The policy.
+        #[arg(long)]
+        policy: String,
+        /// Do not back up this disk (give it more than once for several).
+        #[arg(long = "exclude-disk", value_name = "LABEL")]
+        exclude: Vec<String>,
+    },
+    /// Stop protecting a VM, retaining its points or soft-deleting them.
+    Unprotect {
+        /// The VM.
+        name: String,
+        /// Keep every point.
+        #[arg(long, conflicts_with = "delete_data", required_unless_present = "delete_data")]
+        retain_data: bool,
+        /// Soft-delete the data: purged after the soft-delete period unless undeleted.
+        #[arg(long)]
+        delete_data: bool,
+    },
+    /// Bring back a VM's soft-deleted data.
+    Undelete {
+        /// The VM.
+        name: String,
+    },
+    /// Set a delete lock on a protected VM: no point expires, its data cannot be deleted.
+    Lock {
+        /// The VM.
+        name: String,
+    },
+    /// Remove a VM's delete lock.
+    Unlock {
+        /// The VM.
+        name: String,
+    },
+    /// List protected items: policy, state, lock, purge date.
+    Items {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply retention and purge soft-deleted data whose period is over.
+    Prune {
+        /// Only this VM (default: every VM with points).
+        name: Option<String>,
+        /// Show what would expire; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete chunks no recovery point references (safe while backups run).
+    Gc {
+        /// Report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds to wait for backups that started before the collection.
+        #[arg(long, default_value_t = 3600)]
+        max_wait: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check recovery points: signatures, indexes, chunks; exit status 1 if anything is damaged.
+    Verify {
+        /// Only this VM.
+        name: Option<String>,
+        /// Only this point.
+        #[arg(long)]
+        point: Option<String>,
+        /// Also decrypt and re-hash every chunk.
+        #[arg(long)]
+        read_data: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List jobs (backups, restores, prunes, GCs, verifies).
+    Jobs {
+        /// Only this VM's.
+        #[arg(long)]
+        vm: Option<String>,
+        /// Only jobs in this status: in-progress, completed, completed-with-warnings, failed, cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show, wait for or cancel one job.
+    #[command(subcommand)]
+    Job(commands::jobs::JobCommand),
+    /// Run scheduled backups and the daily cleanup until interrupted.
+    Serve {
+        /// Time of the daily cleanup (retention, purge, GC), UTC.
+        #[arg(long, default_value = "03:00", value_name = "HH:MM")]
+        cleanup_at: String,
+    },
 }
 
 /// What every command gets besides its own arguments.
@@ -94,6 +198,31 @@ fn main() -> ExitCode {
                 }
                 Command::Points { name, json } => commands::backup::list_points(&context, &name, json).await,
                 Command::Restore(cmd) => commands::restore::run(&context, cmd).await,
+                Command::Policy(cmd) => commands::policy::run(&context, cmd).await,
+                Command::Protect { name, policy, exclude } => {
+                    commands::policy::protect(&context, &name, &policy, &exclude).await
+                }
+                Command::Unprotect { name, delete_data, .. } => {
+                    commands::policy::unprotect(&context, &name, delete_data).await
+                }
+                Command::Undelete { name } => commands::policy::undelete(&context, &name).await,
+                Command::Lock { name } => commands::policy::set_lock(&context, &name, true).await,
+                Command::Unlock { name } => commands::policy::set_lock(&context, &name, false).await,
+                Command::Items { json } => commands::policy::items(&context, json).await,
+                Command::Prune { name, dry_run, json } => {
+                    commands::maintenance::prune(&context, name.as_deref(), dry_run, json).await
+                }
+                Command::Gc { dry_run, max_wait, json } => {
+                    commands::maintenance::gc(&context, dry_run, max_wait, json).await
+                }
+                Command::Verify { name, point, read_data, json } => {
+                    commands::maintenance::run_verify(&context, name, point, read_data, json).await
+                }
+                Command::Jobs { vm, status, json } => {
+                    commands::jobs::list(&context, vm.as_deref(), status.as_deref(), json).await
+                }
+                Command::Job(cmd) => commands::jobs::run(&context, cmd).await,
+                Command::Serve { cleanup_at } => commands::maintenance::serve(&context, &cleanup_at).await,
             }
         })
     });

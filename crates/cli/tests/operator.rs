@@ -137,6 +137,11 @@ fn a_backup_killed_mid_transfer_leaves_no_point_and_the_next_one_succeeds() {
 
     let points = lab.json(&["points", "db", "--json"]);
     assert_eq!(points.as_array().unwrap().len(), 1, "the killed backup left a point: {points}");
+    // Its job reads as failed at once (its process is gone), and it blocks nothing.
+    let jobs = lab.json(&["jobs", "--vm", "db", "--json"]);
+    let killed = jobs.as_array().unwrap().last().unwrap();
+    assert_eq!(killed["status"], "failed", "{killed}");
+    assert!(killed["error"].as_str().unwrap().contains("stopped responding"), "{killed}");
     let second = lab.json(&["backup", "db", "--json"]);
     assert_ne!(second["point_id"], first["point_id"]);
     let points = lab.json(&["points", "db", "--json"]);

@@ -83,7 +83,9 @@ fn an_image_held_by_qemu_nbd_is_in_use_and_our_lock_keeps_writers_out() {
     let dir = tempfile::tempdir().unwrap();
     let img = qcow2_image(dir.path());
     {
-        let _export = NbdExport::start(&img, DiskFormat::Qcow2, None, &dir.path().join("s")).unwrap();
+        let export = NbdExport::start(&img, DiskFormat::Qcow2, None, &dir.path().join("s")).unwrap();
+        // qemu-nbd listens before it opens the image: a served client proves the image is open.
+        let _client = disk::nbd::NbdSource::connect(export.socket(), None).unwrap();
         let err = ImageLock::acquire(&img).err().expect("in use");
         assert!(matches!(err, DiskError::InUse { .. }), "{err}");
         assert!(err.to_string().contains("disk.qcow2"));

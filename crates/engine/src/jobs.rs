@@ -16,6 +16,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use vault::backend::Backend;
 use vault::catalog;
+use vault::session::Holder;
 
 use crate::error::{EngineError, Result};
 use crate::names::random_hex;
@@ -23,8 +24,11 @@ use crate::progress::Progress;
 
 const JOBS_PREFIX: &str = "jobs/";
 
-/// How often a running job writes its record and looks for a cancel request.
-pub const TICK: Duration = Duration::from_millis(1000);
+/// How often a running job looks for a cancel request.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Every how many ticks a running job rewrites its record (its heartbeat).
+const TICKS_PER_WRITE: u32 = 4;
 
 /// A running job that has not written its record for this long is dead.
 pub const STALE_AFTER: SignedDuration = SignedDuration::from_secs(60);
@@ -148,13 +152,18 @@ pub struct JobRecord {
     pub point: Option<String>,
     /// Host and process running it.
     pub host: String,
+    /// The process running it, to tell at once that it died on this machine.
+    #[serde(default)]
+    pub holder: Option<Holder>,
 }
 
 impl JobRecord {
     /// The record as it should be read at `now`: a running job whose process stopped writing
     /// it is reported failed.
     pub fn as_seen(mut self, now: Timestamp) -> JobRecord {
-        if self.status == JobStatus::InProgress && now.duration_since(self.heartbeat) > STALE_AFTER {
+        let dead = now.duration_since(self.heartbeat) > STALE_AFTER
+            || self.holder.as_ref().is_some_and(Holder::is_gone);
+        if self.status == JobStatus::InProgress && dead {
             self.status = JobStatus::Failed;
             self.error = Some(format!(
                 "the process running it ({}) stopped responding at {}; nothing was committed after that",
@@ -236,13 +245,7 @@ impl Job {
     ) -> Result<Job> {
         let now = Timestamp::now();
         let id = format!("{}-{}", now.strftime("%Y%m%dT%H%M%SZ"), random_hex(3)?);
-        let host = format!(
-            "{} pid {}",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_default(),
-            std::process::id()
-        );
+        let holder = Holder::this_process();
         let record = JobRecord {
             id,
             operation,
@@ -256,7 +259,8 @@ impl Job {
             warnings: vec![],
             error: None,
             point: None,
-            host,
+            host: holder.to_string(),
+            holder: Some(holder),
         };
         let shared = Arc::new(Shared {
             backend,
@@ -268,10 +272,12 @@ impl Job {
         shared.write().await?;
         let ticking = Arc::clone(&shared);
         let ticker = tokio::spawn(async move {
-            loop {
+            for tick in 1u32.. {
                 tokio::time::sleep(TICK).await;
                 let _ = ticking.poll_cancel().await;
-                let _ = ticking.write().await;
+                if tick % TICKS_PER_WRITE == 0 {
+                    let _ = ticking.write().await;
+                }
             }
         });
         Ok(Job { shared, ticker: Arc::new(Mutex::new(Some(ticker))) })
@@ -345,6 +351,13 @@ impl Progress for Job {
             }
             r.phases.push(PhaseRecord { name: name.to_string(), started: now, ended: None });
         });
+        // Watchers see a new phase at once, not at the next heartbeat.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let shared = Arc::clone(&self.shared);
+            runtime.spawn(async move {
+                let _ = shared.write().await;
+            });
+        }
         self.shared.forward.phase(name);
     }
 

@@ -31,7 +31,7 @@ use crate::backend::{Backend, Version};
 use crate::error::{Result, VaultError};
 use crate::id::ChunkId;
 use crate::manifest::Manifest;
-use crate::session::{self, is_fresh};
+use crate::session::{self, Holder, is_fresh};
 use crate::vault::{CHUNKS_PREFIX, MANIFEST_NAME, POINTS_PREFIX, Vault, chunk_id_of_key, chunk_key};
 
 /// Where the state of the running collection lives.
@@ -62,12 +62,15 @@ pub struct GcState {
     pub heartbeat: Timestamp,
     /// Seconds after the last refresh at which it counts as dead.
     pub lease_s: u64,
+    /// Who runs it.
+    #[serde(default)]
+    pub holder: Option<Holder>,
 }
 
 impl GcState {
-    /// Whether its process still refreshes it.
+    /// Whether its process still refreshes it (and, on this machine, still runs).
     pub fn is_live(&self, now: Timestamp) -> bool {
-        is_fresh(self.heartbeat, self.lease_s, now)
+        is_fresh(self.heartbeat, self.lease_s, now) && !self.holder.as_ref().is_some_and(Holder::is_gone)
     }
 }
 
@@ -198,6 +201,7 @@ impl Collection {
             started: now,
             heartbeat: now,
             lease_s: options.lease.as_secs().max(1),
+            holder: Some(Holder::this_process()),
         };
         let expected = match read_state(backend.as_ref()).await? {
             Some((other, _)) if other.is_live(now) => {

@@ -30,6 +30,59 @@ pub const SESSIONS_PREFIX: &str = "sessions/";
 /// How long a session or a collection stays alive without a refresh.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 
+/// Which machine and process hold a lease, so that a holder that died on this machine is
+/// recognised at once instead of after its lease runs out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// `/etc/machine-id` (else the host name).
+    pub machine: String,
+    /// Host name, for people.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (tells a reused pid apart).
+    pub start: u64,
+}
+
+impl Holder {
+    /// This process.
+    pub fn this_process() -> Holder {
+        let pid = std::process::id();
+        Holder { machine: machine_id(), host: host_name(), pid, start: process_start(pid).unwrap_or(0) }
+    }
+
+    /// True when the holder ran on this machine and its process is gone.
+    pub fn is_gone(&self) -> bool {
+        self.machine == machine_id() && process_start(self.pid) != Some(self.start)
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} pid {}", self.host, self.pid)
+    }
+}
+
+fn machine_id() -> String {
+    std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(host_name)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+/// Field 22 of `/proc/<pid>/stat`; `None` when there is no such process.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// The stored form of a session.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -46,12 +99,15 @@ pub struct SessionRecord {
     /// Id of the collection whose condemned chunks this session knows and rescues.
     #[serde(default)]
     pub gc_seen: Option<String>,
+    /// Who holds it.
+    #[serde(default)]
+    pub holder: Option<Holder>,
 }
 
 impl SessionRecord {
-    /// Whether its holder still refreshes it.
+    /// Whether its holder still refreshes it (and, on this machine, still runs).
     pub fn is_live(&self, now: Timestamp) -> bool {
-        is_fresh(self.heartbeat, self.lease_s, now)
+        is_fresh(self.heartbeat, self.lease_s, now) && !self.holder.as_ref().is_some_and(Holder::is_gone)
     }
 }
 
@@ -94,6 +150,7 @@ impl Session {
             heartbeat: now,
             lease_s: lease.as_secs().max(1),
             gc_seen: None,
+            holder: Some(Holder::this_process()),
         };
         catalog::update(backend.as_ref(), &key, |current: Option<SessionRecord>| match current {
             Some(other) if other.is_live(Timestamp::now()) && other.job != job => {

@@ -10,9 +10,6 @@ use vault::PointKind;
 use crate::Context;
 use crate::commands::vault::human_bytes;
 
-/// On-demand points are kept this long unless `--retain-until` says otherwise.
-const DEFAULT_ON_DEMAND_DAYS: i64 = 30;
-
 /// `vmvault backup NAME`.
 pub async fn backup(
     context: &Context,
@@ -24,8 +21,7 @@ pub async fn backup(
     let vault = Arc::new(crate::commands::unlock(context).await?);
     let retain_until = match until {
         Some(text) => parse_until(text)?,
-        None => jiff::Timestamp::now()
-            .checked_add(jiff::SignedDuration::from_hours(24 * DEFAULT_ON_DEMAND_DAYS))?,
+        None => engine::retention::default_retain_until(jiff::Timestamp::now()),
     };
     if retain_until <= jiff::Timestamp::now() {
         bail!("--retain-until {retain_until} is in the past");
@@ -36,11 +32,13 @@ pub async fn backup(
         retain_until: Some(retain_until),
         ..Default::default()
     };
-    let summary = engine::backup::backup(vault, vm, options, crate::progress::for_terminal(json)).await?;
+    let (summary, job) =
+        engine::backup::backup_job(vault, vm, options, crate::progress::for_terminal(json)).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary);
+        println!("  job {}", job.id);
     }
     Ok(())
 }

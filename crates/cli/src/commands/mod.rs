@@ -2,7 +2,10 @@
 
 pub mod backup;
 pub mod demo;
+pub mod jobs;
 pub mod key;
+pub mod maintenance;
+pub mod policy;
 pub mod restore;
 pub mod vault;
 pub mod vm;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::Subcommand;
 use disk::DiskFormat;
-use engine::{points, registry, restore};
+use engine::jobs::{Job, Operation, run_job};
+use engine::{points, protection, registry, restore};
+use vault::UnlockedVault;
 
 use crate::Context;
 use crate::commands::vault::human_bytes;
@@ -57,19 +59,52 @@ pub enum RestoreCommand {
     },
 }
 
+impl RestoreCommand {
+    fn vm(&self) -> &str {
+        match self {
+            RestoreCommand::Disk { name, .. }
+            | RestoreCommand::Vm { name, .. }
+            | RestoreCommand::Replace { name, .. } => name,
+        }
+    }
+}
+
 pub async fn run(context: &Context, command: RestoreCommand) -> Result<()> {
     let vault = Arc::new(crate::commands::unlock(context).await?);
     let backend = vault.vault().backend().clone();
+    let name = command.vm().to_string();
+    let item = protection::get(backend.as_ref(), &name).await?;
+    protection::check_not_soft_deleted(item.as_ref(), &name)?;
     let progress = crate::progress::for_terminal(false);
+    let (lines, job) = run_job(Arc::clone(&backend), Operation::Restore, Some(&name), progress, |job| {
+        restore(vault, command, Arc::new(job))
+    })
+    .await?;
+    for line in lines {
+        println!("{line}");
+    }
+    println!("  job {}", job.id);
+    Ok(())
+}
+
+/// Do the restore; returns what to tell the operator.
+async fn restore(
+    vault: Arc<UnlockedVault>,
+    command: RestoreCommand,
+    progress: Arc<Job>,
+) -> engine::Result<Vec<String>> {
+    let backend = vault.vault().backend().clone();
+    let mut out = Vec::new();
     match command {
         RestoreCommand::Disk { name, point, disk, to, format } => {
             let vm = registry::get(backend.as_ref(), &name).await?;
             let manifest = points::find(&vault, &name, &point).await?;
+            progress.set_point(&manifest.point_id);
             let format =
                 format.or_else(|| vm.disk(&disk).ok().map(|d| d.format)).unwrap_or(DiskFormat::Qcow2);
             let started = std::time::Instant::now();
             let r = restore::restore_disk(vault, &manifest, &disk, &to, format, progress).await?;
-            println!(
+            out.push(format!(
                 "Restored disk {} of VM {name} from point {} to {} ({}, {} of data written in {:.1} s).",
                 r.label,
                 manifest.point_id,
@@ -77,38 +112,40 @@ pub async fn run(context: &Context, command: RestoreCommand) -> Result<()> {
                 r.format.as_str(),
                 human_bytes(r.bytes_written),
                 started.elapsed().as_secs_f64()
-            );
+            ));
         }
         RestoreCommand::Vm { name, point, new_name, to } => {
             let vm = registry::get(backend.as_ref(), &name).await?;
             let manifest = points::find(&vault, &name, &point).await?;
+            progress.set_point(&manifest.point_id);
             let r = restore::restore_vm(vault, &vm, &manifest, &new_name, &to, progress).await?;
-            println!(
+            out.push(format!(
                 "Restored VM {name} point {} as new VM {new_name} (uuid {}).",
                 manifest.point_id, r.vm.uuid
-            );
+            ));
             for d in &r.disks {
-                println!("  disk {:<8} {}", d.label, d.path.display());
+                out.push(format!("  disk {:<8} {}", d.label, d.path.display()));
             }
             for n in &r.vm.nics {
-                println!("  nic  {}", n.mac);
+                out.push(format!("  nic  {}", n.mac));
             }
-            println!("  libvirt: virsh define {}", r.libvirt_xml.display());
-            println!("  qemu:    {}", r.qemu_script.display());
+            out.push(format!("  libvirt: virsh define {}", r.libvirt_xml.display()));
+            out.push(format!("  qemu:    {}", r.qemu_script.display()));
         }
         RestoreCommand::Replace { name, point, disks } => {
             let vm = registry::get(backend.as_ref(), &name).await?;
             let manifest = points::find(&vault, &name, &point).await?;
+            progress.set_point(&manifest.point_id);
             for r in restore::restore_replace(vault, &vm, &manifest, &disks, progress).await? {
-                println!(
+                out.push(format!(
                     "Replaced disk {} of VM {name} ({}) with point {}; the previous content is kept at {}.",
                     r.label,
                     r.path.display(),
                     manifest.point_id,
                     r.kept_aside.display()
-                );
+                ));
             }
         }
     }
-    Ok(())
+    Ok(out)
 }

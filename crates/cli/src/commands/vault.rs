@@ -14,11 +14,20 @@ pub enum VaultCommand {
         #[arg(long)]
         no_encryption: bool,
     },
-    /// Show the vault's identity, format, encryption and size. Shows no secret.
+    /// Show the vault's identity, format, encryption, size and settings. Shows no secret.
     Info {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Change vault settings that guard data.
+    Set {
+        /// Days soft-deleted data waits before it is purged (at least 14; soft delete cannot be turned off).
+        #[arg(long, value_name = "DAYS")]
+        soft_delete_days: Option<u32>,
+        /// On-demand backups allowed per VM and calendar day.
+        #[arg(long, value_name = "N")]
+        on_demand_per_day: Option<u32>,
     },
 }
 
@@ -26,6 +35,23 @@ pub async fn run(context: &Context, command: VaultCommand) -> Result<()> {
     match command {
         VaultCommand::Init { no_encryption } => init(context, no_encryption).await,
         VaultCommand::Info { json } => info(context, json).await,
+        VaultCommand::Set { soft_delete_days, on_demand_per_day } => {
+            let vault = crate::commands::open(context).await?;
+            let settings = engine::settings::update(vault.backend().as_ref(), |s| {
+                if let Some(days) = soft_delete_days {
+                    s.soft_delete_days = days;
+                }
+                if let Some(n) = on_demand_per_day {
+                    s.on_demand_per_day = n;
+                }
+            })
+            .await?;
+            println!(
+                "soft delete {} days; on-demand backups {} a day per VM.",
+                settings.soft_delete_days, settings.on_demand_per_day
+            );
+            Ok(())
+        }
     }
 }
 
@@ -55,10 +81,15 @@ async fn init(context: &Context, no_encryption: bool) -> Result<()> {
 async fn info(context: &Context, json: bool) -> Result<()> {
     let vault = crate::commands::open(context).await?;
     let info = vault.info().await?;
+    let settings = engine::settings::load(vault.backend().as_ref()).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        let mut value = serde_json::to_value(&info)?;
+        value["settings"] = serde_json::to_value(&settings)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_info(&info);
+        println!("soft delete {} days (cannot be turned off)", settings.soft_delete_days);
+        println!("on-demand   at most {} backups a day per VM", settings.on_demand_per_day);
     }
     Ok(())
 }

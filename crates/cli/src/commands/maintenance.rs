@@ -1,0 +1,159 @@
+//! `vmvault prune`, `gc`, `verify` and `serve`: keeping a vault in shape, by hand or on a schedule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use engine::jobs::{Operation, run_job};
+use engine::scheduler::{SchedulerOptions, SystemClock, VaultRunner};
+use engine::{NoProgress, prune};
+use jiff::Timestamp;
+use vault::gc::GcOptions;
+use vault::verify::{VerifyScope, verify};
+
+use crate::Context;
+use crate::commands::vault::human_bytes;
+
+/// `vmvault prune [NAME] [--dry-run]`.
+pub async fn prune(context: &Context, vm: Option<&str>, dry_run: bool, json: bool) -> Result<()> {
+    let vault = Arc::new(crate::commands::unlock(context).await?);
+    let backend = Arc::clone(vault.vault().backend());
+    let (reports, job) = run_job(backend, Operation::Prune, vm, Arc::new(NoProgress), |_| {
+        let vault = Arc::clone(&vault);
+        async move { prune::prune(&vault, vm, Timestamp::now(), dry_run).await }
+    })
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(());
+    }
+    let verb = if dry_run { "would expire" } else { "expired" };
+    for report in &reports {
+        let expired: Vec<_> = report.expired().collect();
+        if report.purged {
+            println!("VM {}: soft-delete period over; all {} points purged.", report.vm, expired.len());
+            continue;
+        }
+        println!(
+            "VM {}: {} points kept, {} {verb}.",
+            report.vm,
+            report.points.len() - expired.len(),
+            expired.len()
+        );
+        for p in &report.points {
+            match &p.verdict {
+                engine::retention::Verdict::Keep(reasons) => {
+                    println!("  keep   {}  {}", p.point, reasons.join(", "))
+                }
+                engine::retention::Verdict::Expire(reason) => println!("  expire {}  {reason}", p.point),
+            }
+        }
+    }
+    if !dry_run {
+        println!("Job {}. Space is freed by `vmvault gc`.", job.id);
+    }
+    Ok(())
+}
+
+/// `vmvault gc`.
+pub async fn gc(context: &Context, dry_run: bool, max_wait: u64, json: bool) -> Result<()> {
+    let vault = crate::commands::open(context).await?;
+    let backend = Arc::clone(vault.backend());
+    let options = GcOptions { dry_run, max_wait: Duration::from_secs(max_wait), ..Default::default() };
+    let (report, job) = run_job(backend, Operation::Gc, None, Arc::new(NoProgress), |_| async move {
+        Ok(vault::gc::collect(vault, options).await?)
+    })
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} {} unreferenced chunks ({}) of {}; {} kept because backups reused them or new points use them. Job {}.",
+        if dry_run { "Would delete" } else { "Deleted" },
+        report.deleted,
+        human_bytes(report.bytes_freed),
+        report.chunks,
+        report.rescued + report.referenced_meanwhile,
+        job.id
+    );
+    Ok(())
+}
+
+/// `vmvault verify [NAME] [--point ID] [--read-data]`; fails when anything is damaged.
+pub async fn run_verify(
+    context: &Context,
+    vm: Option<String>,
+    point: Option<String>,
+    read_data: bool,
+    json: bool,
+) -> Result<()> {
+    let vault = Arc::new(crate::commands::unlock(context).await?);
+    let backend = Arc::clone(vault.vault().backend());
+    let scope = VerifyScope { vm: vm.clone(), point, read_data };
+    let (report, job) = run_job(backend, Operation::Verify, vm.as_deref(), Arc::new(NoProgress), |job| {
+        let vault = Arc::clone(&vault);
+        async move {
+            let report = verify(vault.vault(), Some(vault.keys()), &scope).await?;
+            for damage in &report.damage {
+                job.warn(format!("{}: {}", damage.object, damage.problem));
+            }
+            Ok(report)
+        }
+    })
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "Checked {} points, {} chunks ({} read){}. Job {}.",
+            report.points,
+            report.chunks,
+            human_bytes(report.bytes_read),
+            if report.read_data { ", every chunk decrypted and re-hashed" } else { "" },
+            job.id
+        );
+        for damage in &report.damage {
+            println!("DAMAGED {}: {}", damage.object, damage.problem);
+            for u in &damage.affects {
+                let offsets: Vec<String> = u.offsets.iter().map(|o| format!("{:#x}", o)).collect();
+                println!(
+                    "  affects VM {} point {} disk {} at offsets {}",
+                    u.vm,
+                    u.point,
+                    u.disk,
+                    offsets.join(", ")
+                );
+            }
+        }
+    }
+    if !report.damage.is_empty() {
+        bail!(
+            "{} damaged objects affect points {}; restore those points elsewhere or back up again",
+            report.damage.len(),
+            report.affected_points().join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `vmvault serve`: scheduled backups and the daily cleanup, until interrupted.
+pub async fn serve(context: &Context, cleanup_at: &str) -> Result<()> {
+    let vault = Arc::new(crate::commands::unlock(context).await?);
+    let (h, m) = cleanup_at
+        .split_once(':')
+        .and_then(|(h, m)| Some((h.parse::<i8>().ok()?, m.parse::<i8>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--cleanup-at {cleanup_at:?}: write HH:MM (UTC)"))?;
+    let options = SchedulerOptions { cleanup_at: jiff::civil::Time::new(h, m, 0, 0)?, ..Default::default() };
+    let runner = VaultRunner { vault: Arc::clone(&vault), gc: GcOptions::default() };
+    eprintln!(
+        "vmvault: scheduler running on {} (cleanup daily at {cleanup_at} UTC); jobs appear in `vmvault jobs`.",
+        vault.vault().location()
+    );
+    let backend = Arc::clone(vault.vault().backend());
+    tokio::select! {
+        result = engine::scheduler::run(backend, &SystemClock, &runner, &options) => result?,
+        _ = tokio::signal::ctrl_c() => eprintln!("vmvault: scheduler stopped."),
+    }
+    Ok(())
+}
