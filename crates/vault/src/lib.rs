@@ -14,12 +14,17 @@
 //! objects that garbage collection may remove.
 //!
 //! # Why garbage collection cannot delete a chunk in use
-//! GC (a later module) is two-phase and takes no lock: it marks every chunk referenced by a
-//! committed manifest, condemns the rest by recording them with a time, waits a grace period
-//! longer than any backup may run, re-marks, and deletes only chunks condemned in the first
-//! pass and still unreferenced. A running backup that found a chunk present and reused it
-//! either commits before the re-mark (so the chunk is marked) or runs longer than the grace
-//! period and must re-check its reused chunks before committing.
+//! GC ([`gc`]) takes no lock. It lists every chunk, then every committed manifest and its
+//! indexes, and *condemns* the unreferenced chunks by publishing their ids. It then waits for
+//! each backup session ([`session`]) that started before it could see that list; sessions that
+//! saw it *rescue* any condemned chunk they reuse instead of writing it. Then it seals (new
+//! sessions wait while it deletes), lists manifests again, and deletes only chunks that were
+//! condemned, not rescued, and still unreferenced. A backup references chunks it wrote (not
+//! condemned: they did not exist when the list was made), chunks of committed points (marked,
+//! or rescued if the point is pruned meanwhile), or chunks it found present (rescued, waited
+//! for, or written again when a rescue came too late) — so none of them is deleted. Sessions
+//! and the collection are leases, refreshed while their process lives: a crashed process
+//! blocks nothing for long, and nobody ever unlocks anything by hand.
 //!
 //! # Threat model
 //! The storage (a disk, a bucket, a vault server) is not trusted with content: chunks are
