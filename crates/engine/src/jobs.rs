@@ -328,7 +328,9 @@ impl Job {
             r.status = match outcome {
                 Ok(_) if r.warnings.is_empty() => JobStatus::Completed,
                 Ok(_) => JobStatus::CompletedWithWarnings,
-                Err(EngineError::Cancelled) => JobStatus::Cancelled,
+                Err(EngineError::Cancelled | EngineError::Vault(vault::VaultError::Cancelled)) => {
+                    JobStatus::Cancelled
+                }
                 Err(_) => JobStatus::Failed,
             };
             if let Err(e) = outcome {
@@ -384,6 +386,10 @@ impl Progress for Job {
 
     fn finish(&self) {
         self.shared.forward.finish();
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.shared.cancel.load(Ordering::SeqCst)
     }
 }
 

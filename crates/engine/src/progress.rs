@@ -11,6 +11,11 @@ pub trait Progress: Send + Sync {
     fn advance(&self, bytes: u64);
     /// The phase ended.
     fn finish(&self);
+    /// Whether the operator asked the job this progress belongs to to stop; long loops that
+    /// have no cancel flag of their own (restores, verify) ask between steps.
+    fn is_cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Progress that goes nowhere.

@@ -62,6 +62,14 @@ fn write_index(
                     if i >= blocks.len() || stop.load(Ordering::SeqCst) {
                         return;
                     }
+                    if progress.is_cancelled() {
+                        stop.store(true, Ordering::SeqCst);
+                        failure
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .get_or_insert(EngineError::Cancelled);
+                        return;
+                    }
                     let block = blocks[i];
                     match fetch_block(vault, handle, index, block) {
                         Ok(data) => {

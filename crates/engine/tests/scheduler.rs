@@ -178,3 +178,25 @@ async fn restarts_make_a_missed_run_once_while_its_day_is_open_and_never_twice()
         expected.iter().map(|(slot, at)| ("vm".to_string(), slot.to_string(), at.to_string())).collect();
     assert_eq!(runs, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_runner_makes_scheduled_points_and_cleanups_as_jobs() {
+    let lab = Lab::new(true).await;
+    protected(&lab, "vm", "daily 02:00", "UTC", ts("2026-06-01T00:00:00Z")).await;
+    qemu_io(&lab.path("vm.raw"), "raw", "write -P 0x3c 0 512k");
+    let clock = SimClock(Mutex::new(ts("2026-06-01T00:00:00Z")));
+    let runner = scheduler::VaultRunner { vault: Arc::clone(&lab.vault), gc: Default::default() };
+    let options = SchedulerOptions { until: Some(ts("2026-06-02T04:00:00Z")), ..Default::default() };
+    scheduler::run(Arc::clone(lab.vault.vault().backend()), &clock, &runner, &options).await.unwrap();
+
+    let made = engine::points::list(&lab.vault, "vm").await.unwrap();
+    assert_eq!(made.len(), 2);
+    assert!(made.iter().all(|m| m.kind == vault::PointKind::Scheduled));
+    let jobs = engine::jobs::list(lab.vault.vault().backend().as_ref(), None, None).await.unwrap();
+    let ops: Vec<String> = jobs
+        .iter()
+        .map(|j| serde_json::to_value(j.operation).unwrap().as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ops, ["backup", "prune", "gc", "backup", "prune", "gc"]);
+    assert!(jobs.iter().all(|j| j.status == engine::jobs::JobStatus::Completed), "{jobs:?}");
+}

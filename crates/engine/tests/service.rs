@@ -236,6 +236,48 @@ async fn a_cancel_in_the_transfer_phase_leaves_no_point() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_restore_leaves_no_file() {
+    let lab = Lab::new(false).await;
+    let image = lab.path("vm.raw");
+    create(&image, "raw", "128M");
+    for i in 0..32u64 {
+        qemu_io(&image, "raw", &format!("write -P {} {}M 4M", i + 1, i * 4));
+    }
+    lab.register("vm", &[("vda", &image)]).await;
+    let point = lab.backup("vm").await;
+    let manifest = points::find(&lab.vault, "vm", &point.point_id).await.unwrap();
+
+    let job_cell: Arc<Mutex<Option<JobHandle>>> = Arc::default();
+    let cell = Arc::clone(&job_cell);
+    let vault = Arc::clone(&lab.vault);
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook = Hook(Box::new(move |event| {
+        if matches!(event, Event::Advance) && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let (id, flag) = cell.lock().unwrap().clone().unwrap();
+            cancel_from_outside(&vault, &id, &flag);
+        }
+    }));
+    let job =
+        Job::start(Arc::clone(lab.vault.vault().backend()), Operation::Restore, Some("vm"), Arc::new(hook))
+            .await
+            .unwrap();
+    *job_cell.lock().unwrap() = Some((job.id(), job.cancel_flag()));
+    let to = lab.path("restored.raw");
+    let result = engine::restore::restore_disk(
+        Arc::clone(&lab.vault),
+        &manifest,
+        "vda",
+        &to,
+        DiskFormat::Raw,
+        Arc::new(job.clone()),
+    )
+    .await;
+    assert!(matches!(result, Err(EngineError::Cancelled)), "{:?}", result.map(|r| r.bytes_written));
+    assert_eq!(job.finish(&result).await.unwrap().status, JobStatus::Cancelled);
+    assert!(!to.exists(), "a cancelled restore left its file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_backup_of_the_same_vm_is_refused_while_the_first_runs() {
     let lab = Lab::new(false).await;
     let image = lab.path("vm.raw");

@@ -75,6 +75,9 @@ pub enum VaultError {
     )]
     Busy { what: String, holder: String, since: jiff::Timestamp },
 
+    #[error("the job was cancelled; nothing was committed")]
+    Cancelled,
+
     #[error("{0}")]
     Invalid(String),
 }

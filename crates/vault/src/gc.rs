@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -83,11 +84,18 @@ pub struct GcOptions {
     pub max_wait: Duration,
     /// Only report what would be deleted.
     pub dry_run: bool,
+    /// Set to stop: before deleting, nothing is deleted; while deleting, the rest is kept.
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl Default for GcOptions {
     fn default() -> Self {
-        GcOptions { lease: session::DEFAULT_LEASE, max_wait: Duration::from_secs(3600), dry_run: false }
+        GcOptions {
+            lease: session::DEFAULT_LEASE,
+            max_wait: Duration::from_secs(3600),
+            dry_run: false,
+            cancel: Arc::default(),
+        }
     }
 }
 
@@ -299,6 +307,9 @@ impl Collection {
     pub async fn wait_for_sessions(&mut self) -> Result<()> {
         let start = Instant::now();
         while !self.poll_sessions().await? {
+            if self.options.cancel.load(Ordering::SeqCst) {
+                return Err(VaultError::Cancelled);
+            }
             if start.elapsed() >= self.options.max_wait {
                 return Err(VaultError::Invalid(format!(
                     "garbage collection waited {} s for backups that started before it ({}); nothing was \
@@ -329,6 +340,9 @@ impl Collection {
     }
 
     async fn seal_and_delete(&mut self) -> Result<()> {
+        if self.options.cancel.load(Ordering::SeqCst) {
+            return Err(VaultError::Cancelled);
+        }
         if self.options.dry_run {
             self.report.dry_run = true;
             self.report.bytes_freed = self.candidates.values().sum();
@@ -347,6 +361,9 @@ impl Collection {
         let mut last_beat = Instant::now();
         let candidates = std::mem::take(&mut self.candidates);
         for (id, size) in &candidates {
+            if self.options.cancel.load(Ordering::SeqCst) {
+                break;
+            }
             if rescued.contains(id) {
                 self.report.rescued += 1;
             } else if referenced.contains(id) {

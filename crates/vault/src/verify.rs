@@ -4,6 +4,8 @@
 //! is reported with every point, disk and offset it affects, so the operator knows what is lost.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -24,6 +26,8 @@ pub struct VerifyScope {
     pub point: Option<String>,
     /// Decrypt and re-hash every chunk (needs the key).
     pub read_data: bool,
+    /// Set to stop between chunks.
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// Where a damaged chunk is used.
@@ -139,6 +143,9 @@ pub async fn verify(vault: &Vault, keys: Option<&Keys>, scope: &VerifyScope) -> 
     }
 
     for (id, chunk_uses) in uses {
+        if scope.cancel.load(Ordering::SeqCst) {
+            return Err(VaultError::Cancelled);
+        }
         report.chunks += 1;
         let problem = match backend.get(&chunk_key(&id)).await {
             Ok(bytes) => {

@@ -59,8 +59,13 @@ pub async fn prune(context: &Context, vm: Option<&str>, dry_run: bool, json: boo
 pub async fn gc(context: &Context, dry_run: bool, max_wait: u64, json: bool) -> Result<()> {
     let vault = crate::commands::open(context).await?;
     let backend = Arc::clone(vault.backend());
-    let options = GcOptions { dry_run, max_wait: Duration::from_secs(max_wait), ..Default::default() };
-    let (report, job) = run_job(backend, Operation::Gc, None, Arc::new(NoProgress), |_| async move {
+    let (report, job) = run_job(backend, Operation::Gc, None, Arc::new(NoProgress), |job| async move {
+        let options = GcOptions {
+            dry_run,
+            max_wait: Duration::from_secs(max_wait),
+            cancel: job.cancel_flag(),
+            ..Default::default()
+        };
         Ok(vault::gc::collect(vault, options).await?)
     })
     .await?;
@@ -90,9 +95,9 @@ pub async fn run_verify(
 ) -> Result<()> {
     let vault = Arc::new(crate::commands::unlock(context).await?);
     let backend = Arc::clone(vault.vault().backend());
-    let scope = VerifyScope { vm: vm.clone(), point, read_data };
     let (report, job) = run_job(backend, Operation::Verify, vm.as_deref(), Arc::new(NoProgress), |job| {
         let vault = Arc::clone(&vault);
+        let scope = VerifyScope { vm: vm.clone(), point, read_data, cancel: job.cancel_flag() };
         async move {
             let report = verify(vault.vault(), Some(vault.keys()), &scope).await?;
             for damage in &report.damage {
