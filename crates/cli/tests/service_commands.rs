@@ -154,6 +154,8 @@ fn soft_delete_then_undelete_then_restore() {
     ]);
     lab.ok(&["protect", "web", "--policy", "gold"]);
     let point = lab.json(&["backup", "web", "--json"])["point_id"].as_str().unwrap().to_string();
+    let err = lab.fails(&["vm", "remove", "web"]);
+    assert!(err.contains("unprotect web"), "{err}");
     lab.ok(&["lock", "web"]);
     let err = lab.fails(&["unprotect", "web", "--delete-data"]);
     assert!(err.contains("delete lock"), "{err}");

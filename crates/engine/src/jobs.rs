@@ -460,6 +460,23 @@ pub async fn request_cancel(backend: &dyn Backend, id: &str) -> Result<JobRecord
     Ok(record)
 }
 
+/// How long the records of ended jobs are kept.
+pub const KEEP_ENDED_JOBS: SignedDuration = SignedDuration::from_hours(24 * 90);
+
+/// Forget jobs that ended more than [`KEEP_ENDED_JOBS`] before `now`; returns how many.
+pub async fn forget_old(backend: &dyn Backend, now: Timestamp) -> Result<usize> {
+    let mut forgotten = 0;
+    for job in list(backend, None, None).await? {
+        // A job whose process died has no end: its last heartbeat stands for it.
+        let ended = job.ended.unwrap_or(job.heartbeat);
+        if job.status.is_final() && now.duration_since(ended) > KEEP_ENDED_JOBS {
+            backend.delete(&record_key(&job.id)).await?;
+            forgotten += 1;
+        }
+    }
+    Ok(forgotten)
+}
+
 /// Wait until a job ends (or its process is found dead), looking every `poll`.
 pub async fn wait(backend: &dyn Backend, id: &str, poll: Duration) -> Result<JobRecord> {
     loop {

@@ -145,6 +145,9 @@ pub async fn prune(
         }
         reports.push(report);
     }
+    if vm.is_none() && !dry_run {
+        crate::jobs::forget_old(backend.as_ref(), now).await?;
+    }
     Ok(reports)
 }
 

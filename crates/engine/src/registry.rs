@@ -167,9 +167,18 @@ pub async fn list(backend: &dyn Backend) -> Result<Vec<VmRecord>> {
     Ok(out)
 }
 
-/// Forget a VM. Its recovery points stay in the vault.
+/// Forget a VM. Its recovery points stay in the vault. A protected VM must be unprotected
+/// first, so no schedule is left pointing at nothing.
 pub async fn remove(backend: &dyn Backend, name: &str) -> Result<()> {
     get(backend, name).await?;
+    if let Some(item) = crate::protection::get(backend, name).await?
+        && item.state == crate::protection::ProtectionState::Protected
+    {
+        return Err(EngineError::Invalid(format!(
+            "VM {name:?} is protected by policy {}; run `vmvault unprotect {name} --retain-data` first",
+            item.policy.as_deref().unwrap_or("?")
+        )));
+    }
     backend.delete(&vm_key(name)).await?;
     backend.flush().await?;
     Ok(())

@@ -499,3 +499,31 @@ async fn the_fifth_on_demand_backup_of_a_day_and_the_ten_thousandth_point_are_re
     prune::prune(&lab.vault, Some("vm"), Timestamp::now(), false).await.unwrap();
     backup(Arc::clone(&lab.vault), "vm", options, Arc::new(NoProgress)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_forgets_job_records_after_ninety_days() {
+    let lab = Lab::new(false).await;
+    let backend = Arc::clone(lab.vault.vault().backend());
+    let job = Job::start(Arc::clone(&backend), Operation::Verify, None, Arc::new(NoProgress)).await.unwrap();
+    job.finish(&Ok::<(), EngineError>(())).await.unwrap();
+    let now = Timestamp::now();
+    prune::prune(&lab.vault, None, now + SignedDuration::from_hours(24 * 89), false).await.unwrap();
+    assert_eq!(jobs::list(backend.as_ref(), None, None).await.unwrap().len(), 1);
+    prune::prune(&lab.vault, None, now + SignedDuration::from_hours(24 * 91), false).await.unwrap();
+    assert!(jobs::list(backend.as_ref(), None, None).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_deletes_nothing_when_a_point_cannot_be_read() {
+    let (lab, _) = shared_blocks_lab().await;
+    let new_point = lab.backup("new").await;
+    let manifest = points::find(&lab.vault, "new", &new_point.point_id).await.unwrap();
+    std::fs::remove_file(lab.path("vault").join(&manifest.disks[0].index)).unwrap();
+    let before = chunk_files(&lab);
+    let err =
+        vault::gc::collect(open_keyless(&lab).await, GcOptions::default()).await.unwrap_err().to_string();
+    assert!(err.contains("cannot tell which chunks") && err.contains(&new_point.point_id), "{err}");
+    assert_eq!(chunk_files(&lab), before, "GC deleted chunks without knowing what is referenced");
+    // And no collection is left claiming the vault.
+    assert!(!lab.path("vault/gc/state.json").exists());
+}

@@ -171,11 +171,18 @@ pub async fn referenced_chunks(vault: &Vault) -> Result<HashSet<ChunkId>> {
             Err(VaultError::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
-        let manifest = Manifest::decode_unverified(&bytes, &object.key)?;
+        let unreadable = |e: VaultError| {
+            VaultError::Invalid(format!(
+                "garbage collection cannot tell which chunks {} uses ({e}); nothing was deleted — run \
+                 `vmvault verify` to see what is damaged",
+                object.key.trim_end_matches(MANIFEST_NAME).trim_end_matches('/')
+            ))
+        };
+        let manifest = Manifest::decode_unverified(&bytes, &object.key).map_err(unreadable)?;
         for disk in &manifest.disks {
             let index = match vault.get_index(&disk.index, Some(&disk.index_digest)).await {
                 Err(VaultError::NotFound { .. }) if backend.head(&object.key).await?.is_none() => continue,
-                other => other?,
+                other => other.map_err(unreadable)?,
             };
             out.extend(index.entries().iter().filter(|id| !id.is_zero()).copied());
         }

@@ -181,9 +181,13 @@ pub async fn run_demo(dir: Option<PathBuf>) -> Result<()> {
 
     // 3. Full backup, scattered writes, incremental backup.
     let progress = crate::progress::for_terminal(false);
-    let full =
-        engine::backup::backup(Arc::clone(&vault), "demo", BackupOptions::default(), Arc::clone(&progress))
-            .await?;
+    let (full, _) = engine::backup::backup_job(
+        Arc::clone(&vault),
+        "demo",
+        BackupOptions::default(),
+        Arc::clone(&progress),
+    )
+    .await?;
     line("full backup", &full);
     let vda_at_full = dir.join("vda-at-full.qcow2");
     std::fs::copy(&vda, &vda_at_full)?;
@@ -197,8 +201,8 @@ pub async fn run_demo(dir: Option<PathBuf>) -> Result<()> {
     run("qemu-io", &io_args)?;
     run("qemu-io", &["-f", "raw", "-c", "write -P 0x62 300M 1M", path_str(&data)?])?;
     println!("  changed            16 x 64 KiB scattered in vda, 1 MiB in data (qemu-io)");
-    let incremental =
-        engine::backup::backup(Arc::clone(&vault), "demo", BackupOptions::default(), progress).await?;
+    let (incremental, _) =
+        engine::backup::backup_job(Arc::clone(&vault), "demo", BackupOptions::default(), progress).await?;
     line("incremental backup", &incremental);
 
     // 4. Restores, proven.
