@@ -1,0 +1,454 @@
+//! Extraction of guest files and trees into a directory of the host, and walks of guest trees.
+//!
+//! The guest filesystem is hostile until proven otherwise, so extraction never writes outside
+//! its target directory:
+//! - names are single path components: empty names, `.`, `..`, and names holding `/` or NUL
+//!   are skipped with a warning;
+//! - every directory written into was created by this extraction (or is the target itself, or
+//!   a real directory already inside it — never a symlink), so no path ever passes through a
+//!   link;
+//! - files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`: an existing name (a duplicate in the
+//!   guest, a symlink planted earlier) is never opened, the entry is skipped with a warning;
+//! - symlinks are created as links, never followed; device nodes, FIFOs and sockets are skipped;
+//! - a directory whose listing equals one of its ancestors' (a hard-linked loop or a cluster
+//!   chain pointing back) is not descended, and walks stop at fixed depth and size budgets.
+//!
+//! A file or directory that cannot be read is reported and skipped; the rest goes on.
+
+use std::ffi::{CString, OsStr};
+use std::fs::{File, OpenOptions};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{GuestError, Result};
+use crate::tree::{Entry, EntryKind, GuestFs, join, show};
+
+/// Deepest directory nesting walked.
+pub const MAX_DEPTH: usize = 256;
+/// Most entries one walk visits.
+pub const MAX_ENTRIES: u64 = 10_000_000;
+
+/// What an extraction did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExtractReport {
+    /// Regular files written.
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// Entries skipped on purpose (unsafe names, duplicates, special files).
+    pub warnings: Vec<String>,
+    /// Files or directories that could not be read or written.
+    pub errors: Vec<String>,
+}
+
+/// Loop detection and budgets of one walk.
+struct Walk {
+    ancestors: Vec<u64>,
+    visited: u64,
+}
+
+impl Walk {
+    fn new() -> Walk {
+        Walk { ancestors: Vec::new(), visited: 0 }
+    }
+
+    /// Enter a directory with this listing; `Err` names why not.
+    fn enter(&mut self, path: &[u8], listing: &[Entry]) -> std::result::Result<(), String> {
+        if self.ancestors.len() >= MAX_DEPTH {
+            return Err(format!("{}: nested deeper than {MAX_DEPTH} directories; not descended", show(path)));
+        }
+        self.visited += listing.len() as u64;
+        if self.visited > MAX_ENTRIES {
+            return Err(format!("{}: more than {MAX_ENTRIES} entries walked; stopped", show(path)));
+        }
+        let print = fingerprint(listing);
+        if !listing.is_empty() && self.ancestors.contains(&print) {
+            return Err(format!(
+                "{}: directory loop (it repeats a directory above it); not descended",
+                show(path)
+            ));
+        }
+        self.ancestors.push(print);
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.ancestors.pop();
+    }
+}
+
+/// What a directory lists, reduced to a number: a directory that reappears below itself lists
+/// the same.
+fn fingerprint(listing: &[Entry]) -> u64 {
+    let mut h = DefaultHasher::new();
+    for e in listing {
+        (&e.name, e.kind as u8, e.size, e.mode, e.uid, e.gid, e.mtime).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// A guest name that is safe as one component of a host path.
+fn safe_name(name: &[u8]) -> Option<&OsStr> {
+    let ok = !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0);
+    ok.then(|| OsStr::from_bytes(name))
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Extract `paths` (files, symlinks or directory trees) into `dest`, which is created if
+/// missing. Each lands in `dest` under its own name; `/` extracts the root's contents.
+pub fn extract(fs: &dyn GuestFs, paths: &[Vec<u8>], dest: &Path) -> Result<ExtractReport> {
+    std::fs::create_dir_all(dest)
+        .map_err(|source| GuestError::Write { path: dest.display().to_string(), source })?;
+    let meta = std::fs::symlink_metadata(dest)
+        .map_err(|source| GuestError::Write { path: dest.display().to_string(), source })?;
+    if !meta.is_dir() {
+        return Err(GuestError::Invalid(format!("{}: not a directory", dest.display())));
+    }
+    let mut report = ExtractReport::default();
+    let mut walk = Walk::new();
+    let root = running_as_root();
+    for path in paths {
+        let entry = match fs.stat(path) {
+            Ok(entry) => entry,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                continue;
+            }
+        };
+        if path.iter().all(|&b| b == b'/') {
+            // The root: its contents go straight into dest.
+            extract_children(fs, path, dest, &mut walk, root, &mut report);
+            continue;
+        }
+        place(fs, path, &entry, dest, &mut walk, root, &mut report);
+    }
+    Ok(report)
+}
+
+fn extract_children(
+    fs: &dyn GuestFs,
+    path: &[u8],
+    host_dir: &Path,
+    walk: &mut Walk,
+    root: bool,
+    report: &mut ExtractReport,
+) {
+    let listing = match fs.list(path) {
+        Ok(listing) => listing,
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return;
+        }
+    };
+    if let Err(why) = walk.enter(path, &listing) {
+        report.errors.push(why);
+        return;
+    }
+    for child in &listing {
+        place(fs, &join(path, &child.name), child, host_dir, walk, root, report);
+    }
+    walk.leave();
+}
+
+/// Put one guest entry into the (trusted) host directory `parent`.
+fn place(
+    fs: &dyn GuestFs,
+    path: &[u8],
+    entry: &Entry,
+    parent: &Path,
+    walk: &mut Walk,
+    root: bool,
+    report: &mut ExtractReport,
+) {
+    let Some(name) = safe_name(&entry.name) else {
+        report.warnings.push(format!("{}: unsafe name {:?}, skipped", show(path), entry.display_name()));
+        return;
+    };
+    let target = parent.join(name);
+    match entry.kind {
+        EntryKind::Dir => {
+            match std::fs::create_dir(&target) {
+                Ok(()) => report.dirs += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let real_dir = std::fs::symlink_metadata(&target).map(|m| m.is_dir()).unwrap_or(false);
+                    if !real_dir {
+                        report
+                            .warnings
+                            .push(format!("{}: a non-directory of that name exists, skipped", show(path)));
+                        return;
+                    }
+                }
+                Err(e) => {
+                    report.errors.push(format!("{}: {e}", target.display()));
+                    return;
+                }
+            }
+            // Writable by us while we fill it; its own mode is set afterwards.
+            let _ = std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700));
+            extract_children(fs, path, &target, walk, root, report);
+            finish_metadata(&target, entry, root, report);
+        }
+        EntryKind::File => {
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(&target);
+            let mut file = match file {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    report.warnings.push(format!("{}: duplicate name, skipped", show(path)));
+                    return;
+                }
+                Err(e) => {
+                    report.errors.push(format!("{}: {e}", target.display()));
+                    return;
+                }
+            };
+            match fs.read_file(path, &mut file) {
+                Ok(n) => {
+                    report.files += 1;
+                    report.bytes += n;
+                    set_file_times(&file, entry);
+                    drop(file);
+                    finish_metadata(&target, entry, root, report);
+                }
+                Err(e) => {
+                    drop(file);
+                    let _ = std::fs::remove_file(&target);
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+        EntryKind::Symlink => {
+            let link = match fs.read_link(path) {
+                Ok(link) => link,
+                Err(e) => {
+                    report.errors.push(e.to_string());
+                    return;
+                }
+            };
+            if link.contains(&0) {
+                report.warnings.push(format!("{}: symlink target holds NUL, skipped", show(path)));
+                return;
+            }
+            match std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target) {
+                Ok(()) => {
+                    report.symlinks += 1;
+                    finish_metadata(&target, entry, root, report);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    report.warnings.push(format!("{}: duplicate name, skipped", show(path)));
+                }
+                Err(e) => report.errors.push(format!("{}: {e}", target.display())),
+            }
+        }
+        EntryKind::Special => {
+            report.warnings.push(format!("{}: device node, FIFO or socket, skipped", show(path)));
+        }
+    }
+}
+
+fn set_file_times(file: &File, entry: &Entry) {
+    if let Some(t) = entry.mtime.and_then(to_system_time) {
+        let _ = file.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t));
+    }
+}
+
+fn to_system_time((secs, nanos): (i64, u32)) -> Option<std::time::SystemTime> {
+    let base = std::time::UNIX_EPOCH;
+    let nanos = std::time::Duration::new(0, nanos.min(999_999_999));
+    if secs >= 0 {
+        base.checked_add(std::time::Duration::from_secs(secs as u64))?.checked_add(nanos)
+    } else {
+        base.checked_sub(std::time::Duration::from_secs(secs.unsigned_abs()))?.checked_add(nanos)
+    }
+}
+
+/// Owner (as root), permission bits (not setuid/setgid) and mtime, without following links.
+fn finish_metadata(target: &Path, entry: &Entry, root: bool, report: &mut ExtractReport) {
+    if root
+        && let (Some(uid), Some(gid)) = (entry.uid, entry.gid)
+        && let Err(e) = std::os::unix::fs::lchown(target, Some(uid), Some(gid))
+    {
+        report.warnings.push(format!("{}: owner not set: {e}", target.display()));
+    }
+    if entry.kind != EntryKind::Symlink {
+        let mode = entry.mode & 0o1777;
+        let _ = std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode));
+    }
+    if let Some((secs, nanos)) = entry.mtime {
+        set_times_nofollow(target, secs, nanos);
+    }
+}
+
+fn set_times_nofollow(target: &Path, secs: i64, nanos: u32) {
+    let Ok(c_path) = CString::new(target.as_os_str().as_bytes()) else { return };
+    let t = libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: i64::from(nanos.min(999_999_999)) as _ };
+    let times = [t, t];
+    // SAFETY: c_path is a valid NUL-terminated string and times points at two timespecs.
+    unsafe {
+        libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW);
+    }
+}
+
+/// One match of [`find`].
+#[derive(Clone, Debug, Serialize)]
+pub struct Found {
+    /// Guest path.
+    pub path: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Every entry under `start` whose name matches the glob `pattern` (`*`, `?`, `[…]`).
+/// Unreadable directories and loops are reported in the second list.
+pub fn find(fs: &dyn GuestFs, start: &[u8], pattern: &str) -> (Vec<Found>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    let mut walk = Walk::new();
+    find_in(fs, start, pattern.as_bytes(), &mut walk, &mut found, &mut problems);
+    (found, problems)
+}
+
+fn find_in(
+    fs: &dyn GuestFs,
+    dir: &[u8],
+    pattern: &[u8],
+    walk: &mut Walk,
+    found: &mut Vec<Found>,
+    problems: &mut Vec<String>,
+) {
+    let listing = match fs.list(dir) {
+        Ok(listing) => listing,
+        Err(e) => {
+            problems.push(e.to_string());
+            return;
+        }
+    };
+    if let Err(why) = walk.enter(dir, &listing) {
+        problems.push(why);
+        return;
+    }
+    for entry in &listing {
+        let path = join(dir, &entry.name);
+        if glob(pattern, &entry.name) {
+            found.push(Found { path: show(&path), kind: entry.kind, size: entry.size });
+        }
+        if entry.kind == EntryKind::Dir && safe_name(&entry.name).is_some() {
+            find_in(fs, &path, pattern, walk, found, problems);
+        }
+    }
+    walk.leave();
+}
+
+/// Shell-style glob over bytes: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
+pub fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let (mut star_p, mut star_n) = (None, 0);
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star_p = Some(p);
+                star_n = n;
+                p += 1;
+                continue;
+            }
+            Some(b'?') => {
+                p += 1;
+                n += 1;
+                continue;
+            }
+            Some(b'[') => {
+                if let Some((matched, len)) = class(&pattern[p..], name[n])
+                    && matched
+                {
+                    p += len;
+                    n += 1;
+                    continue;
+                }
+            }
+            Some(&c) if c == name[n] => {
+                p += 1;
+                n += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match star_p {
+            Some(sp) => {
+                p = sp + 1;
+                star_n += 1;
+                n = star_n;
+            }
+            None => return false,
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+/// Match one byte against a `[...]` class at the start of `pattern`: (matched, class length).
+fn class(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
+    let end = pattern.iter().skip(2).position(|&b| b == b']')? + 2;
+    let body = &pattern[1..end];
+    let (negate, body) = match body.first() {
+        Some(b'!') | Some(b'^') => (true, &body[1..]),
+        _ => (false, body),
+    };
+    let mut matched = false;
+    let mut i = 0;
+    while i < body.len() {
+        if i + 2 < body.len() && body[i + 1] == b'-' {
+            matched |= (body[i]..=body[i + 2]).contains(&c);
+            i += 3;
+        } else {
+            matched |= body[i] == c;
+            i += 1;
+        }
+    }
+    Some((matched != negate, end + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_a_shell() {
+        for (p, n, want) in [
+            ("*.conf", "resolv.conf", true),
+            ("*.conf", "resolv.conf.bak", false),
+            ("host?", "hosts", true),
+            ("[a-c]*", "bash", true),
+            ("[!a-c]*", "bash", false),
+            ("*", "", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+        ] {
+            assert_eq!(glob(p.as_bytes(), n.as_bytes()), want, "{p} vs {n}");
+        }
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        for bad in [&b""[..], b".", b"..", b"a/b", b"x\0y"] {
+            assert!(safe_name(bad).is_none(), "{bad:?}");
+        }
+        assert!(safe_name(b"..hidden").is_some());
+    }
+}

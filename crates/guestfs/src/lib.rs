@@ -1,0 +1,37 @@
+//! Partition tables and read-only guest filesystems over any random-access block reader, and
+//! extraction of guest files that never writes outside its target directory.
+//!
+//! A backed-up disk is untrusted input: every structure read here may be hostile. Parsers
+//! check bounds before they index, errors name the file or directory they concern, and the
+//! third-party filesystem readers run behind [`guard`], so a panic in one of them becomes an
+//! error for that file, not a crash. Directory walks detect loops and stop at fixed budgets.
+//!
+//! The crate knows nothing of vaults or disk images: callers hand it a [`BlockReader`].
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod detect;
+pub mod error;
+pub mod ext;
+pub mod extract;
+pub mod fat;
+pub mod ntfs;
+pub mod partition;
+pub mod reader;
+pub mod tree;
+
+pub use detect::{FsKind, Volume, open_volume, volumes};
+pub use error::{GuestError, Result};
+pub use reader::{BlockReader, Slice};
+pub use tree::{Entry, EntryKind, GuestFs};
+
+/// Run a third-party parser, turning a panic into an error about `what`.
+pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(_) => Err(GuestError::Corrupt {
+            what: what.to_string(),
+            reason: "the filesystem reader gave up on malformed data".into(),
+        }),
+    }
+}

@@ -1,0 +1,112 @@
+//! What every guest filesystem offers: list a directory, look at an entry without following
+//! it, read a symlink's target, copy a file's bytes. Paths are absolute byte strings
+//! (`/etc/hosts`): guest names need not be UTF-8.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// What an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A device node, FIFO or socket.
+    Special,
+}
+
+/// One directory entry with its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its name within its directory (raw bytes).
+    pub name: Vec<u8>,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Size in bytes (files, symlink targets).
+    pub size: u64,
+    /// Unix permission bits and type (ext); synthesised for FAT and NTFS.
+    pub mode: u32,
+    /// Owner, where the filesystem has one.
+    pub uid: Option<u32>,
+    /// Group, where the filesystem has one.
+    pub gid: Option<u32>,
+    /// Modification time: seconds and nanoseconds since the Unix epoch.
+    pub mtime: Option<(i64, u32)>,
+}
+
+impl Entry {
+    /// The name for people (invalid UTF-8 shown as U+FFFD).
+    pub fn display_name(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// A read-only guest filesystem.
+pub trait GuestFs {
+    /// `ext4`, `vfat`, `ntfs`.
+    fn kind(&self) -> &'static str;
+    /// Volume label, if it has one.
+    fn label(&self) -> Option<String>;
+    /// The entries of the directory at `path` (without `.` and `..`).
+    fn list(&self, path: &[u8]) -> Result<Vec<Entry>>;
+    /// The entry at `path`, not following a final symlink.
+    fn stat(&self, path: &[u8]) -> Result<Entry>;
+    /// Where the symlink at `path` points.
+    fn read_link(&self, path: &[u8]) -> Result<Vec<u8>>;
+    /// Copy the regular file at `path` to `out`; returns the bytes written.
+    fn read_file(&self, path: &[u8], out: &mut dyn Write) -> Result<u64>;
+}
+
+/// `dir` + `/` + `name`.
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = dir.to_vec();
+    if !out.ends_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
+/// A path as given by an operator, made absolute and stripped of empty and `.` parts.
+/// `..` is refused: a guest path never climbs.
+pub fn normalize(path: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(crate::GuestError::Invalid(format!(
+                    "{path:?}: `..` is not allowed in a guest path"
+                )));
+            }
+            name => {
+                out.push(b'/');
+                out.extend_from_slice(name.as_bytes());
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    Ok(out)
+}
+
+/// The last component of a path (`/` for the root).
+pub fn base_name(path: &[u8]) -> Vec<u8> {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) if i + 1 < path.len() => path[i + 1..].to_vec(),
+        _ => b"/".to_vec(),
+    }
+}
+
+/// Display a guest path.
+pub fn show(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
