@@ -12,6 +12,9 @@ pub enum EngineError {
     #[error(transparent)]
     Disk(#[from] DiskError),
 
+    #[error(transparent)]
+    Guest(#[from] guestfs::GuestError),
+
     #[error("VM {0:?} is not registered; see `vmvault vm list`, or register it with `vmvault vm add`")]
     NoSuchVm(String),
 
