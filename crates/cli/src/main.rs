@@ -166,6 +166,9 @@ enum Command {
     /// Show, wait for or cancel one job.
     #[command(subcommand)]
     Job(commands::jobs::JobCommand),
+    /// Browse and extract files of a recovery point without restoring its disk.
+    #[command(subcommand)]
+    Files(commands::files::FilesCommand),
     /// Run scheduled backups and the daily cleanup until interrupted.
     Serve {
         /// Time of the daily cleanup (retention, purge, GC), UTC.
@@ -222,6 +225,7 @@ fn main() -> ExitCode {
                     commands::jobs::list(&context, vm.as_deref(), status.as_deref(), json).await
                 }
                 Command::Job(cmd) => commands::jobs::run(&context, cmd).await,
+                Command::Files(cmd) => commands::files::run(&context, cmd).await,
                 Command::Serve { cleanup_at } => commands::maintenance::serve(&context, &cleanup_at).await,
             }
         })

@@ -65,7 +65,9 @@ impl PointReader {
         let id = self.index.entries()[block];
         let data = self.handle.block_on(self.vault.get_chunk(&id)).map_err(std::io::Error::other)?;
         if data.len() as u64 != self.index.block_len(block) {
-            return Err(std::io::Error::other(format!("chunk {id}: length differs from its place in the index")));
+            return Err(std::io::Error::other(format!(
+                "chunk {id}: length differs from its place in the index"
+            )));
         }
         self.fetched.fetch_add(1, Ordering::Relaxed);
         let data = Arc::new(data);
@@ -84,7 +86,10 @@ impl BlockReader for PointReader {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let chunk = u64::from(self.index.chunk_size());
         if offset.checked_add(buf.len() as u64).is_none_or(|end| end > self.size()) {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the disk"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "read past the end of the disk",
+            ));
         }
         let mut done = 0usize;
         while done < buf.len() {
@@ -116,15 +121,18 @@ pub struct PointDisk {
 
 impl PointDisk {
     /// Open disk `label` (default: the point's first) of point `point` (`latest` allowed) of `vm`.
-    pub async fn open(vault: Arc<UnlockedVault>, vm: &str, point: &str, label: Option<&str>) -> Result<PointDisk> {
+    pub async fn open(
+        vault: Arc<UnlockedVault>,
+        vm: &str,
+        point: &str,
+        label: Option<&str>,
+    ) -> Result<PointDisk> {
         let manifest = points::find(&vault, vm, point).await?;
         let label = match label {
             Some(l) => l.to_string(),
-            None => manifest
-                .disks
-                .first()
-                .map(|d| d.label.clone())
-                .ok_or_else(|| EngineError::Invalid(format!("point {} of VM {vm:?} holds no disk", manifest.point_id)))?,
+            None => manifest.disks.first().map(|d| d.label.clone()).ok_or_else(|| {
+                EngineError::Invalid(format!("point {} of VM {vm:?} holds no disk", manifest.point_id))
+            })?,
         };
         let reader = Arc::new(PointReader::open(vault, &manifest, &label).await?);
         Ok(PointDisk { manifest, label, reader })

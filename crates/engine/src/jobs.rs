@@ -41,6 +41,8 @@ pub enum Operation {
     Backup,
     /// A restore of disks or a VM.
     Restore,
+    /// Files extracted from a recovery point.
+    FileRestore,
     /// Retention and purge.
     Prune,
     /// Garbage collection.

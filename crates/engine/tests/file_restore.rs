@@ -40,7 +40,18 @@ async fn listing_the_root_of_a_large_disk_reads_a_few_chunks_and_files_come_back
     sfdisk(&image, "label: gpt\nstart=2048, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n");
     sh(
         "mkfs.ext4",
-        &["-F", "-q", "-L", "rootfs", "-d", src.to_str().unwrap(), "-E", "offset=1048576", image.to_str().unwrap(), "2500M"],
+        &[
+            "-F",
+            "-q",
+            "-L",
+            "rootfs",
+            "-d",
+            src.to_str().unwrap(),
+            "-E",
+            "offset=1048576",
+            image.to_str().unwrap(),
+            "2500M",
+        ],
     );
     lab.register("db01", &[("vda", &image)]).await;
     let point = lab.backup("db01").await;
@@ -77,6 +88,9 @@ async fn listing_the_root_of_a_large_disk_reads_a_few_chunks_and_files_come_back
     .unwrap();
     assert!(report.errors.is_empty() && report.warnings.is_empty(), "{report:?}");
     assert_eq!(std::fs::read(dest.join("home/ana/photo.raw")).unwrap(), photo);
-    assert_eq!(std::fs::read(dest.join("etc/ssh/sshd_config")).unwrap(), std::fs::read(src.join("etc/ssh/sshd_config")).unwrap());
+    assert_eq!(
+        std::fs::read(dest.join("etc/ssh/sshd_config")).unwrap(),
+        std::fs::read(src.join("etc/ssh/sshd_config")).unwrap()
+    );
     assert_eq!(std::fs::read_link(dest.join("home/ana/latest")).unwrap(), Path::new("photo.raw"));
 }

@@ -107,9 +107,7 @@ pub async fn run_verify(
         }
     })
     .await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    crate::commands::emit(json, &report, |report| {
         println!(
             "Checked {} points, {} chunks ({} read){}. Job {}.",
             report.points,
@@ -131,7 +129,7 @@ pub async fn run_verify(
                 );
             }
         }
-    }
+    })?;
     if !report.damage.is_empty() {
         bail!(
             "{} damaged objects affect points {}; restore those points elsewhere or back up again",

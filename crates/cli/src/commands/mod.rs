@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod demo;
+pub mod files;
 pub mod jobs;
 pub mod key;
 pub mod maintenance;
@@ -37,4 +38,14 @@ pub async fn unlock(context: &Context) -> Result<UnlockedVault> {
     };
     let passphrase = secret::current(context.passphrase_file.as_deref()).passphrase(false)?;
     Ok(vault.unlock(&passphrase).await?)
+}
+
+/// Print `value` as pretty JSON when `json` is set, else run `text` to print it for people.
+pub fn emit<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        text(value);
+    }
+    Ok(())
 }

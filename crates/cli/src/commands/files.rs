@@ -1,0 +1,294 @@
+//! `vmvault files parts|ls|get|cat|find`: single files out of a recovery point, read in
+//! process from the vault without restoring the disk.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use engine::files::PointDisk;
+use engine::jobs::{Operation, run_job};
+use guestfs::tree::{Entry, EntryKind, normalize, show};
+
+use crate::Context;
+use crate::commands::vault::human_bytes;
+
+/// Which disk of which point, and which partition.
+#[derive(Args, Clone)]
+pub struct Source {
+    /// The VM.
+    name: String,
+    /// Recovery point id, or `latest`.
+    #[arg(long, default_value = "latest")]
+    point: String,
+    /// Disk label (default: the point's first disk).
+    #[arg(long)]
+    disk: Option<String>,
+    /// Partition number as `files parts` shows it (default: the largest readable filesystem).
+    #[arg(long)]
+    partition: Option<u32>,
+}
+
+#[derive(Subcommand)]
+pub enum FilesCommand {
+    /// List the partitions and filesystems of a disk in a point.
+    Parts {
+        #[command(flatten)]
+        source: Source,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory.
+    Ls {
+        #[command(flatten)]
+        source: Source,
+        /// Guest path (default `/`).
+        #[arg(default_value = "/")]
+        path: String,
+        /// Mode, owner, size and time too.
+        #[arg(long, short = 'l')]
+        long: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extract files and directory trees into DIR (never writing outside it).
+    Get {
+        #[command(flatten)]
+        source: Source,
+        /// Guest paths.
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Where to put them (created if missing).
+        #[arg(long)]
+        to: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one file to standard output.
+    Cat {
+        #[command(flatten)]
+        source: Source,
+        /// Guest path.
+        path: String,
+    },
+    /// Find entries whose name matches a glob (`*`, `?`, `[…]`).
+    Find {
+        #[command(flatten)]
+        source: Source,
+        /// Where to start (default `/`).
+        #[arg(default_value = "/")]
+        path: String,
+        /// Name pattern.
+        #[arg(long = "name", id = "pattern")]
+        pattern: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl FilesCommand {
+    fn source(&self) -> &Source {
+        match self {
+            FilesCommand::Parts { source, .. }
+            | FilesCommand::Ls { source, .. }
+            | FilesCommand::Get { source, .. }
+            | FilesCommand::Cat { source, .. }
+            | FilesCommand::Find { source, .. } => source,
+        }
+    }
+}
+
+pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
+    let vault = Arc::new(crate::commands::unlock(context).await?);
+    let source = command.source().clone();
+    let backend = Arc::clone(vault.vault().backend());
+    let item = engine::protection::get(backend.as_ref(), &source.name).await?;
+    engine::protection::check_not_soft_deleted(item.as_ref(), &source.name)?;
+    let disk =
+        PointDisk::open(Arc::clone(&vault), &source.name, &source.point, source.disk.as_deref()).await?;
+    if let FilesCommand::Get { paths, to, json, .. } = command {
+        let (report, job) = run_job(
+            backend,
+            Operation::FileRestore,
+            Some(&source.name),
+            Arc::new(engine::NoProgress),
+            |job| async move {
+                job.set_point(&disk.manifest.point_id);
+                let report = tokio::task::spawn_blocking(move || -> engine::Result<_> {
+                    let (_, fs) = disk.filesystem(source.partition)?;
+                    let paths = paths.iter().map(|p| normalize(p)).collect::<guestfs::Result<Vec<_>>>()?;
+                    Ok(guestfs::extract::extract(fs.as_ref(), &paths, &to)?)
+                })
+                .await
+                .map_err(|e| engine::EngineError::Invalid(format!("file restore worker failed: {e}")))??;
+                report.warnings.iter().for_each(|w| job.warn(w.clone()));
+                report.errors.iter().for_each(|e| job.warn(e.clone()));
+                Ok(report)
+            },
+        )
+        .await?;
+        crate::commands::emit(json, &report, |report| {
+            println!(
+                "Extracted {} files, {} directories, {} symlinks ({}). Job {}.",
+                report.files,
+                report.dirs,
+                report.symlinks,
+                human_bytes(report.bytes),
+                job.id
+            );
+            for w in &report.warnings {
+                println!("  skipped: {w}");
+            }
+            for e in &report.errors {
+                println!("  failed:  {e}");
+            }
+        })?;
+        if !report.errors.is_empty() {
+            bail!(
+                "{} entries could not be extracted (listed above); the rest is in place",
+                report.errors.len()
+            );
+        }
+        return Ok(());
+    }
+    tokio::task::spawn_blocking(move || browse(&disk, command)).await?
+}
+
+/// The read-only commands, on a blocking thread.
+fn browse(disk: &PointDisk, command: FilesCommand) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        FilesCommand::Parts { json, .. } => {
+            let (table, volumes) = disk.volumes()?;
+            if json {
+                let value = serde_json::json!({ "table": table, "volumes": volumes });
+                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "Disk {} of point {}: {} partition table",
+                disk.label,
+                disk.manifest.point_id,
+                serde_json::to_value(table)?.as_str().unwrap_or("?")
+            )?;
+            writeln!(
+                out,
+                "{:>4} {:>12} {:>10} {:<22} {:<10} {:<8} LABEL",
+                "PART", "START", "SIZE", "TYPE", "NAME", "FS"
+            )?;
+            for v in volumes {
+                writeln!(
+                    out,
+                    "{:>4} {:>12} {:>10} {:<22} {:<10} {:<8} {}",
+                    v.number,
+                    v.start,
+                    human_bytes(v.size),
+                    v.part_type.as_deref().unwrap_or("-"),
+                    v.part_name.as_deref().unwrap_or("-"),
+                    serde_json::to_value(v.fs)?.as_str().unwrap_or("?"),
+                    v.label.as_deref().unwrap_or("-")
+                )?;
+            }
+        }
+        FilesCommand::Ls { source, path, long, json } => {
+            let (_, fs) = disk.filesystem(source.partition)?;
+            let path = normalize(&path)?;
+            let entry = fs.stat(&path)?;
+            let mut entries = if entry.kind == EntryKind::Dir { fs.list(&path)? } else { vec![entry] };
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                let list: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+            } else {
+                for e in &entries {
+                    if long {
+                        writeln!(out, "{}", long_line(e))?;
+                    } else {
+                        writeln!(
+                            out,
+                            "{}{}",
+                            e.display_name(),
+                            if e.kind == EntryKind::Dir { "/" } else { "" }
+                        )?;
+                    }
+                }
+            }
+        }
+        FilesCommand::Cat { source, path } => {
+            let (_, fs) = disk.filesystem(source.partition)?;
+            let path = normalize(&path)?;
+            let entry = fs.stat(&path)?;
+            if entry.kind != EntryKind::File {
+                bail!("{}: not a regular file", show(&path));
+            }
+            fs.read_file(&path, &mut out)?;
+        }
+        FilesCommand::Find { source, path, pattern, json } => {
+            let (_, fs) = disk.filesystem(source.partition)?;
+            let (found, problems) = guestfs::extract::find(fs.as_ref(), &normalize(&path)?, &pattern);
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&found)?)?;
+            } else {
+                for f in &found {
+                    writeln!(out, "{}", f.path)?;
+                }
+            }
+            for p in &problems {
+                eprintln!("vmvault: warning: {p}");
+            }
+        }
+        FilesCommand::Get { .. } => {}
+    }
+    Ok(())
+}
+
+fn entry_json(e: &Entry) -> serde_json::Value {
+    serde_json::json!({
+        "name": e.display_name(),
+        "kind": e.kind,
+        "size": e.size,
+        "mode": format!("{:o}", e.mode & 0o7777),
+        "uid": e.uid,
+        "gid": e.gid,
+        "mtime": e.mtime.and_then(|(s, n)| jiff::Timestamp::new(s, n as i32).ok()).map(|t| t.to_string()),
+    })
+}
+
+fn long_line(e: &Entry) -> String {
+    let kind = match e.kind {
+        EntryKind::Dir => 'd',
+        EntryKind::Symlink => 'l',
+        EntryKind::File => '-',
+        EntryKind::Special => '?',
+    };
+    let bits = e.mode & 0o777;
+    let rwx: String = (0..9)
+        .map(|i| {
+            let on = bits & (0o400 >> i) != 0;
+            match (on, i % 3) {
+                (false, _) => '-',
+                (true, 0) => 'r',
+                (true, 1) => 'w',
+                (true, _) => 'x',
+            }
+        })
+        .collect();
+    let time = e
+        .mtime
+        .and_then(|(s, n)| jiff::Timestamp::new(s, n as i32).ok())
+        .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "{kind}{rwx} {:>5} {:>5} {:>12} {time} {}",
+        e.uid.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+        e.gid.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+        e.size,
+        e.display_name()
+    )
+}
