@@ -169,6 +169,20 @@ enum Command {
     /// Browse and extract files of a recovery point without restoring its disk.
     #[command(subcommand)]
     Files(commands::files::FilesCommand),
+    /// Serve a disk of a recovery point read-only over NBD (instant restore) until interrupted.
+    Mount {
+        /// The VM.
+        name: String,
+        /// Recovery point id, or `latest`.
+        #[arg(long, default_value = "latest")]
+        point: String,
+        /// Disk label (default: the point's first disk).
+        #[arg(long)]
+        disk: Option<String>,
+        /// Where to listen: unix:PATH or tcp:127.0.0.1:PORT.
+        #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT")]
+        nbd: String,
+    },
     /// Run scheduled backups and the daily cleanup until interrupted.
     Serve {
         /// Time of the daily cleanup (retention, purge, GC), UTC.
@@ -190,7 +204,7 @@ fn main() -> ExitCode {
     let result = location::Location::resolve(cli.vault.as_deref()).and_then(|location| {
         let context = Context { location, passphrase_file: cli.passphrase_file };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(async {
+        let result = runtime.block_on(async {
             match cli.command {
                 Command::Demo { dir } => commands::demo::run_demo(dir).await,
                 Command::Vault(cmd) => commands::vault::run(&context, cmd).await,
@@ -226,9 +240,15 @@ fn main() -> ExitCode {
                 }
                 Command::Job(cmd) => commands::jobs::run(&context, cmd).await,
                 Command::Files(cmd) => commands::files::run(&context, cmd).await,
+                Command::Mount { name, point, disk, nbd } => {
+                    commands::files::mount(&context, &name, &point, disk.as_deref(), &nbd).await
+                }
                 Command::Serve { cleanup_at } => commands::maintenance::serve(&context, &cleanup_at).await,
             }
-        })
+        });
+        // Threads blocked in I/O (an NBD listener) must not keep the process alive.
+        runtime.shutdown_background();
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -105,3 +105,110 @@ fn files_parts_ls_cat_find_and_get_read_a_point_without_restoring_it() {
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("/etc/shadow") && err.contains("no such file"), "{err}");
 }
+
+fn wait_for_socket(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(path).is_err() {
+        assert!(std::time::Instant::now() < deadline, "vmvault mount never listened on {}", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn qemu_img(args: &[&str]) -> String {
+    let out = Command::new("qemu-img").args(args).output().unwrap();
+    assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn mount_serves_a_point_over_nbd_to_qemu_tools_and_an_overlay() {
+    let lab = Lab { dir: tempfile::tempdir().unwrap() };
+    lab.ok(&["vault", "init"]);
+    let img = lab.path("app.raw");
+    sh("truncate", &["-s", "48M", s(&img)], None);
+    for (pattern, at) in [(0x11, "0"), (0x22, "4M"), (0x33, "20M"), (0x44, "44M")] {
+        sh("qemu-io", &["-f", "raw", "-c", &format!("write -P {pattern} {at} 4M"), s(&img)], None);
+    }
+    lab.ok(&["vm", "add", "app", "--disk", &format!("vda={}", img.display())]);
+    lab.ok(&["backup", "app"]);
+
+    let sock = lab.path("nbd.sock");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_vmvault"))
+        .args(["mount", "app", "--point", "latest", "--nbd", &format!("unix:{}", sock.display())])
+        .env("VMVAULT_VAULT", lab.path("vault"))
+        .env("VMVAULT_PASSPHRASE", "files passphrase")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_socket(&sock);
+    let uri = format!("nbd+unix:///?socket={}", sock.display());
+
+    assert!(qemu_img(&["info", &uri]).contains("48 MiB"));
+    assert_eq!(
+        qemu_img(&["compare", "-f", "raw", "-F", "raw", &uri, s(&img)]).trim(),
+        "Images are identical."
+    );
+    // Zero chunks are reported as holes (BLOCK_STATUS base:allocation).
+    let map: serde_json::Value =
+        serde_json::from_str(&qemu_img(&["map", "--output=json", "-f", "raw", &uri])).unwrap();
+    let zeros: u64 = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["zero"] == true)
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum();
+    assert_eq!(zeros, 32 << 20, "{map}");
+    // convert reads it whole.
+    let copy = lab.path("copy.qcow2");
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", &uri, s(&copy)]);
+    assert_eq!(qemu_img(&["compare", "-F", "raw", s(&copy), s(&img)]).trim(), "Images are identical.");
+    // qemu-nbd re-exports it.
+    let sock2 = lab.path("re.sock");
+    sh("qemu-nbd", &["-r", "-f", "raw", "--fork", "-k", s(&sock2), &uri], None);
+    let uri2 = format!("nbd+unix:///?socket={}", sock2.display());
+    assert_eq!(
+        qemu_img(&["compare", "-f", "raw", "-F", "raw", &uri2, s(&img)]).trim(),
+        "Images are identical."
+    );
+    // A qcow2 overlay on it is writable: how a VM boots from a backup at once.
+    let overlay = lab.path("overlay.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-F", "raw", "-b", &uri, s(&overlay)]);
+    sh("qemu-io", &["-f", "qcow2", "-c", "write -P 0x99 4M 64k", s(&overlay)], None);
+    sh(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "read -P 0x99 4M 64k", "-c", "read -P 0x22 5M 1M", s(&overlay)],
+        None,
+    );
+    // Writes to the export itself are refused.
+    let write = Command::new("qemu-io").args(["-f", "raw", "-c", "write 0 4k", &uri]).output().unwrap();
+    assert!(!write.status.success() || String::from_utf8_lossy(&write.stdout).contains("failed"));
+
+    unsafe {
+        libc::kill(server.id() as i32, libc::SIGTERM);
+    }
+    server.wait().unwrap();
+    assert!(!sock.exists(), "the socket was left behind");
+
+    // Loopback TCP works the same.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_vmvault"))
+        .args(["mount", "app", "--nbd", &format!("tcp:127.0.0.1:{port}")])
+        .env("VMVAULT_VAULT", lab.path("vault"))
+        .env("VMVAULT_PASSPHRASE", "files passphrase")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no TCP listener");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let tcp = format!("nbd://127.0.0.1:{port}");
+    assert_eq!(
+        qemu_img(&["compare", "-f", "raw", "-F", "raw", &tcp, s(&img)]).trim(),
+        "Images are identical."
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

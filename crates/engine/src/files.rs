@@ -109,6 +109,26 @@ impl BlockReader for PointReader {
     }
 }
 
+/// A point's disk served over NBD (`vmvault mount`): zero chunks are reported as holes.
+impl disk::nbd::server::ExportSource for PointReader {
+    fn size(&self) -> u64 {
+        self.index.disk_size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        BlockReader::read_at(self, offset, buf)
+    }
+
+    fn granularity(&self) -> u64 {
+        u64::from(self.index.chunk_size())
+    }
+
+    fn is_zero(&self, offset: u64) -> bool {
+        let block = (offset / u64::from(self.index.chunk_size())) as usize;
+        self.index.entries().get(block).is_none_or(|id| id.is_zero())
+    }
+}
+
 /// A disk of a point opened for browsing: its volumes and the reader under them.
 pub struct PointDisk {
     /// The point.

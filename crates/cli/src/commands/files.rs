@@ -292,3 +292,51 @@ fn long_line(e: &Entry) -> String {
         e.display_name()
     )
 }
+
+/// `vmvault mount NAME --point ID [--disk L] --nbd unix:PATH|tcp:HOST:PORT`: serve a disk of a
+/// point read-only over NBD until interrupted.
+pub async fn mount(context: &Context, vm: &str, point: &str, disk: Option<&str>, nbd: &str) -> Result<()> {
+    use disk::nbd::server::{ExportSource, Listen, serve};
+    let Some(listen) = Listen::parse(nbd) else {
+        bail!("--nbd {nbd:?}: say unix:PATH or tcp:127.0.0.1:PORT");
+    };
+    if let Listen::Tcp(addr) = &listen
+        && !(addr.starts_with("127.") || addr.starts_with("[::1]") || addr.starts_with("localhost:"))
+    {
+        eprintln!(
+            "vmvault: warning: {addr} is not a loopback address; NBD has no authentication, anyone who can reach it reads the disk"
+        );
+    }
+    let vault = Arc::new(crate::commands::unlock(context).await?);
+    let item = engine::protection::get(vault.vault().backend().as_ref(), vm).await?;
+    engine::protection::check_not_soft_deleted(item.as_ref(), vm)?;
+    let disk = PointDisk::open(Arc::clone(&vault), vm, point, disk).await?;
+    let uri = match &listen {
+        Listen::Unix(path) => format!("nbd+unix:///?socket={}", path.display()),
+        Listen::Tcp(addr) => format!("nbd://{addr}"),
+    };
+    let socket = match &listen {
+        Listen::Unix(path) => Some(path.clone()),
+        Listen::Tcp(_) => None,
+    };
+    let (label, point_id) = (disk.label.clone(), disk.manifest.point_id.clone());
+    let source: Arc<dyn ExportSource> = disk.reader;
+    let server = tokio::task::spawn_blocking(move || {
+        serve(&listen, &label, source, || {
+            eprintln!(
+                "vmvault: serving disk {label} of point {point_id} read-only at {uri} until interrupted \
+                 (e.g. qemu-img create -f qcow2 -F raw -b '{uri}' overlay.qcow2)"
+            )
+        })
+    });
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        result = server => result.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+    };
+    if let Some(path) = socket {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}

@@ -1,7 +1,8 @@
-//! The NBD protocol: vmvault's own client (and, later, server).
+//! The NBD protocol: vmvault's own client and read-only server.
 
 pub mod client;
 pub mod proto;
+pub mod server;
 pub mod source;
 
 pub use client::{NbdClient, StatusExtent};

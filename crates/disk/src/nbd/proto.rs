@@ -23,6 +23,8 @@ pub const CLIENT_FIXED_NEWSTYLE: u32 = 1;
 /// Client flag: no zeroes.
 pub const CLIENT_NO_ZEROES: u32 = 2;
 
+/// Option: select an export the old way (no option reply; straight to transmission).
+pub const OPT_EXPORT_NAME: u32 = 1;
 /// Option: end the handshake without an export.
 pub const OPT_ABORT: u32 = 2;
 /// Option: list exports.
