@@ -3,13 +3,88 @@
 
 mod common;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
 use engine::files::PointDisk;
 use guestfs::detect::FsKind;
-use guestfs::extract::extract;
+use guestfs::extract::{extract, find};
+use guestfs::partition::TableKind;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Open a disk of the latest point of `vm` and run `f` on it on a blocking thread.
+async fn with_disk<R: Send + 'static>(
+    lab: &Lab,
+    vm: &str,
+    label: &str,
+    f: impl FnOnce(PointDisk) -> R + Send + 'static,
+) -> R {
+    let disk = PointDisk::open(Arc::clone(&lab.vault), vm, "latest", Some(label)).await.unwrap();
+    tokio::task::spawn_blocking(move || f(disk)).await.unwrap()
+}
+
+/// A source tree with nested directories, modes, fixed mtimes and symlinks.
+fn source_tree(root: &Path) -> PathBuf {
+    let src = root.join("src");
+    std::fs::create_dir_all(src.join("etc/app/conf.d")).unwrap();
+    std::fs::create_dir_all(src.join("var/log")).unwrap();
+    std::fs::write(src.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    std::fs::write(src.join("etc/app/conf.d/main.conf"), "answer = 42\n".repeat(1000)).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(src.join("var/log/big.bin"), &big).unwrap();
+    std::fs::write(src.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(src.join("run.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::set_permissions(src.join("etc/hosts"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("/etc", src.join("etc-link")).unwrap();
+    std::os::unix::fs::symlink("../hosts", src.join("etc/app/hosts-link")).unwrap();
+    sh("touch", &["-h", "-d", "2024-02-29 12:34:56", s(&src.join("etc-link"))]);
+    for p in [
+        "etc/hosts",
+        "etc/app/conf.d/main.conf",
+        "var/log/big.bin",
+        "run.sh",
+        "etc/app/conf.d",
+        "var/log",
+        "var",
+        "etc/app",
+        "etc",
+    ] {
+        sh("touch", &["-d", "2023-07-14 08:09:10", s(&src.join(p))]);
+    }
+    src
+}
+
+/// Every path under `root` with (kind, mode, mtime, content or link target).
+fn snapshot(root: &Path, with_modes: bool) -> BTreeMap<String, (String, u32, i64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+            let mode = if with_modes { meta.mode() & 0o7777 } else { 0 };
+            let (kind, data) = if meta.file_type().is_symlink() {
+                ("link", std::fs::read_link(&path).unwrap().into_os_string().into_encoded_bytes())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                ("dir", vec![])
+            } else {
+                ("file", std::fs::read(&path).unwrap())
+            };
+            // Directory mtimes change as the source tree is built; links keep theirs.
+            let mtime = if kind == "dir" { 0 } else { meta.mtime() };
+            out.insert(rel, (kind.to_string(), if kind == "link" { 0 } else { mode }, mtime, data));
+        }
+    }
+    out
+}
 
 fn sfdisk(image: &Path, script: &str) {
     use std::io::Write;
@@ -93,4 +168,146 @@ async fn listing_the_root_of_a_large_disk_reads_a_few_chunks_and_files_come_back
         std::fs::read(src.join("etc/ssh/sshd_config")).unwrap()
     );
     assert_eq!(std::fs::read_link(dest.join("home/ana/latest")).unwrap(), Path::new("photo.raw"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpt_mbr_and_ntfs_disks_come_back_file_for_file_from_a_point() {
+    let lab = Lab::new(true).await;
+    let src = source_tree(lab.dir.path());
+
+    // Disk 1: GPT with ext4 (mkfs.ext4 -d) and FAT16 (mkfs.vfat + mcopy, long names).
+    let gpt = lab.path("gpt.raw");
+    sh("truncate", &["-s", "64M", s(&gpt)]);
+    sfdisk(
+        &gpt,
+        "label: gpt\n\
+         start=2048, size=65536, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n\
+         start=67584, size=61440, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name=data\n",
+    );
+    sh("mkfs.ext4", &["-F", "-q", "-L", "root", "-d", s(&src), "-E", "offset=1048576", s(&gpt), "32M"]);
+    sh("mkfs.vfat", &["-F", "16", "-n", "DATA", "--offset", "67584", s(&gpt), "30720"]);
+    let fat_at = format!("{}@@{}", gpt.display(), 67584 * 512);
+    sh("mmd", &["-i", &fat_at, "::/Docs", "::/Docs/Deep"]);
+    let long = lab.path("A long file name.txt");
+    std::fs::write(&long, "long names survive\n").unwrap();
+    sh("mcopy", &["-m", "-i", &fat_at, s(&long), "::/Docs/Deep/"]);
+    sh("mcopy", &["-m", "-i", &fat_at, s(&src.join("var/log/big.bin")), "::/big.bin"]);
+
+    // Disk 2: MBR whose ext4 is in a logical partition (number 5).
+    let mbr = lab.path("mbr.raw");
+    sh("truncate", &["-s", "40M", s(&mbr)]);
+    sfdisk(
+        &mbr,
+        "label: dos\nstart=2048, size=8192, type=83\nstart=10240, size=71680, type=5\nstart=12288, size=69632, type=83\n",
+    );
+    sh(
+        "mkfs.ext4",
+        &[
+            "-F",
+            "-q",
+            "-L",
+            "logical",
+            "-d",
+            s(&src),
+            "-E",
+            &format!("offset={}", 12288 * 512),
+            s(&mbr),
+            "34M",
+        ],
+    );
+
+    // Disk 3: NTFS on the whole disk (mkntfs + ntfscp).
+    let ntfs = lab.path("ntfs.raw");
+    sh("truncate", &["-s", "32M", s(&ntfs)]);
+    sh("mkntfs", &["-F", "-f", "-q", "-L", "win", s(&ntfs)]);
+    sh("ntfscp", &["-f", s(&ntfs), s(&src.join("var/log/big.bin")), "/Big File.bin"]);
+    sh("ntfscp", &["-f", s(&ntfs), s(&src.join("etc/hosts")), "/hosts.txt"]);
+
+    lab.register("guest", &[("gpt", &gpt), ("mbr", &mbr), ("ntfs", &ntfs)]).await;
+    lab.backup("guest").await;
+    let mut expected = snapshot(&src, true);
+    expected.retain(|k, _| !k.starts_with("lost+found"));
+
+    // ext4 in the GPT: the whole tree, bit for bit, with modes, mtimes and symlink targets.
+    let out = lab.path("out-gpt-ext4");
+    let (table, volumes, report) = with_disk(&lab, "guest", "gpt", {
+        let out = out.clone();
+        move |disk| {
+            let (table, volumes) = disk.volumes().unwrap();
+            let (_, fs) = disk.filesystem(None).unwrap();
+            let paths = [b"/etc".to_vec(), b"/var".to_vec(), b"/run.sh".to_vec(), b"/etc-link".to_vec()];
+            (table, volumes, extract(fs.as_ref(), &paths, &out).unwrap())
+        }
+    })
+    .await;
+    assert_eq!(table, TableKind::Gpt);
+    let summary: Vec<(u32, FsKind, Option<String>, Option<String>)> =
+        volumes.iter().map(|v| (v.number, v.fs, v.label.clone(), v.part_name.clone())).collect();
+    assert_eq!(
+        summary,
+        [
+            (1, FsKind::Ext, Some("root".into()), Some("root".into())),
+            (2, FsKind::Fat, Some("DATA".into()), Some("data".into())),
+        ]
+    );
+    assert!(report.errors.is_empty() && report.warnings.is_empty(), "{report:?}");
+    assert_eq!(snapshot(&out, true), expected);
+
+    // FAT in the GPT: long names, nested directories, content, mtime (2 s resolution).
+    let out = lab.path("out-gpt-fat");
+    let (report, hits) = with_disk(&lab, "guest", "gpt", {
+        let out = out.clone();
+        move |disk| {
+            let (_, fs) = disk.filesystem(Some(2)).unwrap();
+            (extract(fs.as_ref(), &[b"/".to_vec()], &out).unwrap(), find(fs.as_ref(), b"/", "*.txt").0)
+        }
+    })
+    .await;
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(std::fs::read(out.join("Docs/Deep/A long file name.txt")).unwrap(), b"long names survive\n");
+    assert_eq!(
+        std::fs::read(out.join("big.bin")).unwrap(),
+        std::fs::read(src.join("var/log/big.bin")).unwrap()
+    );
+    let want = std::fs::metadata(&long).unwrap().mtime();
+    let got = std::fs::metadata(out.join("Docs/Deep/A long file name.txt")).unwrap().mtime();
+    assert!((want - got).abs() <= 2, "FAT mtime {got} vs {want}");
+    assert_eq!(hits.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["/Docs/Deep/A long file name.txt"]);
+
+    // ext4 in the MBR's logical partition.
+    let out = lab.path("out-mbr");
+    let (numbers, report) = with_disk(&lab, "guest", "mbr", {
+        let out = out.clone();
+        move |disk| {
+            let (table, volumes) = disk.volumes().unwrap();
+            assert_eq!(table, TableKind::Mbr);
+            let numbers: Vec<(u32, FsKind)> = volumes.iter().map(|v| (v.number, v.fs)).collect();
+            let (_, fs) = disk.filesystem(Some(5)).unwrap();
+            (numbers, extract(fs.as_ref(), &[b"/".to_vec()], &out).unwrap())
+        }
+    })
+    .await;
+    assert_eq!(numbers, [(1, FsKind::Unknown), (5, FsKind::Ext)]);
+    assert!(report.errors.is_empty(), "{report:?}");
+    let mut got = snapshot(&out, true);
+    got.retain(|k, _| !k.starts_with("lost+found"));
+    assert_eq!(got, expected);
+
+    // NTFS on the whole disk.
+    let out = lab.path("out-ntfs");
+    let (volume, report) = with_disk(&lab, "guest", "ntfs", {
+        let out = out.clone();
+        move |disk| {
+            let (volume, fs) = disk.filesystem(None).unwrap();
+            (volume, extract(fs.as_ref(), &[b"/".to_vec()], &out).unwrap())
+        }
+    })
+    .await;
+    assert_eq!((volume.number, volume.fs, volume.label.as_deref()), (0, FsKind::Ntfs, Some("win")));
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(
+        std::fs::read(out.join("Big File.bin")).unwrap(),
+        std::fs::read(src.join("var/log/big.bin")).unwrap()
+    );
+    assert_eq!(std::fs::read(out.join("hosts.txt")).unwrap(), b"127.0.0.1 localhost\n");
 }

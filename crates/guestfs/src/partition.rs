@@ -171,7 +171,8 @@ fn read_gpt(disk: &Slice) -> Result<Option<Vec<Partition>>> {
         let name_units: Vec<u16> =
             (0..36).map(|k| u16_at(entry, 56 + 2 * k)).take_while(|&u| u != 0).collect();
         let name = String::from_utf16_lossy(&name_units);
-        let (Some(start), Some(size)) = (first.checked_mul(SECTOR), (last - first + 1).checked_mul(SECTOR))
+        let (Some(start), Some(size)) =
+            (first.checked_mul(SECTOR), (last - first).checked_add(1).and_then(|n| n.checked_mul(SECTOR)))
         else {
             continue;
         };
