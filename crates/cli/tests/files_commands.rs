@@ -148,6 +148,22 @@ fn mount_serves_a_point_over_nbd_to_qemu_tools_and_an_overlay() {
         qemu_img(&["compare", "-f", "raw", "-F", "raw", &uri, s(&img)]).trim(),
         "Images are identical."
     );
+    // The same as the disk a restore writes.
+    let restored = lab.path("restored.qcow2");
+    lab.ok(&[
+        "restore",
+        "disk",
+        "app",
+        "--point",
+        "latest",
+        "--disk",
+        "vda",
+        "--to",
+        s(&restored),
+        "--format",
+        "qcow2",
+    ]);
+    assert_eq!(qemu_img(&["compare", "-f", "raw", &uri, s(&restored)]).trim(), "Images are identical.");
     // Zero chunks are reported as holes (BLOCK_STATUS base:allocation).
     let map: serde_json::Value =
         serde_json::from_str(&qemu_img(&["map", "--output=json", "-f", "raw", &uri])).unwrap();
