@@ -116,3 +116,36 @@ fn hostile_ext4_images_stay_inside_the_target_with_clear_errors() {
     let err = open_volume(disk(&stub), &vols[0]).err().expect("a cut superblock must not open").to_string();
     assert!(err.contains("ext4 superblock"), "{err}");
 }
+
+#[test]
+fn a_file_entry_named_dot_dot_is_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("small"), "climb\n").unwrap();
+    std::fs::write(src.join("sub/keep"), "kept\n").unwrap();
+    let img = dir.path().join("dotdot.raw");
+    // No metadata checksums, so the patched directory block is accepted as it is.
+    sh("mkfs.ext4", &["-F", "-q", "-O", "^metadata_csum", "-d", s(&src), s(&img), "8M"]);
+    // Rename the root's entry "small" (name_len 5, regular file) to "..": a second ".." that
+    // is a file.
+    let mut bytes = std::fs::read(&img).unwrap();
+    let at =
+        bytes.windows(7).position(|w| w == [5, 1, b's', b'm', b'a', b'l', b'l']).expect("entry of small");
+    bytes[at] = 2;
+    bytes[at + 2..at + 4].copy_from_slice(b"..");
+    std::fs::write(&img, &bytes).unwrap();
+
+    let (_, vols) = volumes(disk(&img)).unwrap();
+    let fs = open_volume(disk(&img), &vols[0]).unwrap();
+    let names: Vec<String> = fs.list(b"/").unwrap().iter().map(|e| e.display_name()).collect();
+    assert!(!names.contains(&"small".to_string()), "{names:?}");
+    let parent = dir.path().join("restore");
+    let dest = parent.join("dest");
+    let report = extract(fs.as_ref(), &[b"/".to_vec()], &dest).unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(std::fs::read(dest.join("sub/keep")).unwrap(), b"kept\n");
+    assert!(!parent.join("small").exists() && !dir.path().join("small").exists());
+    assert_eq!(all_paths(&parent).iter().filter(|p| !p.starts_with(&dest)).count(), 0);
+    assert!(all_paths(&dest).iter().all(|p| std::fs::read(p).map(|b| b != b"climb\n").unwrap_or(true)));
+}
