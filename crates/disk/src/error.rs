@@ -29,6 +29,9 @@ pub enum DiskError {
     #[error("NBD server {server}: {message}")]
     Nbd { server: String, message: String },
 
+    #[error("QEMU at {socket}: {message}")]
+    Qmp { socket: PathBuf, message: String },
+
     #[error("NBD server {server} has no metadata context {context}")]
     NbdContextMissing { server: String, context: String },
 

@@ -1,5 +1,6 @@
 //! Disks as vmvault sees them: images and block devices to read and write, their allocation
-//! maps, QEMU's image locks and tools, and the NBD protocol (client now, server later).
+//! maps, QEMU's image locks and tools, QMP and the guest agent, and the NBD protocol (client
+//! and read-only server).
 //!
 //! This crate knows nothing of the vault: it moves bytes between disks and callers.
 
@@ -10,6 +11,7 @@ pub mod image;
 pub mod lock;
 pub mod nbd;
 pub mod qemu;
+pub mod qmp;
 pub mod swap;
 pub mod writer;
 

@@ -1,0 +1,131 @@
+//! QMP and guest-agent clients against a real qemu-system-x86_64 (TCG, no guest OS).
+
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use disk::qmp::{GuestAgent, QmpClient};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(20);
+
+/// A daemonized QEMU with one qcow2 disk, a QMP socket and a guest-agent channel; killed on drop.
+struct RunningVm {
+    dir: tempfile::TempDir,
+    pid: i32,
+}
+
+impl RunningVm {
+    fn start() -> RunningVm {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk.qcow2");
+        let ok = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "64M"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+        let out = Command::new("qemu-system-x86_64")
+            .args(["-machine", "q35,accel=tcg", "-m", "128", "-nographic", "-nodefaults", "-display", "none"])
+            .args(["-qmp", &format!("unix:{},server=on,wait=off", p("qmp.sock"))])
+            .args([
+                "-blockdev",
+                &format!("driver=qcow2,node-name=disk0,file.driver=file,file.filename={}", img.display()),
+            ])
+            .args(["-device", "virtio-blk-pci,drive=disk0,id=vda"])
+            .args(["-chardev", &format!("socket,path={},server=on,wait=off,id=qga0", p("qga.sock"))])
+            .args([
+                "-device",
+                "virtio-serial",
+                "-device",
+                "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+            ])
+            .args(["-daemonize", "-pidfile", &p("qemu.pid")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "qemu: {}", String::from_utf8_lossy(&out.stderr));
+        let pid = std::fs::read_to_string(dir.path().join("qemu.pid")).unwrap().trim().parse().unwrap();
+        RunningVm { dir, pid }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for RunningVm {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn qmp_negotiates_runs_commands_and_delivers_events() {
+    let vm = RunningVm::start();
+    let mut qmp = QmpClient::connect(&vm.path("qmp.sock"), T).unwrap();
+    assert!(qmp.version.starts_with(|c: char| c.is_ascii_digit()), "{}", qmp.version);
+    assert_eq!(qmp.execute("query-status", json!({}), T).unwrap()["status"], "running");
+    let nodes = qmp.execute("query-named-block-nodes", json!({}), T).unwrap();
+    assert!(nodes.as_array().unwrap().iter().any(|n| n["node-name"] == "disk0"), "{nodes}");
+    // A guest write, through the device as the guest would do it.
+    let hmp =
+        json!({ "command-line": "qemu-io -d /machine/peripheral/vda/virtio-backend \"write -P 0x5a 0 1M\"" });
+    qmp.execute("human-monitor-command", hmp, T).unwrap();
+    let stats = qmp.execute("query-blockstats", json!({}), T).unwrap();
+    // qemu-io bypasses the byte counters but moves the device's highest written offset.
+    assert_eq!(stats[0]["stats"]["wr_highest_offset"], 1 << 20, "{stats}");
+
+    qmp.execute("stop", json!({}), T).unwrap();
+    assert_eq!(qmp.wait_event("STOP", T).unwrap().name, "STOP");
+    qmp.execute("cont", json!({}), T).unwrap();
+    qmp.wait_event("RESUME", T).unwrap();
+
+    let err = qmp.execute("no-such-command", json!({}), T).unwrap_err().to_string();
+    assert!(
+        err.contains("qmp.sock") && err.contains("no-such-command") && err.contains("not been found"),
+        "{err}"
+    );
+    // The connection is still usable after an error.
+    assert_eq!(qmp.execute("query-status", json!({}), T).unwrap()["status"], "running");
+}
+
+#[test]
+fn a_guest_agent_without_a_guest_is_reported_absent() {
+    let vm = RunningVm::start();
+    let err = GuestAgent::connect(&vm.path("qga.sock"), Duration::from_secs(2)).err().unwrap().to_string();
+    assert!(err.contains("qga.sock") && err.contains("did not answer"), "{err}");
+}
+
+fn serve_once(path: &Path, greeting: &'static str) -> std::thread::JoinHandle<()> {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            use std::io::Write;
+            let _ = stream.write_all(greeting.as_bytes());
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    })
+}
+
+#[test]
+fn a_dead_or_wrong_socket_gives_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = Duration::from_millis(500);
+    let err = QmpClient::connect(&dir.path().join("none.sock"), short).err().unwrap().to_string();
+    assert!(err.contains("none.sock") && err.contains("nothing listens there"), "{err}");
+
+    let _garbage = serve_once(&dir.path().join("garbage.sock"), "hello there\n");
+    let err = QmpClient::connect(&dir.path().join("garbage.sock"), short).err().unwrap().to_string();
+    assert!(err.contains("not JSON"), "{err}");
+
+    let _other = serve_once(&dir.path().join("other.sock"), "{\"hello\": 1}\n");
+    let err = QmpClient::connect(&dir.path().join("other.sock"), short).err().unwrap().to_string();
+    assert!(err.contains("not a QMP socket"), "{err}");
+
+    let _silent = serve_once(&dir.path().join("silent.sock"), "");
+    let err = QmpClient::connect(&dir.path().join("silent.sock"), short).err().unwrap().to_string();
+    assert!(err.contains("no QMP greeting"), "{err}");
+}
