@@ -247,6 +247,7 @@ fn restore_vm_makes_a_new_registered_vm_with_new_identity() {
              <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='vda' bus='virtio'/></disk>\
              <disk type='file' device='cdrom'><target dev='sda' bus='sata'/></disk>\
              <interface type='network'><mac address='52:54:00:11:22:33'/><source network='default'/></interface>\
+             <channel type='unix'><source mode='bind' path='/run/shop/qga.sock'/><target type='virtio' name='org.qemu.guest_agent.0'/></channel>\
              </devices></domain>",
             os.display()
         ),
@@ -259,6 +260,24 @@ fn restore_vm_makes_a_new_registered_vm_with_new_identity() {
     assert_eq!(shop["uuid"], "6f1c2a4e-0000-4000-8000-000000000001");
     assert_eq!(shop["nics"][0]["mac"], "52:54:00:11:22:33");
     assert_eq!(shop["disks"].as_array().unwrap().len(), 1, "the cdrom is not a disk");
+    assert_eq!(shop["qga"], "/run/shop/qga.sock", "the guest agent channel is taken from the XML");
+    assert!(shop.get("qmp").is_none(), "libvirt keeps its monitor socket out of the XML");
+    lab.ok(&[
+        "vm",
+        "add",
+        "live",
+        "--disk",
+        os.to_str().unwrap(),
+        "--qmp",
+        "/run/live/qmp.sock",
+        "--qga",
+        "/run/live/qga.sock",
+    ]);
+    let live = lab.json(&["vm", "show", "live", "--json"]);
+    assert_eq!(
+        (live["qmp"].as_str(), live["qga"].as_str()),
+        (Some("/run/live/qmp.sock"), Some("/run/live/qga.sock"))
+    );
 
     lab.ok(&["backup", "shop"]);
     let out = lab.path("restored");

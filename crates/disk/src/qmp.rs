@@ -200,9 +200,9 @@ impl GuestAgent {
                 Some(message) if message["return"].as_u64() == Some(token) => return Ok(agent),
                 Some(_) => {}
                 None => {
-                    return Err(agent
-                        .lines
-                        .error("the guest agent did not answer (not installed or not running in the guest)"));
+                    return Err(agent.lines.error(
+                        "the guest agent did not answer (not installed or not running in the guest)",
+                    ));
                 }
             }
         }

@@ -51,7 +51,16 @@ pub fn parse_domain(path: &Path) -> Result<NewVm> {
     let devices = domain.children().find(|n| n.has_tag_name("devices"));
     let mut disks = Vec::new();
     let mut nics = Vec::new();
+    let mut qga = None;
     for dev in devices.iter().flat_map(|d| d.children()) {
+        // <channel type='unix'><source mode='bind' path='…'/><target type='virtio' name='org.qemu.guest_agent.0'/>
+        if dev.has_tag_name("channel") && dev.attribute("type") == Some("unix") {
+            let target = dev.children().find(|n| n.has_tag_name("target")).and_then(|t| t.attribute("name"));
+            let source = dev.children().find(|n| n.has_tag_name("source")).and_then(|s| s.attribute("path"));
+            if target == Some("org.qemu.guest_agent.0") {
+                qga = source.map(PathBuf::from);
+            }
+        }
         if dev.has_tag_name("disk") && dev.attribute("device").unwrap_or("disk") == "disk" {
             let source = dev.children().find(|n| n.has_tag_name("source"));
             let file = source.and_then(|s| s.attribute("file").or_else(|| s.attribute("dev")));
@@ -72,7 +81,9 @@ pub fn parse_domain(path: &Path) -> Result<NewVm> {
             }
         }
     }
-    Ok(NewVm { name, uuid, disks, vcpus, memory_mib, nics })
+    // libvirt keeps QEMU's monitor to itself (its socket is not in the XML): give --qmp for
+    // live backups of libvirt VMs.
+    Ok(NewVm { name, uuid, disks, vcpus, memory_mib, nics, qmp: None, qga })
 }
 
 fn escape(text: &str) -> String {

@@ -54,6 +54,12 @@ pub struct VmRecord {
     /// Network interfaces.
     #[serde(default)]
     pub nics: Vec<Nic>,
+    /// QMP socket of the running QEMU, for live backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qmp: Option<PathBuf>,
+    /// Guest agent socket (qemu-ga), for freezing filesystems during the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qga: Option<PathBuf>,
     /// When it was registered.
     pub registered: Timestamp,
 }
@@ -84,6 +90,10 @@ pub struct NewVm {
     pub memory_mib: u64,
     /// NICs.
     pub nics: Vec<Nic>,
+    /// QMP socket of the running QEMU.
+    pub qmp: Option<PathBuf>,
+    /// Guest agent socket.
+    pub qga: Option<PathBuf>,
 }
 
 fn vm_key(name: &str) -> String {
@@ -122,6 +132,8 @@ pub fn prepare(new: NewVm, limits: &Limits) -> Result<VmRecord> {
         memory_mib: new.memory_mib.max(1),
         disks,
         nics: new.nics,
+        qmp: new.qmp.as_deref().map(absolute).transpose()?,
+        qga: new.qga.as_deref().map(absolute).transpose()?,
         registered: Timestamp::now(),
     })
 }

@@ -252,6 +252,9 @@ pub async fn restore_vm(
             })
             .collect(),
         nics,
+        // A restored VM is not running yet: its sockets are set when it is registered live.
+        qmp: None,
+        qga: None,
         registered: Timestamp::now(),
     };
     let libvirt_xml = dir.join(format!("{new_name}.xml"));

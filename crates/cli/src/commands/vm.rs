@@ -28,6 +28,12 @@ pub enum VmCommand {
         /// A network interface, as MAC[,NETWORK].
         #[arg(long = "nic", value_name = "MAC[,NETWORK]")]
         nics: Vec<String>,
+        /// QMP socket of the VM's running QEMU (for live backups).
+        #[arg(long, value_name = "SOCKET")]
+        qmp: Option<PathBuf>,
+        /// Guest agent socket (qemu-ga), to freeze filesystems during the snapshot.
+        #[arg(long, value_name = "SOCKET")]
+        qga: Option<PathBuf>,
     },
     /// Register a VM from a libvirt domain XML file (`virsh dumpxml NAME > FILE`).
     ImportLibvirt {
@@ -59,7 +65,7 @@ pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
     let vault = crate::commands::open(context).await?;
     let backend = vault.backend().as_ref();
     match command {
-        VmCommand::Add { name, disks, vcpus, memory, nics } => {
+        VmCommand::Add { name, disks, vcpus, memory, nics, qmp, qga } => {
             let disks = disks
                 .iter()
                 .map(|d| match d.split_once('=') {
@@ -74,7 +80,7 @@ pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
                     None => Nic { mac: n.to_lowercase(), network: None },
                 })
                 .collect();
-            let new = NewVm { name, uuid: None, disks, vcpus, memory_mib: memory, nics };
+            let new = NewVm { name, uuid: None, disks, vcpus, memory_mib: memory, nics, qmp, qga };
             let record = registry::add(backend, registry::prepare(new, &Limits::default())?).await?;
             print_registered(&record);
         }
@@ -142,5 +148,11 @@ fn print_vm(vm: &VmRecord) {
     }
     for n in &vm.nics {
         println!("nic      {} {}", n.mac, n.network.as_deref().unwrap_or(""));
+    }
+    if let Some(qmp) = &vm.qmp {
+        println!("qmp      {}", qmp.display());
+    }
+    if let Some(qga) = &vm.qga {
+        println!("agent    {}", qga.display());
     }
 }
