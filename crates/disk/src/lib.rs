@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod image;
+pub mod live;
 pub mod lock;
 pub mod nbd;
 pub mod qemu;

@@ -18,6 +18,15 @@ struct RunningVm {
 
 impl RunningVm {
     fn start() -> RunningVm {
+        Self::launch(false)
+    }
+
+    /// With a second QMP socket (`qmp2.sock`), to act as the guest while the first is busy.
+    fn start_with_second_monitor() -> RunningVm {
+        Self::launch(true)
+    }
+
+    fn launch(second_monitor: bool) -> RunningVm {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("disk.qcow2");
         let ok = Command::new("qemu-img")
@@ -26,7 +35,11 @@ impl RunningVm {
             .unwrap();
         assert!(ok.success());
         let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-        let out = Command::new("qemu-system-x86_64")
+        let mut cmd = Command::new("qemu-system-x86_64");
+        if second_monitor {
+            cmd.args(["-qmp", &format!("unix:{},server=on,wait=off", p("qmp2.sock"))]);
+        }
+        let out = cmd
             .args(["-machine", "q35,accel=tcg", "-m", "128", "-nographic", "-nodefaults", "-display", "none"])
             .args(["-qmp", &format!("unix:{},server=on,wait=off", p("qmp.sock"))])
             .args([
@@ -128,4 +141,54 @@ fn a_dead_or_wrong_socket_gives_a_clear_error() {
     let _silent = serve_once(&dir.path().join("silent.sock"), "");
     let err = QmpClient::connect(&dir.path().join("silent.sock"), short).err().unwrap().to_string();
     assert!(err.contains("no QMP greeting"), "{err}");
+}
+
+fn hmp_write(qmp: &mut QmpClient, pattern: u8, offset: &str, len: &str) {
+    let line =
+        format!("qemu-io -d /machine/peripheral/vda/virtio-backend \"write -P {pattern} {offset} {len}\"");
+    qmp.execute("human-monitor-command", json!({ "command-line": line }), T).unwrap();
+}
+
+fn read_export(socket: &Path, export: &str) -> Vec<u8> {
+    use disk::BlockSource;
+    let mut source = disk::nbd::NbdSource::connect_named(socket, export, None).unwrap();
+    let size = source.size();
+    let mut out = vec![0u8; size as usize];
+    for (i, piece) in out.chunks_mut(4 << 20).enumerate() {
+        source.read_at(i as u64 * (4 << 20), piece).unwrap();
+    }
+    out
+}
+
+#[test]
+fn a_live_snapshot_shows_the_disk_as_it_was_while_the_guest_writes_on() {
+    let vm = RunningVm::start_with_second_monitor();
+    let mut guest = QmpClient::connect(&vm.path("qmp2.sock"), T).unwrap();
+    hmp_write(&mut guest, 0x11, "0", "1M");
+    hmp_write(&mut guest, 0x22, "8M", "1M");
+
+    let qmp = QmpClient::connect(&vm.path("qmp.sock"), T).unwrap();
+    let work = vm.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let snapshot =
+        disk::live::LiveSnapshot::start(qmp, &[(vm.path("disk.qcow2"), None)], "vmvault-p1", &work, T)
+            .unwrap();
+    // The guest writes on: over old data, and somewhere new.
+    hmp_write(&mut guest, 0x33, "0", "512k");
+    hmp_write(&mut guest, 0x44, "20M", "1M");
+
+    let seen = read_export(snapshot.socket(), &snapshot.disks()[0].export);
+    let mut expected = vec![0u8; 64 << 20];
+    expected[..1 << 20].fill(0x11);
+    expected[8 << 20..9 << 20].fill(0x22);
+    assert!(seen == expected, "the export does not show the disk as it was at the snapshot");
+    assert!(snapshot.finish(true, "vmvault-p1").is_empty());
+
+    // The new bitmap carries on and saw exactly the writes after the snapshot.
+    let mut qmp = QmpClient::connect(&vm.path("qmp.sock"), T).unwrap();
+    let (node, bitmaps) = disk::live::find_node(&mut qmp, &vm.path("disk.qcow2"), T).unwrap();
+    assert_eq!(node, "disk0");
+    assert_eq!(bitmaps.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["vmvault-p1"]);
+    assert!(bitmaps[0].recording);
+    assert!(!work.join("fleece-0.qcow2").exists(), "the overlay was left behind");
 }

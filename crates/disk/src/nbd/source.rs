@@ -16,14 +16,20 @@ pub struct NbdSource {
 }
 
 impl NbdSource {
-    /// Connect to `socket`; with `bitmap`, select `qemu:dirty-bitmap:<bitmap>` as well.
+    /// Connect to the default export of `socket` (qemu-nbd's); with `bitmap`, select
+    /// `qemu:dirty-bitmap:<bitmap>` as well.
     pub fn connect(socket: &Path, bitmap: Option<&str>) -> Result<Self> {
+        Self::connect_named(socket, "", bitmap)
+    }
+
+    /// Connect to the export `export` of `socket` (a running QEMU's NBD server).
+    pub fn connect_named(socket: &Path, export: &str, bitmap: Option<&str>) -> Result<Self> {
         let bitmap_context = bitmap.map(|b| format!("{CONTEXT_DIRTY_BITMAP_PREFIX}{b}"));
         let mut contexts = vec![CONTEXT_BASE_ALLOCATION];
         if let Some(c) = &bitmap_context {
             contexts.push(c);
         }
-        let client = NbdClient::connect_unix(socket, "", &contexts)?;
+        let client = NbdClient::connect_unix(socket, export, &contexts)?;
         Ok(NbdSource { client, bitmap_context })
     }
 

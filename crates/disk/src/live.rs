@@ -1,0 +1,248 @@
+//! A point-in-time view of a running VM's disks, made through QMP the way libvirt's pull-mode
+//! backup does: one `transaction` adds the next persistent dirty bitmap, freezes the previous
+//! one, and starts `blockdev-backup sync=none` of each disk into a temporary qcow2 *fleecing*
+//! overlay (which receives the old content of every block the guest overwrites afterwards);
+//! then QEMU's own NBD server exports the overlays read-only, with the previous bitmaps. The
+//! guest runs on; what the export shows stays as it was at the transaction.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::error::{DiskError, Result};
+use crate::qmp::QmpClient;
+
+/// One disk of the running VM as the snapshot sees it.
+#[derive(Clone, Debug)]
+pub struct LiveDisk {
+    /// The image file.
+    pub path: PathBuf,
+    /// Its format node in QEMU.
+    pub node: String,
+    /// The NBD export name of its frozen view.
+    pub export: String,
+    /// The bitmap that tracked writes since the previous point, frozen at the snapshot.
+    pub previous_bitmap: Option<String>,
+    fleece_file: PathBuf,
+    fleece_node: String,
+    job: String,
+}
+
+/// A persistent dirty bitmap as QEMU reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveBitmap {
+    /// Its name.
+    pub name: String,
+    /// Whether it still records writes.
+    pub recording: bool,
+    /// Whether QEMU marks it inconsistent (left in use by a crash).
+    pub inconsistent: bool,
+}
+
+/// The running snapshot: QEMU's NBD export of every included disk.
+pub struct LiveSnapshot {
+    qmp: QmpClient,
+    socket: PathBuf,
+    disks: Vec<LiveDisk>,
+    server_started: bool,
+    timeout: Duration,
+}
+
+/// The format node and persistent bitmaps of the device whose image is `path`.
+pub fn find_node(qmp: &mut QmpClient, path: &Path, timeout: Duration) -> Result<(String, Vec<LiveBitmap>)> {
+    let blocks = qmp.execute("query-block", json!({}), timeout)?;
+    let wanted = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    for block in blocks.as_array().into_iter().flatten() {
+        let inserted = &block["inserted"];
+        let Some(file) = inserted["file"].as_str() else { continue };
+        let same = std::fs::canonicalize(file).map(|f| f == wanted).unwrap_or(false);
+        if !same {
+            continue;
+        }
+        let node = inserted["node-name"].as_str().unwrap_or_default().to_string();
+        let bitmaps = block["inserted"]["dirty-bitmaps"]
+            .as_array()
+            .or_else(|| block["dirty-bitmaps"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|b| b["persistent"].as_bool().unwrap_or(false))
+            .map(|b| LiveBitmap {
+                name: b["name"].as_str().unwrap_or_default().to_string(),
+                recording: b["recording"].as_bool().unwrap_or(true),
+                inconsistent: b["inconsistent"].as_bool().unwrap_or(false),
+            })
+            .collect();
+        return Ok((node, bitmaps));
+    }
+    Err(DiskError::Qmp {
+        socket: qmp.socket().to_path_buf(),
+        message: format!("the running VM has no disk backed by {}; is this the right VM?", path.display()),
+    })
+}
+
+impl LiveSnapshot {
+    /// Take the snapshot of `disks` (image path, previous bitmap to export) with `new_bitmap`
+    /// added to each, the overlays and the NBD socket in `work_dir`.
+    pub fn start(
+        mut qmp: QmpClient,
+        disks: &[(PathBuf, Option<String>)],
+        new_bitmap: &str,
+        work_dir: &Path,
+        timeout: Duration,
+    ) -> Result<LiveSnapshot> {
+        let socket = work_dir.join("qemu-nbd.sock");
+        let mut live: Vec<LiveDisk> = Vec::new();
+        for (i, (path, previous)) in disks.iter().enumerate() {
+            let (node, _) = find_node(&mut qmp, path, timeout)?;
+            live.push(LiveDisk {
+                path: path.clone(),
+                node,
+                export: format!("vmvault-{i}"),
+                previous_bitmap: previous.clone(),
+                fleece_file: work_dir.join(format!("fleece-{i}.qcow2")),
+                fleece_node: format!("vmvault-fleece-{i}"),
+                job: format!("vmvault-backup-{i}"),
+            });
+        }
+        let mut snapshot = LiveSnapshot { qmp, socket, disks: live, server_started: false, timeout };
+        if let Err(e) = snapshot.prepare_and_freeze(new_bitmap) {
+            snapshot.finish(false, new_bitmap);
+            return Err(e);
+        }
+        Ok(snapshot)
+    }
+
+    fn prepare_and_freeze(&mut self, new_bitmap: &str) -> Result<()> {
+        let t = self.timeout;
+        // Overlays: empty qcow2 files the size of each disk, backed by the live node.
+        for i in 0..self.disks.len() {
+            let size = self.node_size(&self.disks[i].node.clone())?;
+            let d = &self.disks[i];
+            crate::qemu::create_image(&d.fleece_file, crate::DiskFormat::Qcow2, size)?;
+            self.qmp.execute(
+                "blockdev-add",
+                json!({
+                    "driver": "qcow2",
+                    "node-name": d.fleece_node,
+                    "file": { "driver": "file", "filename": d.fleece_file },
+                    "backing": d.node,
+                }),
+                t,
+            )?;
+        }
+        // One instant for every disk: new bitmaps start, previous ones stop, fleecing starts.
+        let mut actions: Vec<Value> = Vec::new();
+        for d in &self.disks {
+            actions.push(json!({ "type": "block-dirty-bitmap-add",
+                "data": { "node": d.node, "name": new_bitmap, "persistent": true } }));
+            if let Some(previous) = &d.previous_bitmap {
+                actions.push(json!({ "type": "block-dirty-bitmap-disable",
+                    "data": { "node": d.node, "name": previous } }));
+            }
+            actions.push(json!({ "type": "blockdev-backup",
+                "data": { "device": d.node, "target": d.fleece_node, "sync": "none", "job-id": d.job } }));
+        }
+        self.qmp.execute("transaction", json!({ "actions": actions }), t)?;
+        self.qmp.execute(
+            "nbd-server-start",
+            json!({ "addr": { "type": "unix", "data": { "path": self.socket } } }),
+            t,
+        )?;
+        self.server_started = true;
+        for d in &self.disks {
+            let mut export = json!({ "type": "nbd", "id": d.export, "node-name": d.fleece_node,
+                "name": d.export, "writable": false });
+            if let Some(previous) = &d.previous_bitmap {
+                export["bitmaps"] = json!([{ "node": d.node, "name": previous }]);
+            }
+            self.qmp.execute("block-export-add", export, t)?;
+        }
+        Ok(())
+    }
+
+    fn node_size(&mut self, node: &str) -> Result<u64> {
+        let nodes = self.qmp.execute("query-named-block-nodes", json!({ "flat": true }), self.timeout)?;
+        nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["node-name"] == node)
+            .and_then(|n| n["image"]["virtual-size"].as_u64())
+            .ok_or_else(|| DiskError::Qmp {
+                socket: self.qmp.socket().to_path_buf(),
+                message: format!("node {node} reports no size"),
+            })
+    }
+
+    /// The unix socket of QEMU's NBD server.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The disks, in the order given.
+    pub fn disks(&self) -> &[LiveDisk] {
+        &self.disks
+    }
+
+    /// Tear the snapshot down. After a committed point the previous bitmaps are removed (the
+    /// new ones carry on); otherwise the new bitmaps are merged back into the previous ones,
+    /// which record again, so the next backup is still incremental and misses nothing.
+    /// Problems are returned as notes: the point's fate is already decided.
+    pub fn finish(mut self, committed: bool, new_bitmap: &str) -> Vec<String> {
+        let t = self.timeout;
+        let mut notes = Vec::new();
+        let mut step = |qmp: &mut QmpClient, command: &str, args: Value| {
+            if let Err(e) = qmp.execute(command, args, t) {
+                notes.push(e.to_string());
+            }
+        };
+        for d in &self.disks {
+            step(&mut self.qmp, "block-export-del", json!({ "id": d.export, "mode": "hard" }));
+        }
+        if self.server_started {
+            step(&mut self.qmp, "nbd-server-stop", json!({}));
+        }
+        for d in &self.disks {
+            step(&mut self.qmp, "block-job-cancel", json!({ "device": d.job, "force": true }));
+        }
+        // The cancelled jobs let go of the overlays before they can be removed.
+        std::thread::sleep(Duration::from_millis(100));
+        for d in &self.disks {
+            step(&mut self.qmp, "blockdev-del", json!({ "node-name": d.fleece_node }));
+            let _ = std::fs::remove_file(&d.fleece_file);
+            match (&d.previous_bitmap, committed) {
+                (Some(previous), true) => step(
+                    &mut self.qmp,
+                    "block-dirty-bitmap-remove",
+                    json!({ "node": d.node, "name": previous }),
+                ),
+                (Some(previous), false) => {
+                    step(
+                        &mut self.qmp,
+                        "block-dirty-bitmap-merge",
+                        json!({ "node": d.node, "target": previous, "bitmaps": [new_bitmap] }),
+                    );
+                    step(
+                        &mut self.qmp,
+                        "block-dirty-bitmap-enable",
+                        json!({ "node": d.node, "name": previous }),
+                    );
+                    step(
+                        &mut self.qmp,
+                        "block-dirty-bitmap-remove",
+                        json!({ "node": d.node, "name": new_bitmap }),
+                    );
+                }
+                (None, false) => step(
+                    &mut self.qmp,
+                    "block-dirty-bitmap-remove",
+                    json!({ "node": d.node, "name": new_bitmap }),
+                ),
+                (None, true) => {}
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        notes
+    }
+}
