@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use disk::live::LiveSnapshot;
 use disk::nbd::NbdSource;
 use disk::qemu::{self, NbdExport};
+use disk::qmp::QmpClient;
 use disk::{BlockSource, DiskFormat, ImageLock};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -126,6 +128,8 @@ struct HeldDisk {
     new_bitmap: Option<String>,
     identity: Option<ImageIdentity>,
     lock: Option<ImageLock>,
+    /// For a running VM: the NBD export of this disk's frozen view.
+    live_export: Option<String>,
 }
 
 impl HeldDisk {
@@ -241,6 +245,22 @@ async fn backup_in_session(
     }
     keep_bases(&vault, &session, previous.values().map(|(_, i)| i).chain(base_indexes.values())).await?;
 
+    // A VM with a QMP socket that answers is running: back it up live. One that does not
+    // answer is treated as stopped (its images must then be free).
+    let qmp = match &vm.qmp {
+        Some(socket) => match QmpClient::connect(socket, QMP_TIMEOUT) {
+            Ok(client) => Some(client),
+            Err(e) if selected.iter().any(|d| disk::lock::is_in_use(&d.path).unwrap_or(false)) => {
+                return Err(EngineError::Invalid(format!(
+                    "VM {:?} is running but its QMP socket does not answer ({e}); check `vm show {}`",
+                    vm.name, vm.name
+                )));
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
+
     let (vm_name, point) = (vm.name.clone(), point_id.clone());
     let vault_for_work = Arc::clone(&vault);
     let handle = tokio::runtime::Handle::current();
@@ -250,9 +270,24 @@ async fn backup_in_session(
     let work = tokio::task::spawn_blocking(move || {
         let (session, progress) = (session_for_work, progress_for_work);
         progress.phase("snapshot");
-        let mut held = snapshot(&vm_name, &point, selected, &checkpoints, previous, base_indexes, &cancel)?;
-        if cancel.load(Ordering::SeqCst) {
+        let (mut held, live) = match qmp {
+            Some(qmp) => {
+                let (held, live) =
+                    live_snapshot(qmp, &point, selected, &checkpoints, previous, base_indexes)?;
+                (held, Some(live))
+            }
+            None => {
+                (snapshot(&vm_name, &point, selected, &checkpoints, previous, base_indexes, &cancel)?, None)
+            }
+        };
+        let abandon = |held: &mut Vec<HeldDisk>, live: Option<LiveSnapshot>| {
             held.iter_mut().for_each(HeldDisk::abandon);
+            if let Some(live) = live {
+                live.finish(false, &bitmap_name(&point));
+            }
+        };
+        if cancel.load(Ordering::SeqCst) {
+            abandon(&mut held, live);
             return Err(EngineError::Cancelled);
         }
         progress.phase("transfer");
@@ -264,18 +299,28 @@ async fn backup_in_session(
             progress: progress.as_ref(),
             workers: crate::transfer::worker_count(),
         };
-        let result = transfer_all(&transfer, &mut held, &point);
-        if result.is_err() {
-            held.iter_mut().for_each(HeldDisk::abandon);
+        let result = transfer_all(&transfer, &mut held, &point, live.as_ref().map(LiveSnapshot::socket));
+        match result {
+            Ok(done) => Ok((held, done, live)),
+            Err(e) => {
+                abandon(&mut held, live);
+                Err(e)
+            }
         }
-        result.map(|done| (held, done))
     });
-    let (mut held, done) =
+    let (mut held, done, mut live) =
         work.await.map_err(|e| EngineError::Invalid(format!("backup worker failed: {e}")))??;
+    let new_bitmap = bitmap_name(&point_id);
+    let abandon_live = |live: &mut Option<LiveSnapshot>| {
+        if let Some(live) = live.take() {
+            live.finish(false, &new_bitmap);
+        }
+    };
 
     // Commit: indexes, then (after a flush) the manifest. A cancel that came in time stops it.
     if options.cancel.load(Ordering::SeqCst) {
         held.iter_mut().for_each(HeldDisk::abandon);
+        abandon_live(&mut live);
         return Err(EngineError::Cancelled);
     }
     progress.phase("commit");
@@ -307,6 +352,7 @@ async fn backup_in_session(
     };
     if let Err(e) = commit.await {
         held.iter_mut().for_each(HeldDisk::abandon);
+        abandon_live(&mut live);
         return Err(e.into());
     }
 
@@ -314,7 +360,9 @@ async fn backup_in_session(
     let mut notes = Vec::new();
     let mut new_checkpoints = BTreeMap::new();
     for disk in &held {
-        if let (Some(bitmap), Some(identity)) = (&disk.new_bitmap, disk.identity) {
+        let bitmap =
+            disk.new_bitmap.clone().or_else(|| disk.live_export.as_ref().map(|_| bitmap_name(&point_id)));
+        if let (Some(bitmap), Some(identity)) = (&bitmap, disk.identity) {
             new_checkpoints.insert(
                 disk.record.label.clone(),
                 Checkpoint {
@@ -329,9 +377,15 @@ async fn backup_in_session(
     if let Err(e) = checkpoint::record(backend.as_ref(), &vm.name, &new_checkpoints).await {
         notes.push(format!("change tracking not recorded ({e}); the next backup reads every disk in full"));
     }
+    if let Some(live) = live.take() {
+        notes.extend(
+            live.finish(true, &new_bitmap).into_iter().map(|n| format!("live snapshot clean-up: {n}")),
+        );
+    }
     for disk in &mut held {
         disk.lock = None;
         if let Some(keep) = &disk.new_bitmap
+            && disk.live_export.is_none()
             && let Err(e) = remove_stale_bitmaps(&disk.record.path, keep)
         {
             notes.push(format!("disk {}: old bitmaps not removed: {e}", disk.record.label));
@@ -402,16 +456,19 @@ fn snapshot(
                 new_bitmap: None,
                 identity: None,
                 lock: None,
+                live_export: None,
                 record,
             };
             if info.format == DiskFormat::Qcow2 && !info.block_device {
                 let checkpoint = checkpoints.disks.get(&disk.record.label);
+                let path = disk.record.path.clone();
                 let plan = plan_incremental(
                     &disk.record.path,
                     info.size,
                     checkpoint,
                     &mut base_indexes,
                     &disk.record.label,
+                    || offline_bitmaps(&path),
                 )?;
                 match plan {
                     Ok(plan) => disk.plan = plan,
@@ -440,6 +497,70 @@ fn snapshot(
     }
 }
 
+/// How long one QMP command may take.
+const QMP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Snapshot phase for a running VM: plan each disk from QEMU's own bitmaps, then one QMP
+/// transaction freezes a view of every disk (see `disk::live`).
+fn live_snapshot(
+    mut qmp: QmpClient,
+    point_id: &str,
+    selected: Vec<DiskRecord>,
+    checkpoints: &Checkpoints,
+    mut previous: BTreeMap<String, (String, FixedIndex)>,
+    mut base_indexes: BTreeMap<String, FixedIndex>,
+) -> Result<(Vec<HeldDisk>, LiveSnapshot)> {
+    let mut held = Vec::new();
+    let mut exports = Vec::new();
+    for record in selected {
+        let info = disk::probe(&record.path)?;
+        let (_, bitmaps) = disk::live::find_node(&mut qmp, &record.path, QMP_TIMEOUT)?;
+        let states: Vec<BitmapState> = bitmaps
+            .into_iter()
+            .map(|b| BitmapState {
+                consistent: b.recording && !b.inconsistent,
+                state: format!("recording: {}, inconsistent: {}", b.recording, b.inconsistent),
+                name: b.name,
+            })
+            .collect();
+        let base = previous.remove(&record.label).map(|(_, i)| i).filter(|i| i.disk_size() == info.size);
+        let checkpoint = checkpoints.disks.get(&record.label);
+        let plan = match plan_incremental(
+            &record.path,
+            info.size,
+            checkpoint,
+            &mut base_indexes,
+            &record.label,
+            || Ok(states),
+        )? {
+            Ok(plan) => plan,
+            Err(note) => Plan::Full { base, note },
+        };
+        let previous_bitmap = match &plan {
+            Plan::Incremental { bitmap, .. } => Some(bitmap.clone()),
+            Plan::Full { .. } => None,
+        };
+        exports.push((record.path.clone(), previous_bitmap));
+        held.push(HeldDisk {
+            size: info.size,
+            plan,
+            new_bitmap: None,
+            identity: ImageIdentity::of(&record.path).ok(),
+            lock: None,
+            live_export: None,
+            record,
+        });
+    }
+    let dir = socket_dir(point_id)?;
+    let live = LiveSnapshot::start(qmp, &exports, &bitmap_name(point_id), &dir, QMP_TIMEOUT)?;
+    for (disk, live_disk) in held.iter_mut().zip(live.disks()) {
+        disk.live_export = Some(live_disk.export.clone());
+        // Recorded as the checkpoint once the point commits; `finish` owns it until then.
+        disk.new_bitmap = None;
+    }
+    Ok((held, live))
+}
+
 fn in_use_or(e: disk::DiskError, path: &Path) -> EngineError {
     match &e {
         disk::DiskError::Tool { message, .. } if message.contains("lock") => {
@@ -457,6 +578,7 @@ fn plan_incremental(
     checkpoint: Option<&Checkpoint>,
     base_indexes: &mut BTreeMap<String, FixedIndex>,
     label: &str,
+    bitmaps: impl FnOnce() -> Result<Vec<BitmapState>>,
 ) -> Result<Result<Plan, Option<String>>> {
     let Some(cp) = checkpoint else { return Ok(Err(None)) };
     let full = |why: String| Ok(Err(Some(format!("full read: {why}"))));
@@ -466,16 +588,12 @@ fn plan_incremental(
     if cp.size != size {
         return full(format!("the disk changed size since point {}", cp.point_id));
     }
-    let bitmaps = qemu::bitmaps(path)?;
+    let bitmaps = bitmaps()?;
     let Some(bitmap) = bitmaps.iter().find(|b| b.name == cp.bitmap) else {
         return full(format!("change-tracking bitmap {} is missing", cp.bitmap));
     };
-    if !bitmap.is_consistent() {
-        return full(format!(
-            "change-tracking bitmap {} is inconsistent (flags: {})",
-            cp.bitmap,
-            if bitmap.flags.is_empty() { "none".to_string() } else { bitmap.flags.join(", ") }
-        ));
+    if !bitmap.consistent {
+        return full(format!("change-tracking bitmap {} is inconsistent ({})", cp.bitmap, bitmap.state));
     }
     let Some(base) = base_indexes.remove(label) else {
         return full(format!("point {} that the bitmap starts from is gone or unreadable", cp.point_id));
@@ -486,44 +604,112 @@ fn plan_incremental(
     Ok(Ok(Plan::Incremental { bitmap: cp.bitmap.clone(), base }))
 }
 
+/// What planning needs to know of a bitmap, from qemu-img (stopped) or QMP (running).
+struct BitmapState {
+    name: String,
+    consistent: bool,
+    state: String,
+}
+
+fn offline_bitmaps(path: &Path) -> Result<Vec<BitmapState>> {
+    Ok(qemu::bitmaps(path)?
+        .into_iter()
+        .map(|b| BitmapState {
+            consistent: b.is_consistent(),
+            state: if b.flags.is_empty() {
+                "flags: none".into()
+            } else {
+                format!("flags: {}", b.flags.join(", "))
+            },
+            name: b.name,
+        })
+        .collect())
+}
+
 type DiskResult = (FixedIndex, TransferStats, Option<String>);
 
-fn transfer_all(transfer: &Transfer<'_>, held: &mut [HeldDisk], point_id: &str) -> Result<Vec<DiskResult>> {
+fn transfer_all(
+    transfer: &Transfer<'_>,
+    held: &mut [HeldDisk],
+    point_id: &str,
+    live_socket: Option<&Path>,
+) -> Result<Vec<DiskResult>> {
     let mut out = Vec::new();
     for disk in held.iter_mut() {
         transfer.progress.start(&disk.record.label, disk.size);
-        out.push(transfer_disk(transfer, disk, point_id)?);
+        out.push(transfer_disk(transfer, disk, point_id, live_socket)?);
         transfer.progress.finish();
     }
     Ok(out)
 }
 
-fn transfer_disk(transfer: &Transfer<'_>, disk: &mut HeldDisk, point_id: &str) -> Result<DiskResult> {
+/// Read a disk through an NBD export (qemu-nbd's or a running QEMU's): the dirty blocks of
+/// the plan's bitmap over its base, or every allocated block.
+fn transfer_nbd(
+    transfer: &Transfer<'_>,
+    size: u64,
+    plan: &Plan,
+    socket: &Path,
+    export: &str,
+) -> Result<(FixedIndex, TransferStats)> {
+    // qemu-nbd exits once its last client leaves (also when this process is killed): the
+    // first connection stays open until the readers are connected.
+    let bitmap = match plan {
+        Plan::Incremental { bitmap, .. } => Some(bitmap.as_str()),
+        Plan::Full { .. } => None,
+    };
+    let mut first = NbdSource::connect_named(socket, export, bitmap)?;
+    let (blocks, mut index, known): (Vec<BlockRead>, FixedIndex, HashSet<ChunkId>) = match plan {
+        Plan::Incremental { base, .. } => (
+            patched(&first.dirty()?, base),
+            base.clone(),
+            base.entries().iter().copied().filter(|id| !id.is_zero()).collect(),
+        ),
+        Plan::Full { base, .. } => (
+            whole(&blocks_of(&first.allocated()?, size)),
+            FixedIndex::zeroed(size)?,
+            base.iter().flat_map(|b| b.entries().iter().copied()).filter(|id| !id.is_zero()).collect(),
+        ),
+    };
+    // Several connections keep several reads in flight.
+    let sources = (0..NBD_READERS)
+        .map(|_| Ok(Box::new(NbdSource::connect_named(socket, export, None)?) as Box<dyn BlockSource>))
+        .collect::<Result<Vec<_>>>()?;
+    drop(first);
+    skip_progress(transfer, &index, &blocks);
+    let stats = transfer.run(sources, &blocks, &mut index, known)?;
+    Ok((index, stats))
+}
+
+fn transfer_disk(
+    transfer: &Transfer<'_>,
+    disk: &mut HeldDisk,
+    point_id: &str,
+    live_socket: Option<&Path>,
+) -> Result<DiskResult> {
     let label = disk.record.label.clone();
     let wrap = |e: EngineError| match e {
         EngineError::Cancelled => e,
         other => EngineError::Invalid(format!("disk {label}: {other}")),
     };
     match &disk.plan {
-        Plan::Incremental { bitmap, base } => {
+        _ if disk.live_export.is_some() => {
+            let (socket, export) =
+                (live_socket.unwrap_or(Path::new("")), disk.live_export.clone().unwrap_or_default());
+            let note = match &disk.plan {
+                Plan::Full { note, .. } => note.clone(),
+                Plan::Incremental { .. } => None,
+            };
+            transfer_nbd(transfer, disk.size, &disk.plan, socket, &export)
+                .map(|(i, s)| (i, s, note))
+                .map_err(wrap)
+        }
+        Plan::Incremental { bitmap, .. } => {
             let socket_dir = socket_dir(point_id)?;
             let socket = socket_dir.join("nbd.sock");
             let result = (|| {
                 let export = NbdExport::start(&disk.record.path, DiskFormat::Qcow2, Some(bitmap), &socket)?;
-                // qemu-nbd exits once its last client leaves (also when this process is killed):
-                // the bitmap connection stays open until the readers are connected.
-                let mut bitmap_reader = NbdSource::connect(export.socket(), Some(bitmap))?;
-                let blocks = patched(&bitmap_reader.dirty()?, base);
-                // Changed blocks are scattered: several connections keep several reads in flight.
-                let sources = (0..NBD_READERS)
-                    .map(|_| Ok(Box::new(NbdSource::connect(export.socket(), None)?) as Box<dyn BlockSource>))
-                    .collect::<Result<Vec<_>>>()?;
-                drop(bitmap_reader);
-                let mut index = base.clone();
-                let known: HashSet<ChunkId> =
-                    base.entries().iter().copied().filter(|id| !id.is_zero()).collect();
-                skip_progress(transfer, &index, &blocks);
-                let stats = transfer.run(sources, &blocks, &mut index, known)?;
+                let (index, stats) = transfer_nbd(transfer, disk.size, &disk.plan, export.socket(), "")?;
                 drop(export);
                 Ok((index, stats, None))
             })();

@@ -1,0 +1,149 @@
+//! Live backups of a running QEMU (TCG, no guest OS): guest writes through QMP before, during
+//! and after the snapshot; the point holds exactly the content at the snapshot instant.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use disk::DiskFormat;
+use disk::qmp::QmpClient;
+use engine::backup::{BackupOptions, ReadMode, backup};
+use engine::limits::Limits;
+use engine::registry::{self, NewVm};
+use engine::{Progress, points};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(30);
+
+struct RunningVm {
+    pid: i32,
+}
+
+impl Drop for RunningVm {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+        }
+    }
+}
+
+fn start_qemu(dir: &Path, image: &Path) -> RunningVm {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let out = Command::new("qemu-system-x86_64")
+        .args(["-machine", "q35,accel=tcg", "-m", "128", "-nographic", "-nodefaults", "-display", "none"])
+        .args(["-qmp", &format!("unix:{},server=on,wait=off", p("qmp.sock"))])
+        .args(["-qmp", &format!("unix:{},server=on,wait=off", p("guest.sock"))])
+        .args([
+            "-blockdev",
+            &format!("driver=qcow2,node-name=disk0,file.driver=file,file.filename={}", image.display()),
+        ])
+        .args(["-device", "virtio-blk-pci,drive=disk0,id=vda"])
+        .args(["-daemonize", "-pidfile", &p("qemu.pid")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qemu: {}", String::from_utf8_lossy(&out.stderr));
+    RunningVm { pid: std::fs::read_to_string(dir.join("qemu.pid")).unwrap().trim().parse().unwrap() }
+}
+
+/// A guest write, as the guest's own device would do it.
+fn guest_write(guest: &mut QmpClient, pattern: u8, offset: &str, len: &str) {
+    let line =
+        format!("qemu-io -d /machine/peripheral/vda/virtio-backend \"write -P {pattern} {offset} {len}\"");
+    guest.execute("human-monitor-command", json!({ "command-line": line }), T).unwrap();
+}
+
+/// The image the disk should equal: the writes applied offline to a fresh image.
+fn expected(dir: &Path, name: &str, writes: &[(u8, &str, &str)]) -> PathBuf {
+    let path = dir.join(name);
+    create(&path, "qcow2", "64M");
+    for (pattern, offset, len) in writes {
+        qemu_io(&path, "qcow2", &format!("write -P {pattern} {offset} {len}"));
+    }
+    path
+}
+
+/// Progress that runs `during` once, when the transfer phase starts (after the snapshot).
+struct DuringTransfer(Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl Progress for DuringTransfer {
+    fn phase(&self, name: &str) {
+        if name == "transfer"
+            && let Some(f) = self.0.lock().unwrap().take()
+        {
+            f();
+        }
+    }
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_vm_is_backed_up_at_the_snapshot_instant_then_incrementally() {
+    let lab = Lab::new(true).await;
+    let image = lab.path("live.qcow2");
+    create(&image, "qcow2", "64M");
+    let _vm = start_qemu(lab.dir.path(), &image);
+    let new = NewVm {
+        name: "live".into(),
+        disks: vec![(Some("vda".into()), image.clone())],
+        vcpus: 1,
+        memory_mib: 128,
+        qmp: Some(lab.path("qmp.sock")),
+        ..Default::default()
+    };
+    registry::add(lab.vault.vault().backend().as_ref(), registry::prepare(new, &Limits::default()).unwrap())
+        .await
+        .unwrap();
+    let guest = Arc::new(Mutex::new(QmpClient::connect(&lab.path("guest.sock"), T).unwrap()));
+    guest_write(&mut guest.lock().unwrap(), 0x11, "0", "1M");
+    guest_write(&mut guest.lock().unwrap(), 0x22, "8M", "1M");
+
+    // Writes during the transfer phase must not enter the point.
+    let during = Arc::clone(&guest);
+    let hook = DuringTransfer(Mutex::new(Some(Box::new(move || {
+        let mut g = during.lock().unwrap();
+        guest_write(&mut g, 0x33, "0", "512k");
+        guest_write(&mut g, 0x44, "20M", "1M");
+    }))));
+    let first =
+        backup(Arc::clone(&lab.vault), "live", BackupOptions::default(), Arc::new(hook)).await.unwrap();
+    assert_eq!(first.disks[0].mode, ReadMode::Full);
+    let at_first = expected(lab.dir.path(), "at-first.qcow2", &[(0x11, "0", "1M"), (0x22, "8M", "1M")]);
+    lab.restore("live", &first.point_id, "vda", &lab.path("r1.qcow2"), DiskFormat::Qcow2).await;
+    assert!(same(&at_first, &lab.path("r1.qcow2")), "the point is not the disk at the snapshot instant");
+
+    // Incremental: only what was written since the first snapshot is read.
+    guest_write(&mut guest.lock().unwrap(), 0x55, "30M", "1M");
+    let second =
+        backup(Arc::clone(&lab.vault), "live", BackupOptions::default(), Arc::new(engine::NoProgress))
+            .await
+            .unwrap();
+    assert_eq!(second.disks[0].mode, ReadMode::Incremental, "{:?}", second.notes);
+    assert!(second.disks[0].bytes_read <= 3 * (4 << 20), "read {} bytes", second.disks[0].bytes_read);
+    let at_second = expected(
+        lab.dir.path(),
+        "at-second.qcow2",
+        &[
+            (0x11, "0", "1M"),
+            (0x22, "8M", "1M"),
+            (0x33, "0", "512k"),
+            (0x44, "20M", "1M"),
+            (0x55, "30M", "1M"),
+        ],
+    );
+    lab.restore("live", &second.point_id, "vda", &lab.path("r2.qcow2"), DiskFormat::Qcow2).await;
+    assert!(same(&at_second, &lab.path("r2.qcow2")));
+
+    // The VM ran throughout, and nothing of the snapshot is left in it.
+    {
+        let mut g = guest.lock().unwrap();
+        assert_eq!(g.execute("query-status", json!({}), T).unwrap()["status"], "running");
+        assert!(g.execute("query-block-jobs", json!({}), T).unwrap().as_array().unwrap().is_empty());
+    }
+    assert_eq!(points::list(&lab.vault, "live").await.unwrap().len(), 2);
+}
