@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use disk::live::LiveSnapshot;
 use disk::nbd::NbdSource;
 use disk::qemu::{self, NbdExport};
-use disk::qmp::QmpClient;
+use disk::qmp::{GuestAgent, QmpClient};
 use disk::{BlockSource, DiskFormat, ImageLock};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -261,7 +261,7 @@ async fn backup_in_session(
         None => None,
     };
 
-    let (vm_name, point) = (vm.name.clone(), point_id.clone());
+    let (vm_name, point, qga) = (vm.name.clone(), point_id.clone(), vm.qga.clone());
     let vault_for_work = Arc::clone(&vault);
     let handle = tokio::runtime::Handle::current();
     let cancel = Arc::clone(&options.cancel);
@@ -270,10 +270,14 @@ async fn backup_in_session(
     let work = tokio::task::spawn_blocking(move || {
         let (session, progress) = (session_for_work, progress_for_work);
         progress.phase("snapshot");
+        let mut consistency = (Consistency::Crash, Vec::new());
         let (mut held, live) = match qmp {
             Some(qmp) => {
-                let (held, live) =
-                    live_snapshot(qmp, &point, selected, &checkpoints, previous, base_indexes)?;
+                // Freeze the guest's filesystems around the instant, if its agent answers.
+                let agent = freeze(qga.as_deref());
+                let taken = live_snapshot(qmp, &point, selected, &checkpoints, previous, base_indexes);
+                consistency = thaw(agent);
+                let (held, live) = taken?;
                 (held, Some(live))
             }
             None => {
@@ -301,14 +305,14 @@ async fn backup_in_session(
         };
         let result = transfer_all(&transfer, &mut held, &point, live.as_ref().map(LiveSnapshot::socket));
         match result {
-            Ok(done) => Ok((held, done, live)),
+            Ok(done) => Ok((held, done, live, consistency)),
             Err(e) => {
                 abandon(&mut held, live);
                 Err(e)
             }
         }
     });
-    let (mut held, done, mut live) =
+    let (mut held, done, mut live, (consistency, snapshot_notes)) =
         work.await.map_err(|e| EngineError::Invalid(format!("backup worker failed: {e}")))??;
     let new_bitmap = bitmap_name(&point_id);
     let abandon_live = |live: &mut Option<LiveSnapshot>| {
@@ -344,7 +348,7 @@ async fn backup_in_session(
             vm: vm.name.clone(),
             time,
             kind: options.kind,
-            consistency: Consistency::Crash,
+            consistency,
             retain_until: options.retain_until,
             disks,
         };
@@ -357,7 +361,7 @@ async fn backup_in_session(
     }
 
     // After the commit: record the new checkpoints, then let go of the images and old bitmaps.
-    let mut notes = Vec::new();
+    let mut notes = snapshot_notes;
     let mut new_checkpoints = BTreeMap::new();
     for disk in &held {
         let bitmap =
@@ -415,7 +419,7 @@ async fn backup_in_session(
         point_id,
         vm: vm.name.clone(),
         time,
-        consistency: Consistency::Crash,
+        consistency,
         bytes_read: disk_summaries.iter().map(|d| d.bytes_read).sum(),
         bytes_new: disk_summaries.iter().map(|d| d.bytes_new).sum(),
         bytes_zero: disk_summaries.iter().map(|d| d.bytes_zero).sum(),
@@ -494,6 +498,42 @@ fn snapshot(
             held.iter_mut().for_each(HeldDisk::abandon);
             Err(e)
         }
+    }
+}
+
+/// How long the guest agent may take to freeze or thaw.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The guest agent with frozen filesystems, or why there is none.
+type Frozen = std::result::Result<GuestAgent, String>;
+
+/// Freeze the guest's filesystems through its agent; any failure means no freeze.
+fn freeze(qga: Option<&Path>) -> Frozen {
+    let Some(socket) = qga else {
+        return Err("the VM has no guest agent socket (`vm add --qga`): file systems were not frozen".into());
+    };
+    let mut agent = GuestAgent::connect(socket, Duration::from_secs(2))
+        .map_err(|e| format!("guest agent absent ({e}): file systems were not frozen"))?;
+    match agent.execute("guest-fsfreeze-freeze", serde_json::json!({}), AGENT_TIMEOUT) {
+        Ok(_) => Ok(agent),
+        Err(e) => {
+            // A partial freeze must never stay: thaw whatever froze.
+            let _ = agent.execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT);
+            Err(format!("file-system freeze failed ({e}); the point is crash-consistent"))
+        }
+    }
+}
+
+/// Thaw at once after the snapshot instant; returns the consistency reached and its notes.
+fn thaw(frozen: Frozen) -> (Consistency, Vec<String>) {
+    match frozen {
+        Ok(mut agent) => match agent.execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT) {
+            Ok(_) => (Consistency::FileSystem, vec![]),
+            Err(e) => {
+                (Consistency::FileSystem, vec![format!("thawing the guest's file systems failed: {e}")])
+            }
+        },
+        Err(note) => (Consistency::Crash, vec![note]),
     }
 }
 

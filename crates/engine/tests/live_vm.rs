@@ -42,6 +42,13 @@ fn start_qemu(dir: &Path, image: &Path) -> RunningVm {
             &format!("driver=qcow2,node-name=disk0,file.driver=file,file.filename={}", image.display()),
         ])
         .args(["-device", "virtio-blk-pci,drive=disk0,id=vda"])
+        .args(["-chardev", &format!("socket,path={},server=on,wait=off,id=qga0", p("qga.sock"))])
+        .args([
+            "-device",
+            "virtio-serial",
+            "-device",
+            "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+        ])
         .args(["-daemonize", "-pidfile", &p("qemu.pid")])
         .output()
         .unwrap();
@@ -94,6 +101,7 @@ async fn a_running_vm_is_backed_up_at_the_snapshot_instant_then_incrementally() 
         vcpus: 1,
         memory_mib: 128,
         qmp: Some(lab.path("qmp.sock")),
+        qga: Some(lab.path("qga.sock")),
         ..Default::default()
     };
     registry::add(lab.vault.vault().backend().as_ref(), registry::prepare(new, &Limits::default()).unwrap())
@@ -113,6 +121,13 @@ async fn a_running_vm_is_backed_up_at_the_snapshot_instant_then_incrementally() 
     let first =
         backup(Arc::clone(&lab.vault), "live", BackupOptions::default(), Arc::new(hook)).await.unwrap();
     assert_eq!(first.disks[0].mode, ReadMode::Full);
+    // No guest OS, so no agent answers: no freeze, a crash-consistent point, and a note why.
+    assert_eq!(first.consistency, vault::Consistency::Crash);
+    assert!(
+        first.notes.iter().any(|n| n.contains("guest agent absent") && n.contains("not frozen")),
+        "{:?}",
+        first.notes
+    );
     let at_first = expected(lab.dir.path(), "at-first.qcow2", &[(0x11, "0", "1M"), (0x22, "8M", "1M")]);
     lab.restore("live", &first.point_id, "vda", &lab.path("r1.qcow2"), DiskFormat::Qcow2).await;
     assert!(same(&at_first, &lab.path("r1.qcow2")), "the point is not the disk at the snapshot instant");
@@ -144,6 +159,14 @@ async fn a_running_vm_is_backed_up_at_the_snapshot_instant_then_incrementally() 
         let mut g = guest.lock().unwrap();
         assert_eq!(g.execute("query-status", json!({}), T).unwrap()["status"], "running");
         assert!(g.execute("query-block-jobs", json!({}), T).unwrap().as_array().unwrap().is_empty());
+        // The live disk holds every write, during the backups too.
+        let _ = g.execute("quit", json!({}), T);
     }
+    let deadline = std::time::Instant::now() + T;
+    while disk::lock::is_in_use(&image).unwrap() {
+        assert!(std::time::Instant::now() < deadline, "QEMU did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(same(&at_second, &image), "the running disk lost a write");
     assert_eq!(points::list(&lab.vault, "live").await.unwrap().len(), 2);
 }
