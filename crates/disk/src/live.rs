@@ -91,7 +91,7 @@ impl LiveSnapshot {
         work_dir: &Path,
         timeout: Duration,
     ) -> Result<LiveSnapshot> {
-        let socket = work_dir.join("qemu-nbd.sock");
+        let socket = work_dir.join("qemu-export.sock");
         let mut live: Vec<LiveDisk> = Vec::new();
         for (i, (path, previous)) in disks.iter().enumerate() {
             let (node, _) = find_node(&mut qmp, path, timeout)?;

@@ -740,9 +740,15 @@ fn transfer_disk(
                 Plan::Full { note, .. } => note.clone(),
                 Plan::Incremental { .. } => None,
             };
-            transfer_nbd(transfer, disk.size, &disk.plan, socket, &export)
-                .map(|(i, s)| (i, s, note))
-                .map_err(wrap)
+            transfer_nbd(transfer, disk.size, &disk.plan, socket, &export).map(|(i, s)| (i, s, note)).map_err(
+                |e| match e {
+                    EngineError::Cancelled => e,
+                    other => EngineError::Invalid(format!(
+                        "disk {label}: reading the running VM's snapshot failed ({other}); did QEMU exit? \
+                         Nothing was committed"
+                    )),
+                },
+            )
         }
         Plan::Incremental { bitmap, .. } => {
             let socket_dir = socket_dir(point_id)?;

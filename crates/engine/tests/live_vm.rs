@@ -170,3 +170,58 @@ async fn a_running_vm_is_backed_up_at_the_snapshot_instant_then_incrementally() 
     assert!(same(&at_second, &image), "the running disk lost a write");
     assert_eq!(points::list(&lab.vault, "live").await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_killed_mid_transfer_fails_the_backup_and_the_next_one_reads_in_full_with_a_reason() {
+    let lab = Lab::new(false).await;
+    let image = lab.path("crash.qcow2");
+    create(&image, "qcow2", "64M");
+    let vm = start_qemu(lab.dir.path(), &image);
+    let new = NewVm {
+        name: "crash".into(),
+        disks: vec![(Some("vda".into()), image.clone())],
+        qmp: Some(lab.path("qmp.sock")),
+        ..Default::default()
+    };
+    registry::add(lab.vault.vault().backend().as_ref(), registry::prepare(new, &Limits::default()).unwrap())
+        .await
+        .unwrap();
+    let mut guest = QmpClient::connect(&lab.path("guest.sock"), T).unwrap();
+    guest_write(&mut guest, 0x61, "0", "4M");
+    backup(Arc::clone(&lab.vault), "crash", BackupOptions::default(), Arc::new(engine::NoProgress))
+        .await
+        .unwrap();
+    guest_write(&mut guest, 0x62, "16M", "4M");
+
+    // QEMU dies as the transfer starts.
+    let pid = vm.pid;
+    let hook = DuringTransfer(Mutex::new(Some(Box::new(move || unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        std::thread::sleep(Duration::from_millis(300));
+    }))));
+    let failed = backup(Arc::clone(&lab.vault), "crash", BackupOptions::default(), Arc::new(hook)).await;
+    let message = failed.map(|s| s.point_id).expect_err("the backup must fail").to_string();
+    assert!(message.contains("disk vda") && message.contains("did QEMU exit"), "{message}");
+    assert_eq!(points::list(&lab.vault, "crash").await.unwrap().len(), 1, "a failed backup left a point");
+    drop(vm);
+
+    // QEMU restarted: the bitmap it had in use is inconsistent, so the next backup reads in
+    // full (deduplicated) and says why; the point is the disk as it is.
+    let deadline = std::time::Instant::now() + T;
+    while disk::lock::is_in_use(&image).unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the killed QEMU still holds the image");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _vm = start_qemu(lab.dir.path(), &image);
+    let next =
+        backup(Arc::clone(&lab.vault), "crash", BackupOptions::default(), Arc::new(engine::NoProgress))
+            .await
+            .unwrap();
+    assert_eq!(next.disks[0].mode, ReadMode::Full);
+    let note = next.disks[0].note.clone().unwrap_or_default();
+    assert!(note.contains("inconsistent") || note.contains("missing"), "{:?}", next.notes);
+    let now = expected(lab.dir.path(), "now.qcow2", &[(0x61, "0", "4M"), (0x62, "16M", "4M")]);
+    lab.restore("crash", &next.point_id, "vda", &lab.path("r.qcow2"), DiskFormat::Qcow2).await;
+    assert!(same(&now, &lab.path("r.qcow2")));
+    assert!(next.bytes_new < next.bytes_read, "the full read was not deduplicated");
+}
