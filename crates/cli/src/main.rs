@@ -43,7 +43,7 @@ enum Command {
     /// Register and inspect VMs.
     #[command(subcommand)]
     Vm(commands::vm::VmCommand),
-    /// Back up a VM now (on demand). The VM must be stopped.
+    /// Back up a VM now (on demand): stopped, or running when it has a QMP socket (`vm add --qmp`).
     Backup {
         /// The VM.
         name: String,
