@@ -261,7 +261,8 @@ async fn backup_in_session(
         None => None,
     };
 
-    let (vm_name, point, qga) = (vm.name.clone(), point_id.clone(), vm.qga.clone());
+    let (vm_name, point, qga, scripts) =
+        (vm.name.clone(), point_id.clone(), vm.qga.clone(), vm.scripts.clone());
     let vault_for_work = Arc::clone(&vault);
     let handle = tokio::runtime::Handle::current();
     let cancel = Arc::clone(&options.cancel);
@@ -273,11 +274,28 @@ async fn backup_in_session(
         let mut consistency = (Consistency::Crash, Vec::new());
         let (mut held, live) = match qmp {
             Some(qmp) => {
-                // Freeze the guest's filesystems around the instant, if its agent answers.
-                let agent = freeze(qga.as_deref());
+                // Quiesce: pre-script, then freeze the file systems, around the instant.
+                let pre = match &scripts {
+                    Some(config) => config.run_pre()?,
+                    None => None,
+                };
+                let freeze_enabled = scripts.as_ref().is_none_or(|c| c.fs_freeze_enabled);
+                let agent = if freeze_enabled { freeze(qga.as_deref()) } else { Err(String::new()) };
                 let taken = live_snapshot(qmp, &point, selected, &checkpoints, previous, base_indexes);
-                consistency = thaw(agent);
+                let (frozen, mut notes) = thaw(agent);
+                let post = match &scripts {
+                    Some(config) => config.run_post(),
+                    None => Ok(None),
+                };
                 let (held, live) = taken?;
+                let post = match post {
+                    Ok(post) => post,
+                    Err(e) => {
+                        live.finish(false, &bitmap_name(&point));
+                        return Err(e);
+                    }
+                };
+                consistency = (judge(frozen, freeze_enabled, pre, post, &mut notes), notes);
                 (held, Some(live))
             }
             None => {
@@ -524,16 +542,43 @@ fn freeze(qga: Option<&Path>) -> Frozen {
     }
 }
 
-/// Thaw at once after the snapshot instant; returns the consistency reached and its notes.
-fn thaw(frozen: Frozen) -> (Consistency, Vec<String>) {
+/// Thaw at once after the snapshot instant; returns whether the file systems were frozen,
+/// and notes.
+fn thaw(frozen: Frozen) -> (bool, Vec<String>) {
     match frozen {
         Ok(mut agent) => match agent.execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT) {
-            Ok(_) => (Consistency::FileSystem, vec![]),
-            Err(e) => {
-                (Consistency::FileSystem, vec![format!("thawing the guest's file systems failed: {e}")])
-            }
+            Ok(_) => (true, vec![]),
+            Err(e) => (true, vec![format!("thawing the guest's file systems failed: {e}")]),
         },
-        Err(note) => (Consistency::Crash, vec![note]),
+        Err(note) if note.is_empty() => (false, vec![]),
+        Err(note) => (false, vec![note]),
+    }
+}
+
+type ScriptRun = Option<std::result::Result<(), String>>;
+
+/// The consistency a live point reached: application when the scripts ran and succeeded and
+/// the file systems were frozen (or freezing was switched off for them); file-system when
+/// only the freeze held; crash otherwise. Failed scripts are noted.
+fn judge(
+    frozen: bool,
+    freeze_enabled: bool,
+    pre: ScriptRun,
+    post: ScriptRun,
+    notes: &mut Vec<String>,
+) -> Consistency {
+    let scripts_ran = pre.is_some() || post.is_some();
+    let mut scripts_ok = scripts_ran;
+    for run in [pre, post].into_iter().flatten() {
+        if let Err(why) = run {
+            notes.push(format!("{why}; continuing (continueBackupOnFailure)"));
+            scripts_ok = false;
+        }
+    }
+    match (scripts_ok, frozen || !freeze_enabled) {
+        (true, true) => Consistency::Application,
+        _ if frozen => Consistency::FileSystem,
+        _ => Consistency::Crash,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;
+pub mod scripts;
 pub mod settings;
 pub mod transfer;
 

@@ -60,6 +60,9 @@ pub struct VmRecord {
     /// Guest agent socket (qemu-ga), for freezing filesystems during the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qga: Option<PathBuf>,
+    /// Pre/post-snapshot scripts of live backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scripts: Option<crate::scripts::ScriptConfig>,
     /// When it was registered.
     pub registered: Timestamp,
 }
@@ -134,6 +137,7 @@ pub fn prepare(new: NewVm, limits: &Limits) -> Result<VmRecord> {
         nics: new.nics,
         qmp: new.qmp.as_deref().map(absolute).transpose()?,
         qga: new.qga.as_deref().map(absolute).transpose()?,
+        scripts: None,
         registered: Timestamp::now(),
     })
 }
@@ -177,6 +181,21 @@ pub async fn list(backend: &dyn Backend) -> Result<Vec<VmRecord>> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// Set (or, with `None`, clear) the pre/post-snapshot scripts of a VM.
+pub async fn set_scripts(
+    backend: &dyn Backend,
+    name: &str,
+    scripts: Option<crate::scripts::ScriptConfig>,
+) -> Result<VmRecord> {
+    get(backend, name).await?;
+    catalog::update(backend, &vm_key(name), |current: Option<VmRecord>| {
+        let mut vm = current.ok_or_else(|| EngineError::NoSuchVm(name.to_string()))?;
+        vm.scripts = scripts.clone();
+        Ok(vm)
+    })
+    .await
 }
 
 /// Forget a VM. Its recovery points stay in the vault. A protected VM must be unprotected

@@ -255,6 +255,7 @@ pub async fn restore_vm(
         // A restored VM is not running yet: its sockets are set when it is registered live.
         qmp: None,
         qga: None,
+        scripts: None,
         registered: Timestamp::now(),
     };
     let libvirt_xml = dir.join(format!("{new_name}.xml"));

@@ -225,3 +225,84 @@ async fn qemu_killed_mid_transfer_fails_the_backup_and_the_next_one_reads_in_ful
     assert!(same(&now, &lab.path("r.qcow2")));
     assert!(next.bytes_new < next.bytes_read, "the full read was not deduplicated");
 }
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_and_post_scripts_decide_consistency_or_stop_the_backup() {
+    let lab = Lab::new(false).await;
+    let image = lab.path("app.qcow2");
+    create(&image, "qcow2", "64M");
+    let _vm = start_qemu(lab.dir.path(), &image);
+    let new = NewVm {
+        name: "app".into(),
+        disks: vec![(Some("vda".into()), image.clone())],
+        qmp: Some(lab.path("qmp.sock")),
+        ..Default::default()
+    };
+    let backend = Arc::clone(lab.vault.vault().backend());
+    registry::add(backend.as_ref(), registry::prepare(new, &Limits::default()).unwrap()).await.unwrap();
+    let log = lab.path("scripts.log");
+    let ok_pre = script(lab.dir.path(), "pre.sh", &format!("echo \"pre $1\" >> {}", log.display()));
+    let ok_post = script(lab.dir.path(), "post.sh", &format!("echo post >> {}", log.display()));
+    let failing = script(lab.dir.path(), "fail.sh", "exit 3");
+    let slow = script(lab.dir.path(), "slow.sh", "sleep 5");
+    let config = |pre: &Path, cont: bool| engine::scripts::ScriptConfig {
+        pre_script_location: Some(pre.to_path_buf()),
+        post_script_location: Some(ok_post.clone()),
+        pre_script_params: vec!["db".into()],
+        timeout_in_seconds: 1,
+        continue_backup_on_failure: cont,
+        // No guest OS here: the scripts alone quiesce the application.
+        fs_freeze_enabled: false,
+        ..Default::default()
+    };
+    let run = |scripts: engine::scripts::ScriptConfig| {
+        let (vault, backend) = (Arc::clone(&lab.vault), Arc::clone(&backend));
+        async move {
+            registry::set_scripts(backend.as_ref(), "app", Some(scripts)).await.unwrap();
+            let options = BackupOptions { kind: vault::PointKind::Scheduled, ..Default::default() };
+            backup(vault, "app", options, Arc::new(engine::NoProgress)).await
+        }
+    };
+
+    // Both scripts succeed: application-consistent, pre before post, with its parameters.
+    let ok = run(config(&ok_pre, false)).await.unwrap();
+    assert_eq!(ok.consistency, vault::Consistency::Application, "{:?}", ok.notes);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "pre db\npost\n");
+
+    // A failing pre-script with continue: the point is made, crash-consistent, and says why.
+    let cont = run(config(&failing, true)).await.unwrap();
+    assert_eq!(cont.consistency, vault::Consistency::Crash);
+    assert!(
+        cont.notes
+            .iter()
+            .any(|n| n.contains("pre-script") && n.contains("fail.sh") && n.contains("exit status: 3")),
+        "{:?}",
+        cont.notes
+    );
+
+    // Without continue: the backup fails clearly and makes no point.
+    let before = points::list(&lab.vault, "app").await.unwrap().len();
+    let err = run(config(&failing, false)).await.map(|s| s.point_id).unwrap_err().to_string();
+    assert!(err.contains("fail.sh") && err.contains("continueBackupOnFailure is false"), "{err}");
+    assert_eq!(points::list(&lab.vault, "app").await.unwrap().len(), before);
+
+    // A script over its timeout is killed.
+    let slow_run = run(config(&slow, true)).await.unwrap();
+    assert!(slow_run.notes.iter().any(|n| n.contains("timed out after 1 s")), "{:?}", slow_run.notes);
+    assert_eq!(slow_run.consistency, vault::Consistency::Crash);
+
+    // A script others may change does not run.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ok_pre, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = run(config(&ok_pre, false)).await.map(|s| s.point_id).unwrap_err().to_string();
+    assert!(err.contains("must be owned by root and not writable by group or others"), "{err}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().matches("pre db").count(), 1, "the unsafe script ran");
+}

@@ -59,6 +59,20 @@ pub enum VmCommand {
         /// The VM's name.
         name: String,
     },
+    /// Set the pre/post-snapshot scripts of live backups from a JSON file in Azure's
+    /// VMSnapshotScriptPluginConfig form (preScriptLocation, postScriptLocation, preScriptParams,
+    /// postScriptParams, preScriptNoOfRetries, postScriptNoOfRetries, timeoutInSeconds,
+    /// continueBackupOnFailure, fsFreezeEnabled), or clear them.
+    Scripts {
+        /// The VM's name.
+        name: String,
+        /// The configuration file.
+        #[arg(long, conflicts_with = "clear", required_unless_present = "clear")]
+        config: Option<PathBuf>,
+        /// Remove the scripts.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
@@ -116,6 +130,31 @@ pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&vm)?);
             } else {
                 print_vm(&vm);
+            }
+        }
+        VmCommand::Scripts { name, config, clear } => {
+            let scripts = if clear {
+                None
+            } else {
+                config.as_deref().map(engine::scripts::ScriptConfig::load).transpose()?
+            };
+            registry::set_scripts(backend, &name, scripts.clone()).await?;
+            match scripts {
+                Some(s) => println!(
+                    "VM {name}: pre-script {}, post-script {}, timeout {} s, continue on failure: {}, freeze: {}.",
+                    s.pre_script_location
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    s.post_script_location
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    s.timeout_in_seconds,
+                    s.continue_backup_on_failure,
+                    s.fs_freeze_enabled
+                ),
+                None => println!("VM {name}: no scripts."),
             }
         }
         VmCommand::Remove { name } => {
