@@ -107,7 +107,7 @@ impl LiveSnapshot {
         }
         let mut snapshot = LiveSnapshot { qmp, socket, disks: live, server_started: false, timeout };
         if let Err(e) = snapshot.prepare_and_freeze(new_bitmap) {
-            snapshot.finish(false, new_bitmap);
+            snapshot.finish(false, new_bitmap, "");
             return Err(e);
         }
         Ok(snapshot)
@@ -185,11 +185,11 @@ impl LiveSnapshot {
         &self.disks
     }
 
-    /// Tear the snapshot down. After a committed point the previous bitmaps are removed (the
-    /// new ones carry on); otherwise the new bitmaps are merged back into the previous ones,
+    /// Tear the snapshot down. After a committed point the previous bitmaps, and any other
+    /// bitmap whose name starts with `stale_prefix`, are removed (the new ones carry on); otherwise the new bitmaps are merged back into the previous ones,
     /// which record again, so the next backup is still incremental and misses nothing.
     /// Problems are returned as notes: the point's fate is already decided.
-    pub fn finish(mut self, committed: bool, new_bitmap: &str) -> Vec<String> {
+    pub fn finish(mut self, committed: bool, new_bitmap: &str, stale_prefix: &str) -> Vec<String> {
         let t = self.timeout;
         let mut notes = Vec::new();
         let mut step = |qmp: &mut QmpClient, command: &str, args: Value| {
@@ -212,11 +212,23 @@ impl LiveSnapshot {
             step(&mut self.qmp, "blockdev-del", json!({ "node-name": d.fleece_node }));
             let _ = std::fs::remove_file(&d.fleece_file);
             match (&d.previous_bitmap, committed) {
-                (Some(previous), true) => step(
-                    &mut self.qmp,
-                    "block-dirty-bitmap-remove",
-                    json!({ "node": d.node, "name": previous }),
-                ),
+                (_, true) => {
+                    // The new bitmap is the only checkpoint now: drop the previous one and any
+                    // left by backups that died before they could clean up.
+                    let stale: Vec<String> = find_node(&mut self.qmp, &d.path, t)
+                        .map(|(_, bitmaps)| bitmaps.into_iter().map(|b| b.name).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|name| name.starts_with(stale_prefix) && name != new_bitmap)
+                        .collect();
+                    for name in stale {
+                        step(
+                            &mut self.qmp,
+                            "block-dirty-bitmap-remove",
+                            json!({ "node": d.node, "name": name }),
+                        );
+                    }
+                }
                 (Some(previous), false) => {
                     step(
                         &mut self.qmp,
@@ -239,7 +251,6 @@ impl LiveSnapshot {
                     "block-dirty-bitmap-remove",
                     json!({ "node": d.node, "name": new_bitmap }),
                 ),
-                (None, true) => {}
             }
         }
         let _ = std::fs::remove_file(&self.socket);

@@ -167,6 +167,11 @@ fn a_live_snapshot_shows_the_disk_as_it_was_while_the_guest_writes_on() {
     hmp_write(&mut guest, 0x11, "0", "1M");
     hmp_write(&mut guest, 0x22, "8M", "1M");
 
+    // A bitmap a crashed backup left behind, and one of the operator's own.
+    for name in ["vmvault-left-by-a-crash", "operator-bitmap"] {
+        let add = json!({ "node": "disk0", "name": name, "persistent": true });
+        guest.execute("block-dirty-bitmap-add", add, T).unwrap();
+    }
     let qmp = QmpClient::connect(&vm.path("qmp.sock"), T).unwrap();
     let work = vm.path("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -182,13 +187,15 @@ fn a_live_snapshot_shows_the_disk_as_it_was_while_the_guest_writes_on() {
     expected[..1 << 20].fill(0x11);
     expected[8 << 20..9 << 20].fill(0x22);
     assert!(seen == expected, "the export does not show the disk as it was at the snapshot");
-    assert!(snapshot.finish(true, "vmvault-p1").is_empty());
+    assert!(snapshot.finish(true, "vmvault-p1", "vmvault-").is_empty());
 
     // The new bitmap carries on and saw exactly the writes after the snapshot.
     let mut qmp = QmpClient::connect(&vm.path("qmp.sock"), T).unwrap();
     let (node, bitmaps) = disk::live::find_node(&mut qmp, &vm.path("disk.qcow2"), T).unwrap();
     assert_eq!(node, "disk0");
-    assert_eq!(bitmaps.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["vmvault-p1"]);
-    assert!(bitmaps[0].recording);
+    let mut names: Vec<&str> = bitmaps.iter().map(|b| b.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["operator-bitmap", "vmvault-p1"], "stale vmvault bitmaps are removed, others kept");
+    assert!(bitmaps.iter().all(|b| b.recording));
     assert!(!work.join("fleece-0.qcow2").exists(), "the overlay was left behind");
 }

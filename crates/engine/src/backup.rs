@@ -291,7 +291,7 @@ async fn backup_in_session(
                 let post = match post {
                     Ok(post) => post,
                     Err(e) => {
-                        live.finish(false, &bitmap_name(&point));
+                        live.finish(false, &bitmap_name(&point), BITMAP_PREFIX);
                         return Err(e);
                     }
                 };
@@ -305,7 +305,7 @@ async fn backup_in_session(
         let abandon = |held: &mut Vec<HeldDisk>, live: Option<LiveSnapshot>| {
             held.iter_mut().for_each(HeldDisk::abandon);
             if let Some(live) = live {
-                live.finish(false, &bitmap_name(&point));
+                live.finish(false, &bitmap_name(&point), BITMAP_PREFIX);
             }
         };
         if cancel.load(Ordering::SeqCst) {
@@ -335,7 +335,7 @@ async fn backup_in_session(
     let new_bitmap = bitmap_name(&point_id);
     let abandon_live = |live: &mut Option<LiveSnapshot>| {
         if let Some(live) = live.take() {
-            live.finish(false, &new_bitmap);
+            live.finish(false, &new_bitmap, BITMAP_PREFIX);
         }
     };
 
@@ -401,7 +401,9 @@ async fn backup_in_session(
     }
     if let Some(live) = live.take() {
         notes.extend(
-            live.finish(true, &new_bitmap).into_iter().map(|n| format!("live snapshot clean-up: {n}")),
+            live.finish(true, &new_bitmap, BITMAP_PREFIX)
+                .into_iter()
+                .map(|n| format!("live snapshot clean-up: {n}")),
         );
     }
     for disk in &mut held {
