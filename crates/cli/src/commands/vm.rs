@@ -194,4 +194,16 @@ fn print_vm(vm: &VmRecord) {
     if let Some(qga) = &vm.qga {
         println!("agent    {}", qga.display());
     }
+    if let Some(s) = &vm.scripts {
+        let show =
+            |p: &Option<PathBuf>| p.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "scripts  pre {} post {} (timeout {} s, continue on failure: {}, freeze: {})",
+            show(&s.pre_script_location),
+            show(&s.post_script_location),
+            s.timeout_in_seconds,
+            s.continue_backup_on_failure,
+            s.fs_freeze_enabled
+        );
+    }
 }
