@@ -7,7 +7,7 @@ use ext4_view::{Ext4, Ext4Error, Ext4Read, Metadata};
 use crate::error::{GuestError, Result};
 use crate::guard;
 use crate::reader::Slice;
-use crate::tree::{Entry, EntryKind, GuestFs, base_name, join, show};
+use crate::tree::{Entry, EntryKind, GuestFs, base_name, copy_out, join, show};
 
 struct SliceRead(Slice);
 
@@ -120,17 +120,7 @@ impl GuestFs for ExtFs {
         let what = show(path);
         guard(&what, || {
             let mut file = self.fs.open(path).map_err(|e| error(&what, e))?;
-            let mut buf = vec![0u8; 1 << 20];
-            let mut total = 0u64;
-            loop {
-                let n = file.read_bytes(&mut buf).map_err(|e| error(&what, e))?;
-                if n == 0 {
-                    return Ok(total);
-                }
-                out.write_all(&buf[..n])
-                    .map_err(|source| GuestError::Write { path: what.clone(), source })?;
-                total += n as u64;
-            }
+            copy_out(&what, |buf| file.read_bytes(buf).map_err(|e| error(&what, e)), out)
         })
     }
 }

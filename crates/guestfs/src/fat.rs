@@ -9,7 +9,7 @@ use fatfs::{Dir, FileSystem, FsOptions};
 use crate::error::{GuestError, Result};
 use crate::guard;
 use crate::reader::{Cursor, Slice};
-use crate::tree::{Entry, EntryKind, GuestFs, base_name, show};
+use crate::tree::{Entry, EntryKind, GuestFs, base_name, copy_out, show};
 
 /// Most entries a directory may list before it is called hostile (a looping cluster chain
 /// would list forever).
@@ -158,17 +158,7 @@ impl GuestFs for FatFs {
             let (dir, name) = self.parent(path, &what)?;
             let name = std::str::from_utf8(name).map_err(|_| GuestError::NotFound { path: what.clone() })?;
             let mut file = dir.open_file(name).map_err(|e| io_error(&what, e))?;
-            let mut buf = vec![0u8; 1 << 20];
-            let mut total = 0u64;
-            loop {
-                let n = file.read(&mut buf).map_err(|e| GuestError::corrupt(&what, e))?;
-                if n == 0 {
-                    return Ok(total);
-                }
-                out.write_all(&buf[..n])
-                    .map_err(|source| GuestError::Write { path: what.clone(), source })?;
-                total += n as u64;
-            }
+            copy_out(&what, |buf| file.read(buf).map_err(|e| GuestError::corrupt(&what, e)), out)
         })
     }
 }

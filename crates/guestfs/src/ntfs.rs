@@ -12,7 +12,7 @@ use ntfs::{Ntfs, NtfsFile};
 use crate::error::{GuestError, Result};
 use crate::guard;
 use crate::reader::{Cursor, Slice};
-use crate::tree::{Entry, EntryKind, GuestFs, show};
+use crate::tree::{Entry, EntryKind, GuestFs, copy_out, show};
 
 /// Records below this number are NTFS's own metadata files.
 const FIRST_USER_RECORD: u64 = 16;
@@ -168,17 +168,7 @@ impl GuestFs for NtfsFs {
             let attribute = item.to_attribute().map_err(|e| corrupt(&what, e))?;
             let value = attribute.value(&mut *reader).map_err(|e| corrupt(&what, e))?;
             let mut data = value.attach(&mut *reader);
-            let mut buf = vec![0u8; 1 << 20];
-            let mut total = 0u64;
-            loop {
-                let n = data.read(&mut buf).map_err(|e| GuestError::corrupt(&what, e))?;
-                if n == 0 {
-                    return Ok(total);
-                }
-                out.write_all(&buf[..n])
-                    .map_err(|source| GuestError::Write { path: what.clone(), source })?;
-                total += n as u64;
-            }
+            copy_out(&what, |buf| data.read(buf).map_err(|e| GuestError::corrupt(&what, e)), out)
         })
     }
 }

@@ -64,6 +64,26 @@ pub trait GuestFs {
     fn read_file(&self, path: &[u8], out: &mut dyn Write) -> Result<u64>;
 }
 
+/// Copy a file's bytes to `out` through `read` (a reader's `read`, errors already mapped);
+/// returns the bytes copied. One loop for every filesystem.
+pub(crate) fn copy_out(
+    what: &str,
+    mut read: impl FnMut(&mut [u8]) -> Result<usize>,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        out.write_all(&buf[..n])
+            .map_err(|source| crate::GuestError::Write { path: what.to_string(), source })?;
+        total += n as u64;
+    }
+}
+
 /// `dir` + `/` + `name`.
 pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut out = dir.to_vec();
