@@ -232,7 +232,7 @@ impl Retention {
                 this_week - week_number(local[i]) < i64::from(weeks)
                     && day.is_none_or(|d| local[i].weekday() == d)
             });
-            for (_, i) in last_per_bucket(eligible, |i| week_number(local[i]), points) {
+            for (_, i) in per_bucket(eligible, |i| week_number(local[i]), points, false) {
                 let iso = local[i].iso_week_date();
                 reasons[i].push(format!("weekly {}-W{:02}", iso.year(), iso.week()));
             }
@@ -247,11 +247,8 @@ impl Retention {
                     MonthPick::Day(d) => local[i].day() == d.min(local[i].days_in_month()),
                     _ => true,
                 });
-            let chosen = match pick {
-                MonthPick::First => first_per_bucket(in_range, |i| month_number(local[i]), points),
-                _ => last_per_bucket(in_range, |i| month_number(local[i]), points),
-            };
-            for (_, i) in chosen {
+            let earliest = pick == MonthPick::First;
+            for (_, i) in per_bucket(in_range, |i| month_number(local[i]), points, earliest) {
                 reasons[i].push(format!("monthly {}-{:02}", local[i].year(), local[i].month()));
             }
         }
@@ -260,7 +257,7 @@ impl Retention {
                 i64::from(today.year()) - i64::from(local[i].year()) < i64::from(years)
                     && month.is_none_or(|m| local[i].month() == m)
             });
-            for (_, i) in last_per_bucket(eligible, |i| i64::from(local[i].year()), points) {
+            for (_, i) in per_bucket(eligible, |i| i64::from(local[i].year()), points, false) {
                 reasons[i].push(format!("yearly {}", local[i].year()));
             }
         }
@@ -307,30 +304,22 @@ fn month_number(d: Date) -> i64 {
     i64::from(d.year()) * 12 + i64::from(d.month())
 }
 
-fn last_per_bucket(
+/// Per bucket, the earliest (`earliest`) or the latest point among `indices`.
+fn per_bucket(
     indices: impl Iterator<Item = usize>,
     bucket: impl Fn(usize) -> i64,
     points: &[PointFacts],
+    earliest: bool,
 ) -> BTreeMap<i64, usize> {
     let mut out: BTreeMap<i64, usize> = BTreeMap::new();
     for i in indices {
         let entry = out.entry(bucket(i)).or_insert(i);
-        if points[i].time >= points[*entry].time {
-            *entry = i;
-        }
-    }
-    out
-}
-
-fn first_per_bucket(
-    indices: impl Iterator<Item = usize>,
-    bucket: impl Fn(usize) -> i64,
-    points: &[PointFacts],
-) -> BTreeMap<i64, usize> {
-    let mut out: BTreeMap<i64, usize> = BTreeMap::new();
-    for i in indices {
-        let entry = out.entry(bucket(i)).or_insert(i);
-        if points[i].time < points[*entry].time {
+        let better = if earliest {
+            points[i].time < points[*entry].time
+        } else {
+            points[i].time >= points[*entry].time
+        };
+        if better {
             *entry = i;
         }
     }
