@@ -280,7 +280,7 @@ async fn backup_in_session(
                     None => None,
                 };
                 let freeze_enabled = scripts.as_ref().is_none_or(|c| c.fs_freeze_enabled);
-                let agent = if freeze_enabled { freeze(qga.as_deref()) } else { Err(String::new()) };
+                let agent = freeze_enabled.then(|| freeze(qga.as_deref()));
                 let taken = live_snapshot(qmp, &point, selected, &checkpoints, previous, base_indexes);
                 let (frozen, mut notes) = thaw(agent);
                 let post = match &scripts {
@@ -546,14 +546,17 @@ fn freeze(qga: Option<&Path>) -> Frozen {
 
 /// Thaw at once after the snapshot instant; returns whether the file systems were frozen,
 /// and notes.
-fn thaw(frozen: Frozen) -> (bool, Vec<String>) {
+fn thaw(frozen: Option<Frozen>) -> (bool, Vec<String>) {
     match frozen {
-        Ok(mut agent) => match agent.execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT) {
-            Ok(_) => (true, vec![]),
-            Err(e) => (true, vec![format!("thawing the guest's file systems failed: {e}")]),
-        },
-        Err(note) if note.is_empty() => (false, vec![]),
-        Err(note) => (false, vec![note]),
+        // Freezing switched off by the VM's script configuration.
+        None => (false, vec![]),
+        Some(Ok(mut agent)) => {
+            match agent.execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT) {
+                Ok(_) => (true, vec![]),
+                Err(e) => (true, vec![format!("thawing the guest's file systems failed: {e}")]),
+            }
+        }
+        Some(Err(note)) => (false, vec![note]),
     }
 }
 
