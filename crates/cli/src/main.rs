@@ -46,7 +46,11 @@ enum Command {
     /// Back up a VM now (on demand): stopped, or running when it has a QMP socket (`vm add --qmp`).
     Backup {
         /// The VM.
-        name: String,
+        #[arg(required_unless_present = "group")]
+        name: Option<String>,
+        /// Back up every VM of this consistency group at one instant instead (`vmvault group`).
+        #[arg(long, value_name = "GROUP", conflicts_with_all = ["name", "disks"])]
+        group: Option<String>,
         /// Only this disk (give it more than once for several); default: every disk.
         #[arg(long = "disk", value_name = "LABEL")]
         disks: Vec<String>,
@@ -71,6 +75,9 @@ enum Command {
     /// Create, list, show (with next run times), change and delete backup policies.
     #[command(subcommand)]
     Policy(commands::policy::PolicyCommand),
+    /// Consistency groups: VMs of one application, backed up at one instant.
+    #[command(subcommand)]
+    Group(commands::group::GroupCommand),
     /// Put a VM under a policy (or move it to another).
     Protect {
         /// The VM.
@@ -210,12 +217,20 @@ fn main() -> ExitCode {
                 Command::Vault(cmd) => commands::vault::run(&context, cmd).await,
                 Command::Key(cmd) => commands::key::run(&context, cmd).await,
                 Command::Vm(cmd) => commands::vm::run(&context, cmd).await,
-                Command::Backup { name, disks, retain_until, json } => {
-                    commands::backup::backup(&context, &name, disks, retain_until.as_deref(), json).await
+                Command::Backup { name, group, disks, retain_until, json } => {
+                    let until = retain_until.as_deref();
+                    match (name, group) {
+                        (_, Some(group)) => {
+                            commands::backup::backup_group(&context, &group, until, json).await
+                        }
+                        (Some(vm), None) => commands::backup::backup(&context, &vm, disks, until, json).await,
+                        (None, None) => Err(anyhow::anyhow!("name a VM, or a group with --group GROUP")),
+                    }
                 }
                 Command::Points { name, json } => commands::backup::list_points(&context, &name, json).await,
                 Command::Restore(cmd) => commands::restore::run(&context, cmd).await,
                 Command::Policy(cmd) => commands::policy::run(&context, cmd).await,
+                Command::Group(cmd) => commands::group::run(&context, cmd).await,
                 Command::Protect { name, policy, exclude } => {
                     commands::policy::protect(&context, &name, &policy, &exclude).await
                 }

@@ -252,3 +252,40 @@ fn verify_fails_and_names_the_point_when_a_chunk_is_missing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("app/{point}")), "{stderr}");
 }
+
+#[test]
+fn a_group_backs_up_its_members_together_and_keeps_them_registered() {
+    let lab = Lab::new();
+    lab.vm("db", 2);
+    lab.vm("web", 1);
+    let err = lab.fails(&["group", "create", "solo", "db"]);
+    assert!(err.contains("at least two VMs"), "{err}");
+    let err = lab.fails(&["group", "create", "shop", "db", "nosuch"]);
+    assert!(err.contains("nosuch"), "{err}");
+    lab.ok(&["group", "create", "shop", "db", "web"]);
+    assert_eq!(lab.json(&["group", "show", "shop", "--json"])["members"], serde_json::json!(["db", "web"]));
+    let err = lab.fails(&["vm", "remove", "web"]);
+    assert!(err.contains("consistency group shop") && err.contains("group delete shop"), "{err}");
+
+    let out = lab.ok(&["backup", "--group", "shop"]);
+    assert!(out.contains("Consistency group shop: snapshot instant"), "{out}");
+    let instants: Vec<serde_json::Value> = ["db", "web"]
+        .iter()
+        .map(|vm| {
+            let points = lab.json(&["points", vm, "--json"]);
+            assert_eq!(points.as_array().unwrap().len(), 1);
+            assert_eq!(points[0]["group"]["name"], "shop");
+            points[0]["group"]["instant"].clone()
+        })
+        .collect();
+    assert_eq!(instants[0], instants[1], "both points record one instant");
+    let usage = lab.run(&["backup", "--group", "shop", "--disk", "vda"]);
+    assert!(
+        !usage.status.success() && String::from_utf8_lossy(&usage.stderr).contains("cannot be used with")
+    );
+
+    lab.ok(&["group", "delete", "shop"]);
+    lab.ok(&["vm", "remove", "web"]);
+    let err = lab.fails(&["backup", "--group", "shop"]);
+    assert!(err.contains("no consistency group \"shop\""), "{err}");
+}

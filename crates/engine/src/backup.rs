@@ -15,14 +15,16 @@ use disk::{BlockSource, DiskFormat, ImageLock};
 use jiff::Timestamp;
 use serde::Serialize;
 use vault::session::{Rescue, Session};
-use vault::{ChunkId, Consistency, FixedIndex, Manifest, ManifestDisk, PointKind, UnlockedVault};
+use vault::{ChunkId, Consistency, FixedIndex, Manifest, ManifestDisk, PointGroup, PointKind, UnlockedVault};
 
 use crate::checkpoint::{self, BITMAP_PREFIX, Checkpoint, Checkpoints, ImageIdentity, bitmap_name};
 use crate::error::{EngineError, Result};
+use crate::group::{GroupSnapshot, Step};
 use crate::points::{self, index_key, manifest_key, new_point_id};
 use crate::progress::Progress;
 use crate::protection::{self, ProtectedItem};
 use crate::registry::{self, DiskRecord};
+use crate::scripts::ScriptConfig;
 use crate::transfer::{BlockRead, Transfer, TransferStats, blocks_of, patched, whole};
 
 /// What to back up and how to label the point.
@@ -40,6 +42,8 @@ pub struct BackupOptions {
     pub job_id: String,
     /// Lease of the backup's writer session (how soon a crashed backup stops blocking others).
     pub session_lease: Duration,
+    /// The consistency group backup this one is a member of (see [`crate::group`]).
+    pub group: Option<Arc<GroupSnapshot>>,
 }
 
 impl Default for BackupOptions {
@@ -51,6 +55,7 @@ impl Default for BackupOptions {
             cancel: Arc::new(AtomicBool::new(false)),
             job_id: format!("backup-{}", std::process::id()),
             session_lease: vault::session::DEFAULT_LEASE,
+            group: None,
         }
     }
 }
@@ -109,6 +114,11 @@ pub struct BackupSummary {
     pub disks: Vec<DiskSummary>,
     /// Things the operator should know (fallbacks, clean-up problems).
     pub notes: Vec<String>,
+    /// A running VM's pause: from the freeze to the thaw (the snapshot transaction alone when
+    /// nothing froze); in a group, this member's freeze to its thaw.
+    pub freeze_to_thaw_ms: Option<u64>,
+    /// The consistency group and its shared instant, for a group backup.
+    pub group: Option<PointGroup>,
 }
 
 /// NBD connections an incremental backup reads through (qemu-nbd serves this many at once).
@@ -157,6 +167,9 @@ pub async fn backup_job(
         let options = BackupOptions { cancel: job.cancel_flag(), job_id: job.id(), ..options };
         let summary = backup(vault, vm, options, Arc::new(job.clone())).await?;
         job.set_point(&summary.point_id);
+        if let Some(ms) = summary.freeze_to_thaw_ms {
+            job.set_freeze_to_thaw_ms(ms);
+        }
         summary.notes.iter().for_each(|note| job.warn(note.clone()));
         Ok(summary)
     })
@@ -263,6 +276,7 @@ async fn backup_in_session(
 
     let (vm_name, point, qga, scripts) =
         (vm.name.clone(), point_id.clone(), vm.qga.clone(), vm.scripts.clone());
+    let group = options.group.clone();
     let vault_for_work = Arc::clone(&vault);
     let handle = tokio::runtime::Handle::current();
     let cancel = Arc::clone(&options.cancel);
@@ -271,35 +285,22 @@ async fn backup_in_session(
     let work = tokio::task::spawn_blocking(move || {
         let (session, progress) = (session_for_work, progress_for_work);
         progress.phase("snapshot");
-        let mut consistency = (Consistency::Crash, Vec::new());
-        let (mut held, live) = match qmp {
+        let meet = |step: Step| group.as_ref().map_or(Ok(()), |g| g.wait(&vm_name, step, &cancel));
+        let (mut held, live, quiesced) = match qmp {
             Some(qmp) => {
-                // Quiesce: pre-script, then freeze the file systems, around the instant.
-                let pre = match &scripts {
-                    Some(config) => config.run_pre()?,
-                    None => None,
-                };
-                let freeze_enabled = scripts.as_ref().is_none_or(|c| c.fs_freeze_enabled);
-                let agent = freeze_enabled.then(|| freeze(qga.as_deref()));
-                let taken = live_snapshot(qmp, &point, selected, &checkpoints, previous, base_indexes);
-                let (frozen, mut notes) = thaw(agent);
-                let post = match &scripts {
-                    Some(config) => config.run_post(),
-                    None => Ok(None),
-                };
-                let (held, live) = taken?;
-                let post = match post {
-                    Ok(post) => post,
-                    Err(e) => {
-                        live.finish(false, &bitmap_name(&point), BITMAP_PREFIX);
-                        return Err(e);
-                    }
-                };
-                consistency = (judge(frozen, freeze_enabled, pre, post, &mut notes), notes);
-                (held, Some(live))
+                let planned = plan_live(qmp, selected, &checkpoints, previous, base_indexes);
+                let taken = live_phase(planned, &point, qga.as_deref(), scripts.as_ref(), meet)?;
+                (taken.held, Some(taken.live), taken.quiesced)
             }
             None => {
-                (snapshot(&vm_name, &point, selected, &checkpoints, previous, base_indexes, &cancel)?, None)
+                let mut held =
+                    snapshot(&vm_name, &point, selected, &checkpoints, previous, base_indexes, &cancel)?;
+                // A stopped member has nothing to freeze, but keeps the group's steps.
+                if let Err(e) = [Step::Ready, Step::Frozen, Step::Taken].into_iter().try_for_each(&meet) {
+                    held.iter_mut().for_each(HeldDisk::abandon);
+                    return Err(e);
+                }
+                (held, None, Quiesced::default())
             }
         };
         let abandon = |held: &mut Vec<HeldDisk>, live: Option<LiveSnapshot>| {
@@ -323,14 +324,14 @@ async fn backup_in_session(
         };
         let result = transfer_all(&transfer, &mut held, &point, live.as_ref().map(LiveSnapshot::socket));
         match result {
-            Ok(done) => Ok((held, done, live, consistency)),
+            Ok(done) => Ok((held, done, live, quiesced)),
             Err(e) => {
                 abandon(&mut held, live);
                 Err(e)
             }
         }
     });
-    let (mut held, done, mut live, (consistency, snapshot_notes)) =
+    let (mut held, done, mut live, quiesced) =
         work.await.map_err(|e| EngineError::Invalid(format!("backup worker failed: {e}")))??;
     let new_bitmap = bitmap_name(&point_id);
     let abandon_live = |live: &mut Option<LiveSnapshot>| {
@@ -346,6 +347,7 @@ async fn backup_in_session(
         return Err(EngineError::Cancelled);
     }
     progress.phase("commit");
+    let point_group = options.group.as_ref().and_then(|g| g.point_group());
     let commit = async {
         let mut disks = Vec::new();
         for (disk, (index, stats, _)) in held.iter().zip(&done) {
@@ -366,9 +368,10 @@ async fn backup_in_session(
             vm: vm.name.clone(),
             time,
             kind: options.kind,
-            consistency,
+            consistency: quiesced.consistency,
             retain_until: options.retain_until,
             disks,
+            group: point_group.clone(),
         };
         vault.commit_manifest(&manifest_key(&vm.name, &point_id), &manifest).await
     };
@@ -379,7 +382,7 @@ async fn backup_in_session(
     }
 
     // After the commit: record the new checkpoints, then let go of the images and old bitmaps.
-    let mut notes = snapshot_notes;
+    let mut notes = quiesced.notes;
     let mut new_checkpoints = BTreeMap::new();
     for disk in &held {
         let bitmap =
@@ -439,7 +442,7 @@ async fn backup_in_session(
         point_id,
         vm: vm.name.clone(),
         time,
-        consistency,
+        consistency: quiesced.consistency,
         bytes_read: disk_summaries.iter().map(|d| d.bytes_read).sum(),
         bytes_new: disk_summaries.iter().map(|d| d.bytes_new).sum(),
         bytes_zero: disk_summaries.iter().map(|d| d.bytes_zero).sum(),
@@ -447,6 +450,8 @@ async fn backup_in_session(
         duration_s: started.elapsed().as_secs_f64(),
         disks: disk_summaries,
         notes,
+        freeze_to_thaw_ms: quiesced.freeze_to_thaw.map(|d| d.as_millis() as u64),
+        group: point_group,
     })
 }
 
@@ -590,16 +595,91 @@ fn judge(
 /// How long one QMP command may take.
 const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Snapshot phase for a running VM: plan each disk from QEMU's own bitmaps, then one QMP
-/// transaction freezes a view of every disk (see `disk::live`).
-fn live_snapshot(
-    mut qmp: QmpClient,
+/// How a live snapshot phase quiesced the guest.
+struct Quiesced {
+    consistency: Consistency,
+    notes: Vec<String>,
+    freeze_to_thaw: Option<Duration>,
+}
+
+impl Default for Quiesced {
+    fn default() -> Self {
+        Quiesced { consistency: Consistency::Crash, notes: vec![], freeze_to_thaw: None }
+    }
+}
+
+/// A running VM's snapshot, taken and thawed.
+struct LiveTaken {
+    held: Vec<HeldDisk>,
+    live: LiveSnapshot,
+    quiesced: Quiesced,
+}
+
+/// Snapshot phase of a running VM: pre-script, then (once the group, if any, is ready) freeze,
+/// one QMP transaction for every disk (see `disk::live`), thaw at once — also on error —, then
+/// the post-script. `meet` waits for the other members of a group at each step.
+fn live_phase(
+    planned: Result<LivePlan>,
     point_id: &str,
+    qga: Option<&Path>,
+    scripts: Option<&ScriptConfig>,
+    meet: impl Fn(Step) -> Result<()>,
+) -> Result<LiveTaken> {
+    // Pre-script first: an application flushes before the file systems freeze.
+    let pre = match scripts {
+        Some(config) => config.run_pre()?,
+        None => None,
+    };
+    let freeze_enabled = scripts.is_none_or(|c| c.fs_freeze_enabled);
+    let (taken, frozen, mut notes, window) = match planned.and_then(|plan| meet(Step::Ready).map(|()| plan)) {
+        Err(e) => (Err(e), false, vec![], None),
+        Ok(plan) => {
+            let started = Instant::now();
+            let agent = freeze_enabled.then(|| freeze(qga));
+            let taken = meet(Step::Frozen).and_then(|()| plan.take(point_id)).and_then(|(held, live)| {
+                match meet(Step::Taken) {
+                    Ok(()) => Ok((held, live)),
+                    Err(e) => {
+                        live.finish(false, &bitmap_name(point_id), BITMAP_PREFIX);
+                        Err(e)
+                    }
+                }
+            });
+            let (frozen, notes) = thaw(agent);
+            (taken, frozen, notes, Some(started.elapsed()))
+        }
+    };
+    // The post-script runs whenever the pre-script did, so the application resumes.
+    let post = match scripts {
+        Some(config) => config.run_post(),
+        None => Ok(None),
+    };
+    let (held, live) = taken?;
+    let post = match post {
+        Ok(post) => post,
+        Err(e) => {
+            live.finish(false, &bitmap_name(point_id), BITMAP_PREFIX);
+            return Err(e);
+        }
+    };
+    let consistency = judge(frozen, freeze_enabled, pre, post, &mut notes);
+    Ok(LiveTaken { held, live, quiesced: Quiesced { consistency, notes, freeze_to_thaw: window } })
+}
+
+/// A running VM's disks planned from QEMU's own bitmaps; nothing in QEMU changed yet.
+struct LivePlan {
+    qmp: QmpClient,
+    held: Vec<HeldDisk>,
+    exports: Vec<(PathBuf, Option<String>)>,
+}
+
+fn plan_live(
+    mut qmp: QmpClient,
     selected: Vec<DiskRecord>,
     checkpoints: &Checkpoints,
     mut previous: BTreeMap<String, (String, FixedIndex)>,
     mut base_indexes: BTreeMap<String, FixedIndex>,
-) -> Result<(Vec<HeldDisk>, LiveSnapshot)> {
+) -> Result<LivePlan> {
     let mut held = Vec::new();
     let mut exports = Vec::new();
     for record in selected {
@@ -641,14 +721,22 @@ fn live_snapshot(
             record,
         });
     }
-    let dir = socket_dir(point_id)?;
-    let live = LiveSnapshot::start(qmp, &exports, &bitmap_name(point_id), &dir, QMP_TIMEOUT)?;
-    for (disk, live_disk) in held.iter_mut().zip(live.disks()) {
-        disk.live_export = Some(live_disk.export.clone());
-        // Recorded as the checkpoint once the point commits; `finish` owns it until then.
-        disk.new_bitmap = None;
+    Ok(LivePlan { qmp, held, exports })
+}
+
+impl LivePlan {
+    /// The snapshot instant: one transaction freezes a view of every disk.
+    fn take(self, point_id: &str) -> Result<(Vec<HeldDisk>, LiveSnapshot)> {
+        let LivePlan { qmp, mut held, exports } = self;
+        let dir = socket_dir(point_id)?;
+        let live = LiveSnapshot::start(qmp, &exports, &bitmap_name(point_id), &dir, QMP_TIMEOUT)?;
+        for (disk, live_disk) in held.iter_mut().zip(live.disks()) {
+            disk.live_export = Some(live_disk.export.clone());
+            // Recorded as the checkpoint once the point commits; `finish` owns it until then.
+            disk.new_bitmap = None;
+        }
+        Ok((held, live))
     }
-    Ok((held, live))
 }
 
 fn in_use_or(e: disk::DiskError, path: &Path) -> EngineError {

@@ -157,6 +157,9 @@ pub struct JobRecord {
     /// The process running it, to tell at once that it died on this machine.
     #[serde(default)]
     pub holder: Option<Holder>,
+    /// A live backup's pause of the guest, freeze to thaw, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_to_thaw_ms: Option<u64>,
 }
 
 impl JobRecord {
@@ -263,6 +266,7 @@ impl Job {
             point: None,
             host: holder.to_string(),
             holder: Some(holder),
+            freeze_to_thaw_ms: None,
         };
         let shared = Arc::new(Shared {
             backend,
@@ -309,6 +313,11 @@ impl Job {
     /// Record the recovery point the job made or used.
     pub fn set_point(&self, point: &str) {
         self.shared.edit(|r| r.point = Some(point.to_string()));
+    }
+
+    /// Record how long a live backup paused the guest.
+    pub fn set_freeze_to_thaw_ms(&self, ms: u64) {
+        self.shared.edit(|r| r.freeze_to_thaw_ms = Some(ms));
     }
 
     /// The record as it is now.
@@ -431,19 +440,12 @@ pub async fn list(
     status: Option<JobStatus>,
 ) -> Result<Vec<JobRecord>> {
     let now = Timestamp::now();
-    let mut out = Vec::new();
-    for object in backend.list(JOBS_PREFIX).await? {
-        if !object.key.ends_with(".json") {
-            continue;
-        }
-        if let Some(record) = catalog::read::<JobRecord>(backend, &object.key).await? {
-            let record = record.as_seen(now);
-            if vm.is_none_or(|v| record.vm.as_deref() == Some(v)) && status.is_none_or(|s| record.status == s)
-            {
-                out.push(record);
-            }
-        }
-    }
+    let mut out: Vec<JobRecord> = catalog::read_all::<JobRecord>(backend, JOBS_PREFIX)
+        .await?
+        .into_iter()
+        .map(|record| record.as_seen(now))
+        .filter(|r| vm.is_none_or(|v| r.vm.as_deref() == Some(v)) && status.is_none_or(|s| r.status == s))
+        .collect();
     out.sort_by(|a, b| a.started.cmp(&b.started).then_with(|| a.id.cmp(&b.id)));
     Ok(out)
 }

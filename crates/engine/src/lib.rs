@@ -9,6 +9,7 @@ pub mod backup;
 pub mod checkpoint;
 pub mod error;
 pub mod files;
+pub mod group;
 pub mod jobs;
 pub mod libvirt;
 pub mod limits;

@@ -48,6 +48,8 @@ pub struct PointSummary {
     pub retain_until: Option<Timestamp>,
     /// Labels of the disks it holds.
     pub disks: Vec<String>,
+    /// The consistency group and its instant, for a point of a group backup.
+    pub group: Option<vault::PointGroup>,
 }
 
 impl From<&Manifest> for PointSummary {
@@ -61,6 +63,7 @@ impl From<&Manifest> for PointSummary {
             stored_bytes: m.disks.iter().map(|d| d.stored_new).sum(),
             retain_until: m.retain_until,
             disks: m.disks.iter().map(|d| d.label.clone()).collect(),
+            group: m.group.clone(),
         }
     }
 }

@@ -93,12 +93,7 @@ pub async fn update(
 
 /// Every policy, by name.
 pub async fn list(backend: &dyn Backend) -> Result<Vec<Policy>> {
-    let mut out = Vec::new();
-    for object in backend.list(POLICIES_PREFIX).await? {
-        if let Some(policy) = catalog::read::<Policy>(backend, &object.key).await? {
-            out.push(policy);
-        }
-    }
+    let mut out: Vec<Policy> = catalog::read_all(backend, POLICIES_PREFIX).await?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

@@ -82,12 +82,7 @@ pub async fn get(backend: &dyn Backend, vm: &str) -> Result<Option<ProtectedItem
 
 /// Every item, by VM name.
 pub async fn list(backend: &dyn Backend) -> Result<Vec<ProtectedItem>> {
-    let mut out = Vec::new();
-    for object in backend.list(ITEMS_PREFIX).await? {
-        if let Some(item) = catalog::read::<ProtectedItem>(backend, &object.key).await? {
-            out.push(item);
-        }
-    }
+    let mut out: Vec<ProtectedItem> = catalog::read_all(backend, ITEMS_PREFIX).await?;
     out.sort_by(|a, b| a.vm.cmp(&b.vm));
     Ok(out)
 }

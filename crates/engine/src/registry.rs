@@ -173,12 +173,7 @@ pub async fn get(backend: &dyn Backend, name: &str) -> Result<VmRecord> {
 
 /// All registered VMs, by name.
 pub async fn list(backend: &dyn Backend) -> Result<Vec<VmRecord>> {
-    let mut out = Vec::new();
-    for object in backend.list(VMS_PREFIX).await? {
-        if let Some(vm) = catalog::read::<VmRecord>(backend, &object.key).await? {
-            out.push(vm);
-        }
-    }
+    let mut out: Vec<VmRecord> = catalog::read_all(backend, VMS_PREFIX).await?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -208,6 +203,11 @@ pub async fn remove(backend: &dyn Backend, name: &str) -> Result<()> {
         return Err(EngineError::Invalid(format!(
             "VM {name:?} is protected by policy {}; run `vmvault unprotect {name} --retain-data` first",
             item.policy.as_deref().unwrap_or("?")
+        )));
+    }
+    if let Some(group) = crate::group::of_vm(backend, name).await?.first() {
+        return Err(EngineError::Invalid(format!(
+            "VM {name:?} is a member of consistency group {group}; run `vmvault group delete {group}` first"
         )));
     }
     backend.delete(&vm_key(name)).await?;

@@ -121,6 +121,8 @@ async fn a_running_vm_is_backed_up_at_the_snapshot_instant_then_incrementally() 
     let first =
         backup(Arc::clone(&lab.vault), "live", BackupOptions::default(), Arc::new(hook)).await.unwrap();
     assert_eq!(first.disks[0].mode, ReadMode::Full);
+    let paused = first.freeze_to_thaw_ms.expect("a live backup reports its freeze-to-thaw time");
+    println!("snapshot phase, freeze to thaw: {paused} ms");
     // No guest OS, so no agent answers: no freeze, a crash-consistent point, and a note why.
     assert_eq!(first.consistency, vault::Consistency::Crash);
     assert!(
@@ -159,14 +161,9 @@ async fn a_running_vm_is_backed_up_at_the_snapshot_instant_then_incrementally() 
         let mut g = guest.lock().unwrap();
         assert_eq!(g.execute("query-status", json!({}), T).unwrap()["status"], "running");
         assert!(g.execute("query-block-jobs", json!({}), T).unwrap().as_array().unwrap().is_empty());
-        // The live disk holds every write, during the backups too.
-        let _ = g.execute("quit", json!({}), T);
     }
-    let deadline = std::time::Instant::now() + T;
-    while disk::lock::is_in_use(&image).unwrap() {
-        assert!(std::time::Instant::now() < deadline, "QEMU did not quit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The live disk holds every write, during the backups too.
+    quit(&guest, &image);
     assert!(same(&at_second, &image), "the running disk lost a write");
     assert_eq!(points::list(&lab.vault, "live").await.unwrap().len(), 2);
 }
@@ -305,4 +302,134 @@ async fn pre_and_post_scripts_decide_consistency_or_stop_the_backup() {
     let err = run(config(&ok_pre, false)).await.map(|s| s.point_id).unwrap_err().to_string();
     assert!(err.contains("must be owned by root and not writable by group or others"), "{err}");
     assert_eq!(std::fs::read_to_string(&log).unwrap().matches("pre db").count(), 1, "the unsafe script ran");
+}
+
+/// A VM of a consistency group: its own directory, QEMU and guest-side monitor.
+struct Member {
+    name: &'static str,
+    image: PathBuf,
+    guest: Arc<Mutex<QmpClient>>,
+    _qemu: RunningVm,
+}
+
+async fn member(lab: &Lab, name: &'static str, scripts: Option<engine::scripts::ScriptConfig>) -> Member {
+    let dir = lab.path(name);
+    std::fs::create_dir(&dir).unwrap();
+    let image = dir.join("disk.qcow2");
+    create(&image, "qcow2", "64M");
+    let qemu = start_qemu(&dir, &image);
+    let new = NewVm {
+        name: name.into(),
+        disks: vec![(Some("vda".into()), image.clone())],
+        qmp: Some(dir.join("qmp.sock")),
+        ..Default::default()
+    };
+    let backend = Arc::clone(lab.vault.vault().backend());
+    registry::add(backend.as_ref(), registry::prepare(new, &Limits::default()).unwrap()).await.unwrap();
+    registry::set_scripts(backend.as_ref(), name, scripts).await.unwrap();
+    let guest = Arc::new(Mutex::new(QmpClient::connect(&dir.join("guest.sock"), T).unwrap()));
+    Member { name, image, guest, _qemu: qemu }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consistency_group_snapshots_its_members_at_one_instant() {
+    let lab = Lab::new(false).await;
+    let backend = Arc::clone(lab.vault.vault().backend());
+    let db = member(&lab, "db", None).await;
+    let web = member(&lab, "web", None).await;
+    engine::group::create(backend.as_ref(), "shop", &["db".into(), "web".into()]).await.unwrap();
+    guest_write(&mut db.guest.lock().unwrap(), 0x11, "0", "1M");
+    guest_write(&mut web.guest.lock().unwrap(), 0x21, "0", "1M");
+
+    // Each member, as soon as its own transfer starts, writes into the *other* VM. Were the
+    // snapshots not taken together, the later one would hold the earlier one's write.
+    let cross = |target: &Member, pattern: u8| -> Arc<dyn Progress> {
+        let guest = Arc::clone(&target.guest);
+        Arc::new(DuringTransfer(Mutex::new(Some(Box::new(move || {
+            guest_write(&mut guest.lock().unwrap(), pattern, "4M", "1M");
+        })))))
+    };
+    let (to_web, to_db) = (cross(&web, 0x77), cross(&db, 0x78));
+    let outcomes =
+        engine::group::backup_group(Arc::clone(&lab.vault), "shop", BackupOptions::default(), |vm| {
+            if vm == "db" { Arc::clone(&to_web) } else { Arc::clone(&to_db) }
+        })
+        .await
+        .unwrap();
+    let mut instants = Vec::new();
+    for outcome in outcomes {
+        let (summary, job) = outcome.result.unwrap();
+        let group = summary.group.clone().expect("the point records its group");
+        assert_eq!(group.name, "shop");
+        instants.push(group.instant);
+        assert!(summary.freeze_to_thaw_ms.is_some() && job.freeze_to_thaw_ms == summary.freeze_to_thaw_ms);
+        let manifest = &points::list(&lab.vault, &outcome.vm).await.unwrap()[0];
+        assert_eq!(manifest.group.as_ref(), Some(&group), "the manifest records the group");
+        println!("{}: freeze to thaw {} ms", outcome.vm, summary.freeze_to_thaw_ms.unwrap());
+    }
+    assert_eq!(instants.len(), 2);
+    assert_eq!(instants[0], instants[1], "one snapshot instant for the group");
+
+    // Each point is its VM before either transfer began; the live disks hold the cross writes.
+    for (m, before, after) in
+        [(&db, (0x11, "0", "1M"), (0x78, "4M", "1M")), (&web, (0x21, "0", "1M"), (0x77, "4M", "1M"))]
+    {
+        let point = &points::list(&lab.vault, m.name).await.unwrap()[0].point_id;
+        let restored = lab.path(&format!("{}-restored.qcow2", m.name));
+        lab.restore(m.name, point, "vda", &restored, DiskFormat::Qcow2).await;
+        let at_instant = expected(lab.dir.path(), &format!("{}-instant.qcow2", m.name), &[before]);
+        assert!(same(&at_instant, &restored), "{}: the point is not the disk at the group's instant", m.name);
+        quit(&m.guest, &m.image);
+        let now = expected(lab.dir.path(), &format!("{}-now.qcow2", m.name), &[before, after]);
+        assert!(same(&now, &m.image), "{}: the running disk lost a write", m.name);
+    }
+}
+
+/// Quit a VM's QEMU and wait until it let go of its image, which then holds every write.
+fn quit(guest: &Mutex<QmpClient>, image: &Path) {
+    let _ = guest.lock().unwrap().execute("quit", json!({}), T);
+    let deadline = std::time::Instant::now() + T;
+    while disk::lock::is_in_use(image).unwrap() {
+        assert!(std::time::Instant::now() < deadline, "QEMU did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_that_fails_before_the_snapshot_stops_the_whole_group() {
+    let lab = Lab::new(false).await;
+    let backend = Arc::clone(lab.vault.vault().backend());
+    let failing = script(lab.dir.path(), "fail.sh", "exit 4");
+    let strict = engine::scripts::ScriptConfig {
+        pre_script_location: Some(failing),
+        continue_backup_on_failure: false,
+        ..Default::default()
+    };
+    let db = member(&lab, "db", Some(strict)).await;
+    let web = member(&lab, "web", None).await;
+    engine::group::create(backend.as_ref(), "shop", &["db".into(), "web".into()]).await.unwrap();
+    guest_write(&mut web.guest.lock().unwrap(), 0x21, "0", "1M");
+
+    let outcomes =
+        engine::group::backup_group(Arc::clone(&lab.vault), "shop", BackupOptions::default(), |_| {
+            Arc::new(engine::NoProgress)
+        })
+        .await
+        .unwrap();
+    let errors: Vec<String> =
+        outcomes.into_iter().map(|o| o.result.map(|_| ()).unwrap_err().to_string()).collect();
+    assert!(errors[0].contains("fail.sh"), "{}", errors[0]);
+    assert!(
+        errors[1].contains("consistency group shop") && errors[1].contains("member db failed"),
+        "{}",
+        errors[1]
+    );
+    for m in [&db, &web] {
+        assert!(points::list(&lab.vault, m.name).await.unwrap().is_empty(), "{} made a point", m.name);
+        // Nothing of a snapshot is left in either QEMU.
+        let mut g = m.guest.lock().unwrap();
+        assert!(g.execute("query-block-jobs", json!({}), T).unwrap().as_array().unwrap().is_empty());
+        let blocks = g.execute("query-block", json!({}), T).unwrap();
+        assert!(blocks[0]["inserted"]["dirty-bitmaps"].as_array().is_none_or(|b| b.is_empty()), "{blocks}");
+    }
 }

@@ -423,6 +423,7 @@ async fn synthetic_point(lab: &Lab, vm: &str, time: Timestamp, kind: PointKind) 
         consistency: Consistency::Crash,
         retain_until: None,
         disks: vec![],
+        group: None,
     };
     let bytes = manifest.encode(lab.vault.keys()).unwrap();
     lab.vault

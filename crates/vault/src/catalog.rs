@@ -19,6 +19,19 @@ pub async fn read<T: DeserializeOwned>(backend: &dyn Backend, key: &str) -> Resu
     }
 }
 
+/// Every `.json` document under `prefix`, in key order (one vanishing meanwhile is skipped).
+pub async fn read_all<T: DeserializeOwned>(backend: &dyn Backend, prefix: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for object in backend.list(prefix).await? {
+        if object.key.ends_with(".json")
+            && let Some(doc) = read(backend, &object.key).await?
+        {
+            out.push(doc);
+        }
+    }
+    Ok(out)
+}
+
 /// Create a document that must not exist yet; [`VaultError::Conflict`] if it does.
 pub async fn create<T: Serialize>(backend: &dyn Backend, key: &str, value: &T) -> Result<()> {
     backend.compare_and_swap(key, None, Bytes::from(encode(value, key)?)).await.map(|_| ())

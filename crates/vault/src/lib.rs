@@ -62,5 +62,5 @@ pub use id::{ChunkId, VaultId};
 pub use index::FixedIndex;
 pub use keyfile::{KdfParams, RecoveryKey};
 pub use keys::{Keys, MasterKey, Passphrase};
-pub use manifest::{Consistency, Manifest, ManifestDisk, PointKind};
+pub use manifest::{Consistency, Manifest, ManifestDisk, PointGroup, PointKind};
 pub use vault::{InitEncryption, UnlockedVault, Vault, VaultInfo};

@@ -56,6 +56,16 @@ impl Consistency {
     }
 }
 
+/// The consistency group a point was made in: every member's point of one group backup
+/// records the same instant, so an operator restores a multi-VM application as one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointGroup {
+    /// The group's name.
+    pub name: String,
+    /// When every member was quiesced, just before the members' snapshot transactions.
+    pub instant: Timestamp,
+}
+
 /// One disk of a recovery point.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestDisk {
@@ -94,6 +104,9 @@ pub struct Manifest {
     pub retain_until: Option<Timestamp>,
     /// The disks, in VM order.
     pub disks: Vec<ManifestDisk>,
+    /// The consistency group, when the point was made by a group backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<PointGroup>,
 }
 
 impl Manifest {

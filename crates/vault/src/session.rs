@@ -253,13 +253,7 @@ async fn refresh(backend: Arc<dyn Backend>, key: String, job: String, lease: Dur
 
 /// Every session document, live or not.
 pub async fn list(backend: &dyn Backend) -> Result<Vec<SessionRecord>> {
-    let mut out = Vec::new();
-    for object in backend.list(SESSIONS_PREFIX).await? {
-        if let Some(record) = catalog::read::<SessionRecord>(backend, &object.key).await? {
-            out.push(record);
-        }
-    }
-    Ok(out)
+    catalog::read_all(backend, SESSIONS_PREFIX).await
 }
 
 /// A session by name.

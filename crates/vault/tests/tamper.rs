@@ -25,6 +25,7 @@ fn manifest(index_key: &str, digest: &str) -> Manifest {
             index_digest: digest.into(),
             stored_new: 0,
         }],
+        group: None,
     }
 }
 

@@ -19,19 +19,7 @@ pub async fn backup(
     json: bool,
 ) -> Result<()> {
     let vault = Arc::new(crate::commands::unlock(context).await?);
-    let retain_until = match until {
-        Some(text) => parse_until(text)?,
-        None => engine::retention::default_retain_until(jiff::Timestamp::now()),
-    };
-    if retain_until <= jiff::Timestamp::now() {
-        bail!("--retain-until {retain_until} is in the past");
-    }
-    let options = BackupOptions {
-        disks,
-        kind: PointKind::OnDemand,
-        retain_until: Some(retain_until),
-        ..Default::default()
-    };
+    let options = BackupOptions { disks, ..on_demand(until)? };
     let (summary, job) =
         engine::backup::backup_job(vault, vm, options, crate::progress::for_terminal(json)).await?;
     if json {
@@ -39,6 +27,54 @@ pub async fn backup(
     } else {
         print_summary(&summary);
         println!("  job {}", job.id);
+    }
+    Ok(())
+}
+
+/// Options of an on-demand backup kept until `until` (default: 30 days).
+fn on_demand(until: Option<&str>) -> Result<BackupOptions> {
+    let retain_until = match until {
+        Some(text) => parse_until(text)?,
+        None => engine::retention::default_retain_until(jiff::Timestamp::now()),
+    };
+    if retain_until <= jiff::Timestamp::now() {
+        bail!("--retain-until {retain_until} is in the past");
+    }
+    Ok(BackupOptions { kind: PointKind::OnDemand, retain_until: Some(retain_until), ..Default::default() })
+}
+
+/// `vmvault backup --group GROUP`: every member at one instant, one job each.
+pub async fn backup_group(context: &Context, group: &str, until: Option<&str>, json: bool) -> Result<()> {
+    let vault = Arc::new(crate::commands::unlock(context).await?);
+    let outcomes =
+        engine::group::backup_group(vault, group, on_demand(until)?, |_| Arc::new(engine::NoProgress))
+            .await?;
+    let mut failed = Vec::new();
+    let mut summaries = Vec::new();
+    for outcome in outcomes {
+        match outcome.result {
+            Ok((summary, job)) => {
+                if !json {
+                    print_summary(&summary);
+                    println!("  job {}", job.id);
+                }
+                summaries.push(summary);
+            }
+            Err(e) => {
+                if !json {
+                    println!("VM {}: backup failed: {e}", outcome.vm);
+                }
+                failed.push(outcome.vm);
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+    } else if let Some(instant) = summaries.first().and_then(|s| s.group.as_ref()).map(|g| g.instant) {
+        println!("Consistency group {group}: snapshot instant {instant}.");
+    }
+    if !failed.is_empty() {
+        bail!("consistency group {group}: the backup of {} failed (see above)", failed.join(", "));
     }
     Ok(())
 }
@@ -63,6 +99,12 @@ fn print_summary(s: &BackupSummary) {
         s.duration_s,
         human_bytes(s.bytes_new)
     );
+    if let Some(ms) = s.freeze_to_thaw_ms {
+        println!("  the guest was paused for the snapshot {ms} ms (freeze to thaw).");
+    }
+    if let Some(group) = &s.group {
+        println!("  consistency group {} at {}.", group.name, group.instant);
+    }
     for note in &s.notes {
         println!("  note: {note}");
     }
@@ -83,19 +125,20 @@ pub async fn list_points(context: &Context, vm: &str, json: bool) -> Result<()> 
         return Ok(());
     }
     println!(
-        "{:<22} {:<20} {:<9} {:<11} {:>10} {:>10}  RETAIN-UNTIL",
-        "ID", "TIME", "KIND", "CONSISTENCY", "LOGICAL", "STORED"
+        "{:<22} {:<20} {:<9} {:<11} {:>10} {:>10}  {:<12}  GROUP",
+        "ID", "TIME", "KIND", "CONSISTENCY", "LOGICAL", "STORED", "RETAIN-UNTIL"
     );
     for p in summaries {
         println!(
-            "{:<22} {:<20} {:<9} {:<11} {:>10} {:>10}  {}",
+            "{:<22} {:<20} {:<9} {:<11} {:>10} {:>10}  {:<12}  {}",
             p.id,
             p.time.strftime("%Y-%m-%d %H:%M:%S"),
             p.kind.as_str(),
             p.consistency.as_str(),
             human_bytes(p.logical_bytes),
             human_bytes(p.stored_bytes),
-            p.retain_until.map(|t| t.strftime("%Y-%m-%d").to_string()).unwrap_or_else(|| "-".into())
+            p.retain_until.map(|t| t.strftime("%Y-%m-%d").to_string()).unwrap_or_else(|| "-".into()),
+            p.group.map(|g| format!("{} @ {}", g.name, g.instant)).unwrap_or_else(|| "-".into())
         );
     }
     Ok(())

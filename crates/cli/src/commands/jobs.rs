@@ -121,6 +121,9 @@ fn print_job(job: &JobRecord) {
     if let Some(point) = &job.point {
         println!("  point      {point}");
     }
+    if let Some(ms) = job.freeze_to_thaw_ms {
+        println!("  paused     {ms} ms (freeze to thaw)");
+    }
     for w in &job.warnings {
         println!("  warning    {w}");
     }

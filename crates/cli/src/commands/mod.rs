@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod demo;
 pub mod files;
+pub mod group;
 pub mod jobs;
 pub mod key;
 pub mod maintenance;
