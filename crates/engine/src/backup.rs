@@ -529,54 +529,70 @@ fn snapshot(
 /// How long the guest agent may take to freeze or thaw.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The guest agent with frozen filesystems, or why there is none.
-type Frozen = std::result::Result<GuestAgent, String>;
+/// What became of the guest's file systems around the snapshot instant.
+enum Freeze {
+    /// Frozen through the agent, which thaws them.
+    Held(GuestAgent),
+    /// Not attempted: switched off (`fsFreezeEnabled: false`), or no agent answers. Scripts
+    /// alone may still make the point application-consistent.
+    Skipped(Option<String>),
+    /// The agent answered but could not freeze: the guest's state is unknown.
+    Failed(String),
+}
 
-/// Freeze the guest's filesystems through its agent; any failure means no freeze.
-fn freeze(qga: Option<&Path>) -> Frozen {
+/// Freeze the guest's filesystems through its agent.
+fn freeze(qga: Option<&Path>) -> Freeze {
     let Some(socket) = qga else {
-        return Err("the VM has no guest agent socket (`vm add --qga`): file systems were not frozen".into());
+        return Freeze::Skipped(Some(
+            "the VM has no guest agent socket (`vm add --qga`): file systems were not frozen".into(),
+        ));
     };
-    let mut agent = GuestAgent::connect(socket, Duration::from_secs(2))
-        .map_err(|e| format!("guest agent absent ({e}): file systems were not frozen"))?;
+    let mut agent = match GuestAgent::connect(socket, Duration::from_secs(2)) {
+        Ok(agent) => agent,
+        Err(e) => {
+            return Freeze::Skipped(Some(format!("guest agent absent ({e}): file systems were not frozen")));
+        }
+    };
     match agent.execute("guest-fsfreeze-freeze", serde_json::json!({}), AGENT_TIMEOUT) {
-        Ok(_) => Ok(agent),
+        Ok(_) => Freeze::Held(agent),
         Err(e) => {
             // A partial freeze must never stay: thaw whatever froze.
             let _ = agent.execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT);
-            Err(format!("file-system freeze failed ({e}); the point is crash-consistent"))
+            Freeze::Failed(format!(
+                "file-system freeze failed ({e}); the point is not application-consistent"
+            ))
         }
     }
 }
 
-/// Thaw at once after the snapshot instant; returns whether the file systems were frozen,
-/// and notes.
-fn thaw(frozen: Option<Frozen>) -> (bool, Vec<String>) {
-    match frozen {
-        // Freezing switched off by the VM's script configuration.
-        None => (false, vec![]),
-        Some(Ok(mut agent)) => {
+/// How the freeze went, for [`judge`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Frozen {
+    Held,
+    Skipped,
+    Failed,
+}
+
+/// Thaw at once after the snapshot instant; returns how the freeze went, and notes.
+fn thaw(freeze: Freeze) -> (Frozen, Vec<String>) {
+    match freeze {
+        Freeze::Held(mut agent) => {
             match agent.execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT) {
-                Ok(_) => (true, vec![]),
-                Err(e) => (true, vec![format!("thawing the guest's file systems failed: {e}")]),
+                Ok(_) => (Frozen::Held, vec![]),
+                Err(e) => (Frozen::Held, vec![format!("thawing the guest's file systems failed: {e}")]),
             }
         }
-        Some(Err(note)) => (false, vec![note]),
+        Freeze::Skipped(note) => (Frozen::Skipped, note.into_iter().collect()),
+        Freeze::Failed(note) => (Frozen::Failed, vec![note]),
     }
 }
 
 type ScriptRun = Option<std::result::Result<(), String>>;
 
 /// The consistency a live point reached: application when the scripts ran and succeeded and
-/// the file systems were frozen (or freezing was switched off for them); file-system when
-/// only the freeze held; crash otherwise. Failed scripts are noted.
-fn judge(
-    frozen: bool,
-    freeze_enabled: bool,
-    pre: ScriptRun,
-    post: ScriptRun,
-    notes: &mut Vec<String>,
-) -> Consistency {
+/// no freeze failed (a skipped one leaves quiescing to the scripts); file-system when only the
+/// freeze held; crash otherwise. Failed scripts are noted.
+fn judge(frozen: Frozen, pre: ScriptRun, post: ScriptRun, notes: &mut Vec<String>) -> Consistency {
     let scripts_ran = pre.is_some() || post.is_some();
     let mut scripts_ok = scripts_ran;
     for run in [pre, post].into_iter().flatten() {
@@ -585,9 +601,9 @@ fn judge(
             scripts_ok = false;
         }
     }
-    match (scripts_ok, frozen || !freeze_enabled) {
-        (true, true) => Consistency::Application,
-        _ if frozen => Consistency::FileSystem,
+    match (scripts_ok, frozen) {
+        (true, Frozen::Held | Frozen::Skipped) => Consistency::Application,
+        (_, Frozen::Held) => Consistency::FileSystem,
         _ => Consistency::Crash,
     }
 }
@@ -632,10 +648,12 @@ fn live_phase(
     };
     let freeze_enabled = scripts.is_none_or(|c| c.fs_freeze_enabled);
     let (taken, frozen, mut notes, window) = match planned.and_then(|plan| meet(Step::Ready).map(|()| plan)) {
-        Err(e) => (Err(e), false, vec![], None),
+        Err(e) => (Err(e), Frozen::Skipped, vec![], None),
         Ok(plan) => {
-            let started = Instant::now();
-            let agent = freeze_enabled.then(|| freeze(qga));
+            let before = Instant::now();
+            let agent = if freeze_enabled { freeze(qga) } else { Freeze::Skipped(None) };
+            // The guest pauses from a freeze that held; else only for the transaction.
+            let started = if matches!(agent, Freeze::Held(_)) { before } else { Instant::now() };
             let taken = meet(Step::Frozen).and_then(|()| plan.take(point_id)).and_then(|(held, live)| {
                 match meet(Step::Taken) {
                     Ok(()) => Ok((held, live)),
@@ -662,7 +680,7 @@ fn live_phase(
             return Err(e);
         }
     };
-    let consistency = judge(frozen, freeze_enabled, pre, post, &mut notes);
+    let consistency = judge(frozen, pre, post, &mut notes);
     Ok(LiveTaken { held, live, quiesced: Quiesced { consistency, notes, freeze_to_thaw: window } })
 }
 

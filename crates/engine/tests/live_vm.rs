@@ -241,6 +241,8 @@ async fn pre_and_post_scripts_decide_consistency_or_stop_the_backup() {
         name: "app".into(),
         disks: vec![(Some("vda".into()), image.clone())],
         qmp: Some(lab.path("qmp.sock")),
+        // A guest-agent channel nothing answers on (there is no guest OS).
+        qga: Some(lab.path("qga.sock")),
         ..Default::default()
     };
     let backend = Arc::clone(lab.vault.vault().backend());
@@ -273,6 +275,14 @@ async fn pre_and_post_scripts_decide_consistency_or_stop_the_backup() {
     let ok = run(config(&ok_pre, false)).await.unwrap();
     assert_eq!(ok.consistency, vault::Consistency::Application, "{:?}", ok.notes);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "pre db\npost\n");
+
+    // Freezing asked for but no agent answers: skipped and said so; the scripts that
+    // succeeded still make the point application-consistent.
+    let no_agent = engine::scripts::ScriptConfig { fs_freeze_enabled: true, ..config(&ok_pre, false) };
+    let skipped = run(no_agent).await.unwrap();
+    assert_eq!(skipped.consistency, vault::Consistency::Application, "{:?}", skipped.notes);
+    assert!(skipped.notes.iter().any(|n| n.contains("guest agent absent") && n.contains("not frozen")));
+    std::fs::write(&log, "pre db\npost\n").unwrap();
 
     // A failing pre-script with continue: the point is made, crash-consistent, and says why.
     let cont = run(config(&failing, true)).await.unwrap();
