@@ -23,6 +23,9 @@ pub enum VaultError {
         source: std::io::Error,
     },
 
+    #[error("{location}: {key}: {message}; check the endpoint, the bucket and the credentials (AWS_*)")]
+    Storage { location: String, key: String, message: String },
+
     #[error("{location}: no vault here (no config file); create one with `vmvault vault init`")]
     NotAVault { location: String },
 

@@ -10,11 +10,13 @@
 //!   the version it read, and loses with [`VaultError::Conflict`] if someone wrote since.
 
 mod local;
+mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use local::LocalBackend;
+pub use s3::{MULTIPART_FROM, S3Backend};
 
 use crate::error::{Result, VaultError};
 
