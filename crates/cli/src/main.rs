@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "vmvault", version, about = "Encrypted, deduplicated backups of QEMU/KVM virtual machines")]
 struct Cli {
-    /// Where the vault lives: a directory (default $VMVAULT_VAULT, else ~/.local/share/vmvault/vault).
+    /// Where the vault lives: a directory or s3://BUCKET/PREFIX (default $VMVAULT_VAULT, else ~/.local/share/vmvault/vault).
     #[arg(long, global = true, env = "VMVAULT_VAULT", value_name = "LOCATION")]
     vault: Option<String>,
 
