@@ -1,32 +1,11 @@
 //! `vmvault files …` on a backed-up disk with a GPT, an ext4 and a FAT partition.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-struct Lab {
-    dir: tempfile::TempDir,
-}
+mod common;
 
-impl Lab {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vmvault"))
-            .args(args)
-            .env("VMVAULT_VAULT", self.path("vault"))
-            .env("VMVAULT_PASSPHRASE", "files passphrase")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "vmvault {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
+use common::Lab;
 
 fn sh(cmd: &str, args: &[&str], stdin: Option<&str>) {
     use std::io::Write;
@@ -48,7 +27,7 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn files_parts_ls_cat_find_and_get_read_a_point_without_restoring_it() {
-    let lab = Lab { dir: tempfile::tempdir().unwrap() };
+    let lab = Lab::local(Some("files passphrase"));
     lab.ok(&["vault", "init"]);
     let src = lab.path("src");
     std::fs::create_dir_all(src.join("etc/nginx/sites")).unwrap();
@@ -122,7 +101,7 @@ fn qemu_img(args: &[&str]) -> String {
 
 #[test]
 fn mount_serves_a_point_over_nbd_to_qemu_tools_and_an_overlay() {
-    let lab = Lab { dir: tempfile::tempdir().unwrap() };
+    let lab = Lab::local(Some("files passphrase"));
     lab.ok(&["vault", "init"]);
     let img = lab.path("app.raw");
     sh("truncate", &["-s", "48M", s(&img)], None);

@@ -1,70 +1,23 @@
 //! What an operator does with the CLI: register, back up, list points, restore, survive a kill.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Lab {
-    dir: tempfile::TempDir,
-}
+mod common;
 
-impl Lab {
-    fn new() -> Lab {
-        let lab = Lab { dir: tempfile::tempdir().unwrap() };
-        lab.ok(&["vault", "init"]);
-        lab
-    }
+use common::*;
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmvault"));
-        cmd.args(args)
-            .env("VMVAULT_VAULT", self.path("vault"))
-            .env("VMVAULT_PASSPHRASE", "operator passphrase")
-            .env_remove("VMVAULT_NEW_PASSPHRASE");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "vmvault {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_str(&self.ok(args)).unwrap()
-    }
-}
-
-fn sh(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn same(a: &Path, b: &Path) -> bool {
-    Command::new("qemu-img")
-        .args(["compare", "-q", a.to_str().unwrap(), b.to_str().unwrap()])
-        .status()
-        .unwrap()
-        .success()
-}
-
-fn stderr_line(out: &Output) -> String {
-    let text = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(text.trim_end().lines().count(), 1, "one line: {text:?}");
-    text
+/// An encrypted vault in a scratch directory.
+fn lab() -> Lab {
+    let lab = Lab::local(Some("operator passphrase"));
+    lab.ok(&["vault", "init"]);
+    lab
 }
 
 #[test]
 fn backup_json_and_points_json_carry_the_promised_fields() {
-    let lab = Lab::new();
+    let lab = lab();
     let os = lab.path("os.qcow2");
     sh("qemu-img", &["create", "-q", "-f", "qcow2", os.to_str().unwrap(), "64M"]);
     sh("qemu-io", &["-f", "qcow2", "-c", "write -P 0x61 0 8M", os.to_str().unwrap()]);
@@ -98,7 +51,7 @@ fn backup_json_and_points_json_carry_the_promised_fields() {
 
 #[test]
 fn a_backup_killed_mid_transfer_leaves_no_point_and_the_next_one_succeeds() {
-    let lab = Lab::new();
+    let lab = lab();
     let os = lab.path("os.qcow2");
     sh("qemu-img", &["create", "-q", "-f", "qcow2", os.to_str().unwrap(), "64M"]);
     sh("qemu-io", &["-f", "qcow2", "-c", "write -P 0x71 0 16M", os.to_str().unwrap()]);
@@ -191,7 +144,7 @@ fn count_files(dir: &Path) -> usize {
 
 #[test]
 fn restore_replace_refuses_a_running_vm_and_keeps_the_old_disk_aside() {
-    let lab = Lab::new();
+    let lab = lab();
     let os = lab.path("os.qcow2");
     sh("qemu-img", &["create", "-q", "-f", "qcow2", os.to_str().unwrap(), "32M"]);
     sh("qemu-io", &["-f", "qcow2", "-c", "write -P 0x51 0 4M", os.to_str().unwrap()]);
@@ -234,7 +187,7 @@ fn restore_replace_refuses_a_running_vm_and_keeps_the_old_disk_aside() {
 
 #[test]
 fn restore_vm_makes_a_new_registered_vm_with_new_identity() {
-    let lab = Lab::new();
+    let lab = lab();
     let os = lab.path("os.qcow2");
     sh("qemu-img", &["create", "-q", "-f", "qcow2", os.to_str().unwrap(), "32M"]);
     sh("qemu-io", &["-f", "qcow2", "-c", "write -P 0x53 1M 2M", os.to_str().unwrap()]);
@@ -299,7 +252,7 @@ fn restore_vm_makes_a_new_registered_vm_with_new_identity() {
 
 #[test]
 fn limits_are_enforced_when_a_vm_is_registered() {
-    let lab = Lab::new();
+    let lab = lab();
     let huge = lab.path("huge.qcow2");
     sh("qemu-img", &["create", "-q", "-f", "qcow2", huge.to_str().unwrap(), "4096G"]);
     let out = lab.run(&["vm", "add", "big", "--disk", huge.to_str().unwrap()]);

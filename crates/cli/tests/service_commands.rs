@@ -1,73 +1,37 @@
 //! Policies, protection, jobs, verify from the command line, as an operator uses them.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Lab {
-    dir: tempfile::TempDir,
+mod common;
+
+use common::*;
+
+/// An unencrypted vault in a scratch directory.
+fn lab() -> Lab {
+    let lab = Lab::local(None);
+    lab.ok(&["vault", "init", "--no-encryption"]);
+    lab
 }
 
-impl Lab {
-    fn new() -> Lab {
-        let lab = Lab { dir: tempfile::tempdir().unwrap() };
-        lab.ok(&["vault", "init", "--no-encryption"]);
-        lab
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmvault"));
-        cmd.args(args).env("VMVAULT_VAULT", self.path("vault"));
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "vmvault {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "vmvault {args:?} should fail: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
-        err
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_str(&self.ok(args)).unwrap()
-    }
-
-    fn vm(&self, name: &str, random_mib: usize) -> PathBuf {
-        let image = self.path(&format!("{name}.raw"));
-        let out = Command::new("dd")
-            .args(["if=/dev/urandom", &format!("of={}", image.display()), "bs=1M"])
-            .arg(format!("count={random_mib}"))
-            .arg("status=none")
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        self.ok(&["vm", "add", name, "--disk", &format!("vda={}", image.display())]);
-        image
-    }
+/// Register a VM with a raw disk of `random_mib` random MiB.
+fn vm(lab: &Lab, name: &str, random_mib: usize) -> PathBuf {
+    let image = lab.path(&format!("{name}.raw"));
+    let out = Command::new("dd")
+        .args(["if=/dev/urandom", &format!("of={}", image.display()), "bs=1M"])
+        .arg(format!("count={random_mib}"))
+        .arg("status=none")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    lab.ok(&["vm", "add", name, "--disk", &format!("vda={}", image.display())]);
+    image
 }
 
 #[test]
 fn policy_show_prints_next_runs_in_the_zone_and_in_utc() {
-    let lab = Lab::new();
+    let lab = lab();
     lab.ok(&[
         "policy",
         "create",
@@ -139,8 +103,8 @@ fn policy_show_prints_next_runs_in_the_zone_and_in_utc() {
 
 #[test]
 fn soft_delete_then_undelete_then_restore() {
-    let lab = Lab::new();
-    let image = lab.vm("web", 8);
+    let lab = lab();
+    let image = vm(&lab, "web", 8);
     lab.ok(&[
         "policy",
         "create",
@@ -189,8 +153,8 @@ fn soft_delete_then_undelete_then_restore() {
 
 #[test]
 fn a_backup_cancelled_from_another_process_commits_nothing() {
-    let lab = Lab::new();
-    lab.vm("db", 640);
+    let lab = lab();
+    vm(&lab, "db", 640);
     let stderr = std::fs::File::create(lab.path("backup.stderr")).unwrap();
     let mut child = lab.cmd(&["backup", "db"]).stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
 
@@ -234,8 +198,8 @@ fn a_backup_cancelled_from_another_process_commits_nothing() {
 
 #[test]
 fn verify_fails_and_names_the_point_when_a_chunk_is_missing() {
-    let lab = Lab::new();
-    lab.vm("app", 6);
+    let lab = lab();
+    vm(&lab, "app", 6);
     let point = lab.json(&["backup", "app", "--json"])["point_id"].as_str().unwrap().to_string();
     let chunks = lab.path("vault/chunks");
     let victim = std::fs::read_dir(&chunks)
@@ -255,9 +219,9 @@ fn verify_fails_and_names_the_point_when_a_chunk_is_missing() {
 
 #[test]
 fn a_group_backs_up_its_members_together_and_keeps_them_registered() {
-    let lab = Lab::new();
-    lab.vm("db", 2);
-    lab.vm("web", 1);
+    let lab = lab();
+    vm(&lab, "db", 2);
+    vm(&lab, "web", 1);
     let err = lab.fails(&["group", "create", "solo", "db"]);
     assert!(err.contains("at least two VMs"), "{err}");
     let err = lab.fails(&["group", "create", "shop", "db", "nosuch"]);

@@ -98,9 +98,8 @@ fn sfdisk(image: &Path, script: &str) {
     assert!(child.wait().unwrap().success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listing_the_root_of_a_large_disk_reads_a_few_chunks_and_files_come_back_whole() {
-    let lab = Lab::new(true).await;
+async fn listing_the_root_of_a_large_disk_reads_a_few_chunks_and_files_come_back_whole(store: Store) {
+    let lab = Lab::on(store, true).await;
     let src = lab.path("src");
     std::fs::create_dir_all(src.join("etc/ssh")).unwrap();
     std::fs::create_dir_all(src.join("home/ana")).unwrap();
@@ -311,3 +310,5 @@ async fn gpt_mbr_and_ntfs_disks_come_back_file_for_file_from_a_point() {
     );
     assert_eq!(std::fs::read(out.join("hosts.txt")).unwrap(), b"127.0.0.1 localhost\n");
 }
+
+on_both_stores!(listing_the_root_of_a_large_disk_reads_a_few_chunks_and_files_come_back_whole);

@@ -41,6 +41,32 @@ pub fn capture(image: &Path, to: &Path) -> PathBuf {
     to.to_path_buf()
 }
 
+/// Where a lab's vault lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// `<lab>/vault`.
+    Local,
+    /// A new bucket on the test process's moto_server.
+    S3,
+}
+
+/// Run an `async fn NAME(store: Store)` as two tests, `NAME::local` and `NAME::s3`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn local() {
+                super::$name($crate::common::Store::Local).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn s3() {
+                super::$name($crate::common::Store::S3).await
+            }
+        }
+    )*};
+}
+
 pub struct Lab {
     pub dir: tempfile::TempDir,
     pub vault: Arc<UnlockedVault>,
@@ -48,8 +74,15 @@ pub struct Lab {
 
 impl Lab {
     pub async fn new(encrypted: bool) -> Lab {
+        Lab::on(Store::Local, encrypted).await
+    }
+
+    pub async fn on(store: Store, encrypted: bool) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let backend = Arc::new(LocalBackend::new(dir.path().join("vault")));
+        let backend: Arc<dyn vault::backend::Backend> = match store {
+            Store::Local => Arc::new(LocalBackend::new(dir.path().join("vault"))),
+            Store::S3 => testkit::moto().backend(&testkit::moto().new_vault_url()),
+        };
         let init = if encrypted {
             InitEncryption::Passphrase(Passphrase::new("lab passphrase".into()), KdfParams::DEFAULT)
         } else {
@@ -95,19 +128,32 @@ impl Lab {
         .unwrap_or_else(|e| panic!("restore {vm}/{point}/{disk}: {e}"));
     }
 
-    /// Every byte of every file in the vault.
-    pub fn vault_bytes(&self) -> Vec<(PathBuf, Vec<u8>)> {
+    /// How many chunks the vault stores.
+    pub async fn chunk_count(&self) -> usize {
+        self.vault.vault().backend().list(vault::vault::CHUNKS_PREFIX).await.unwrap().len()
+    }
+
+    /// Delete an object behind the vault's back.
+    pub async fn remove_object(&self, key: &str) {
+        self.vault.vault().backend().delete(key).await.unwrap();
+    }
+
+    /// Flip one bit in the middle of an object behind the vault's back.
+    pub async fn flip_object(&self, key: &str) {
+        let backend = self.vault.vault().backend();
+        let (bytes, version) = backend.get_versioned(key).await.unwrap().unwrap();
+        let mut bytes = bytes.to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        backend.compare_and_swap(key, Some(&version), bytes.into()).await.unwrap();
+    }
+
+    /// Every object of the vault with its bytes, whichever store holds it.
+    pub async fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        let backend = self.vault.vault().backend();
         let mut out = vec![];
-        let mut stack = vec![self.path("vault")];
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).unwrap() {
-                let p = entry.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    out.push((p.clone(), std::fs::read(&p).unwrap()));
-                }
-            }
+        for object in backend.list("").await.unwrap() {
+            out.push((object.key.clone(), backend.get(&object.key).await.unwrap().to_vec()));
         }
         out
     }
