@@ -4,21 +4,33 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
+use server::client::{RemoteBackend, Trust};
 use vault::backend::{Backend, LocalBackend, S3Backend};
 
-/// The vault the user named: a directory, or `s3://BUCKET/PREFIX` of S3-compatible object
-/// storage configured by the `AWS_*` variables.
+/// The vault the user named: a directory, `s3://BUCKET/PREFIX` of S3-compatible object
+/// storage configured by the `AWS_*` variables, or a vmvault server (`https://HOST:PORT`,
+/// with `$VMVAULT_TOKEN` and a pinned fingerprint or CA file).
 pub struct Location {
     backend: Arc<dyn Backend>,
 }
 
 impl Location {
     /// `--vault` / `$VMVAULT_VAULT`, else `~/.local/share/vmvault/vault`.
-    pub fn resolve(given: Option<&str>) -> Result<Self> {
+    pub fn resolve(given: Option<&str>, trust: Option<Trust>) -> Result<Self> {
         let backend: Arc<dyn Backend> = match given {
             Some(text) if text.starts_with("s3://") => Arc::new(S3Backend::from_url(text)?),
+            Some(text) if text.starts_with("https://") => {
+                let token = std::env::var("VMVAULT_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty())
+                    .context("a vault server needs a token: set VMVAULT_TOKEN (made with `vmvault server token create`)")?;
+                let trust = trust.context(
+                    "a vault server needs --fingerprint (as the server printed it at start) or --ca-file",
+                )?;
+                Arc::new(RemoteBackend::new(text, &token, &trust)?)
+            }
             Some(text) if text.contains("://") => {
-                bail!("{text}: a vault is a directory or an s3://BUCKET/PREFIX URL")
+                bail!("{text}: a vault is a directory, s3://BUCKET/PREFIX or https://SERVER:PORT")
             }
             Some(text) if !text.is_empty() => Arc::new(LocalBackend::new(PathBuf::from(text))),
             _ => {

@@ -14,13 +14,22 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "vmvault", version, about = "Encrypted, deduplicated backups of QEMU/KVM virtual machines")]
 struct Cli {
-    /// Where the vault lives: a directory or s3://BUCKET/PREFIX (default $VMVAULT_VAULT, else ~/.local/share/vmvault/vault).
+    /// Where the vault lives: a directory, s3://BUCKET/PREFIX or https://SERVER:PORT (default $VMVAULT_VAULT, else ~/.local/share/vmvault/vault).
     #[arg(long, global = true, env = "VMVAULT_VAULT", value_name = "LOCATION")]
     vault: Option<String>,
 
     /// Read the passphrase from this file (else $VMVAULT_PASSPHRASE, else a prompt on a terminal).
     #[arg(long, global = true, value_name = "FILE")]
     passphrase_file: Option<std::path::PathBuf>,
+
+    /// For an https:// vault: the SHA-256 fingerprint of the server's certificate, as the
+    /// server printed it (else $VMVAULT_FINGERPRINT).
+    #[arg(long, global = true, env = "VMVAULT_FINGERPRINT", value_name = "SHA256")]
+    fingerprint: Option<String>,
+
+    /// For an https:// vault: trust the server's certificate by this CA file (PEM) instead.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "fingerprint")]
+    ca_file: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -190,6 +199,8 @@ enum Command {
         #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT")]
         nbd: String,
     },
+    /// Serve this vault to other hosts over HTTPS (and manage its API tokens).
+    Server(commands::server::ServerArgs),
     /// Run scheduled backups and the daily cleanup until interrupted.
     Serve {
         /// Time of the daily cleanup (retention, purge, GC), UTC.
@@ -208,7 +219,12 @@ pub struct Context {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = location::Location::resolve(cli.vault.as_deref()).and_then(|location| {
+    let trust = match (cli.fingerprint, cli.ca_file) {
+        (Some(fingerprint), _) => Some(server::client::Trust::Fingerprint(fingerprint)),
+        (None, Some(ca)) => Some(server::client::Trust::CaFile(ca)),
+        (None, None) => None,
+    };
+    let result = location::Location::resolve(cli.vault.as_deref(), trust).and_then(|location| {
         let context = Context { location, passphrase_file: cli.passphrase_file };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         let result = runtime.block_on(async {
@@ -258,6 +274,7 @@ fn main() -> ExitCode {
                 Command::Mount { name, point, disk, nbd } => {
                     commands::files::mount(&context, &name, &point, disk.as_deref(), &nbd).await
                 }
+                Command::Server(args) => commands::server::run(&context, args).await,
                 Command::Serve { cleanup_at } => commands::maintenance::serve(&context, &cleanup_at).await,
             }
         });

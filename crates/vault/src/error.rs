@@ -23,8 +23,11 @@ pub enum VaultError {
         source: std::io::Error,
     },
 
-    #[error("{location}: {key}: {message}; check the endpoint, the bucket and the credentials (AWS_*)")]
+    #[error("{location}: {key}: {message}")]
     Storage { location: String, key: String, message: String },
+
+    #[error("{location}: {what}: refused ({reason})")]
+    Denied { location: String, what: String, reason: String },
 
     #[error("{location}: no vault here (no config file); create one with `vmvault vault init`")]
     NotAVault { location: String },

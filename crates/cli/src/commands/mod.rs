@@ -9,6 +9,7 @@ pub mod key;
 pub mod maintenance;
 pub mod policy;
 pub mod restore;
+pub mod server;
 pub mod vault;
 pub mod vm;
 
