@@ -177,7 +177,9 @@ impl RemoteBackend {
         VaultError::Storage {
             location: self.location(),
             key: what.to_string(),
-            message: format!("the vault server did not answer ({message})"),
+            message: format!(
+                "the vault server did not answer ({message}); check the URL, --fingerprint and that the server runs"
+            ),
         }
     }
 

@@ -127,9 +127,14 @@ impl S3Backend {
             object_store::Error::NotFound { .. } => {
                 VaultError::NotFound { location: self.location(), key: key.to_string() }
             }
-            e => {
-                VaultError::Storage { location: self.location(), key: key.to_string(), message: one_line(&e) }
-            }
+            e => VaultError::Storage {
+                location: self.location(),
+                key: key.to_string(),
+                message: format!(
+                    "{}; check the endpoint, the bucket and the credentials (AWS_*)",
+                    one_line(&e)
+                ),
+            },
         }
     }
 
