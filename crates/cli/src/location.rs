@@ -12,6 +12,7 @@ use vault::backend::{Backend, LocalBackend, S3Backend};
 /// with `$VMVAULT_TOKEN` and a pinned fingerprint or CA file).
 pub struct Location {
     backend: Arc<dyn Backend>,
+    server: Option<Arc<RemoteBackend>>,
 }
 
 impl Location {
@@ -27,7 +28,8 @@ impl Location {
                 let trust = trust.context(
                     "a vault server needs --fingerprint (as the server printed it at start) or --ca-file",
                 )?;
-                Arc::new(RemoteBackend::new(text, &token, &trust)?)
+                let remote = Arc::new(RemoteBackend::new(text, &token, &trust)?);
+                return Ok(Location { backend: remote.clone(), server: Some(remote) });
             }
             Some(text) if text.contains("://") => {
                 bail!("{text}: a vault is a directory, s3://BUCKET/PREFIX or https://SERVER:PORT")
@@ -40,7 +42,12 @@ impl Location {
                 Arc::new(LocalBackend::new(PathBuf::from(home).join(".local/share/vmvault/vault")))
             }
         };
-        Ok(Location { backend })
+        Ok(Location { backend, server: None })
+    }
+
+    /// The vault server, when the vault is served by one: cleanups then run there.
+    pub fn server(&self) -> Option<&RemoteBackend> {
+        self.server.as_deref()
     }
 
     /// The storage backend for this location.

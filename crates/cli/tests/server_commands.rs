@@ -175,6 +175,11 @@ fn each_role_is_allowed_and_denied_exactly_what_it_should() {
         ("admin", policy.to_vec(), true),
         ("admin", vec!["protect", "web", "--policy", "p"], true),
         ("admin", vec!["vm", "remove", "db"], true),
+        ("reader", vec!["prune"], false),
+        ("backup", vec!["prune"], false),
+        ("restore", vec!["prune"], false),
+        ("web-only", vec!["gc"], false),
+        ("admin", vec!["prune"], true),
         ("admin", vec!["gc"], true),
     ];
     for (token, args, allowed) in &table {
@@ -187,6 +192,7 @@ fn each_role_is_allowed_and_denied_exactly_what_it_should() {
     assert!(same(&disk, &restored), "the restore through the server differs");
     let log = log_of(site.server());
     assert!(log.contains("denied: token reader (role reader)"), "{log}");
+    assert!(log.contains("denied: token web-only (role admin) may not run gc"), "{log}");
     assert!(
         log.contains("denied: token backup (role backup-operator) may not delete catalog/vms/db.json"),
         "{log}"

@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 use serde::Serialize;
-use vault::{Consistency, FixedIndex, Manifest, PointKind, UnlockedVault};
+use vault::{Consistency, FixedIndex, Manifest, PointKind, UnlockedVault, Vault};
 
 use crate::error::{EngineError, Result};
 use crate::names::random_hex;
@@ -68,16 +68,63 @@ impl From<&Manifest> for PointSummary {
     }
 }
 
-/// Every committed point of `vm`, oldest first, each manifest verified.
-pub async fn list(vault: &UnlockedVault, vm: &str) -> Result<Vec<Manifest>> {
-    let mut out = Vec::new();
-    for object in vault.vault().backend().list(&vm_prefix(vm)).await? {
-        if object.key.ends_with(&format!("/{MANIFEST_NAME}")) {
-            out.push(vault.get_manifest(&object.key).await?);
+/// How points are read: by a client with the key (every manifest verified), or by a server
+/// without it, on structure alone — enough to apply retention and delete what expired, never
+/// trusted for a restore.
+#[derive(Clone, Copy)]
+pub enum PointReader<'a> {
+    /// With the key.
+    Verified(&'a UnlockedVault),
+    /// Without the key.
+    Structure(&'a Vault),
+}
+
+impl<'a> From<&'a UnlockedVault> for PointReader<'a> {
+    fn from(vault: &'a UnlockedVault) -> Self {
+        PointReader::Verified(vault)
+    }
+}
+
+impl<'a> From<&'a Vault> for PointReader<'a> {
+    fn from(vault: &'a Vault) -> Self {
+        PointReader::Structure(vault)
+    }
+}
+
+impl PointReader<'_> {
+    /// The vault.
+    pub fn vault(&self) -> &Vault {
+        match self {
+            PointReader::Verified(vault) => vault.vault(),
+            PointReader::Structure(vault) => vault,
         }
     }
-    out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.point_id.cmp(&b.point_id)));
-    Ok(out)
+
+    async fn manifest(&self, key: &str) -> Result<Manifest> {
+        Ok(match self {
+            PointReader::Verified(vault) => vault.get_manifest(key).await?,
+            PointReader::Structure(vault) => {
+                Manifest::decode_unverified(&vault.backend().get(key).await?, key)?
+            }
+        })
+    }
+
+    /// Every committed point of `vm`, oldest first.
+    pub async fn list(&self, vm: &str) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for object in self.vault().backend().list(&vm_prefix(vm)).await? {
+            if object.key.ends_with(&format!("/{MANIFEST_NAME}")) {
+                out.push(self.manifest(&object.key).await?);
+            }
+        }
+        out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.point_id.cmp(&b.point_id)));
+        Ok(out)
+    }
+}
+
+/// Every committed point of `vm`, oldest first, each manifest verified.
+pub async fn list(vault: &UnlockedVault, vm: &str) -> Result<Vec<Manifest>> {
+    PointReader::Verified(vault).list(vm).await
 }
 
 /// One point by id, or the newest with `latest`.

@@ -5,17 +5,17 @@
 use std::collections::BTreeSet;
 
 use jiff::Timestamp;
-use serde::Serialize;
-use vault::{Manifest, UnlockedVault};
+use serde::{Deserialize, Serialize};
+use vault::Manifest;
 
 use crate::error::Result;
-use crate::points::{self, manifest_key};
+use crate::points::{self, PointReader, manifest_key};
 use crate::protection::{self, ProtectedItem, ProtectionState};
 use crate::retention::{PointFacts, Verdict, on_demand_verdict};
 use crate::{checkpoint, policy};
 
 /// What cleanup decided for one point.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PointVerdict {
     /// Point id.
     pub point: String,
@@ -27,7 +27,7 @@ pub struct PointVerdict {
 }
 
 /// What cleanup did (or, dry, would do) to one VM's data.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PruneReport {
     /// The VM.
     pub vm: String,
@@ -45,9 +45,9 @@ impl PruneReport {
 }
 
 /// Every VM that has points in the vault, registered or not.
-pub async fn vms_with_points(vault: &UnlockedVault) -> Result<Vec<String>> {
+pub async fn vms_with_points(vault: &vault::Vault) -> Result<Vec<String>> {
     let mut names = BTreeSet::new();
-    for object in vault.vault().backend().list(points::POINTS_PREFIX).await? {
+    for object in vault.backend().list(points::POINTS_PREFIX).await? {
         if let Some(vm) =
             object.key.strip_prefix(points::POINTS_PREFIX).and_then(|rest| rest.split('/').next())
         {
@@ -59,7 +59,7 @@ pub async fn vms_with_points(vault: &UnlockedVault) -> Result<Vec<String>> {
 
 /// The verdict on each of a VM's points under its protection state at `now`.
 pub async fn verdicts(
-    vault: &UnlockedVault,
+    vault: &vault::Vault,
     item: Option<&ProtectedItem>,
     manifests: &[Manifest],
     now: Timestamp,
@@ -81,7 +81,7 @@ pub async fn verdicts(
             keep_all("protection stopped, data retained")
         }
         Some(ProtectedItem { policy: Some(name), .. }) => {
-            let policy = policy::get(vault.vault().backend().as_ref(), name).await?;
+            let policy = policy::get(vault.backend().as_ref(), name).await?;
             policy.retention.evaluate(&facts, &policy.tz()?, now)
         }
         _ => facts
@@ -96,14 +96,17 @@ pub async fn verdicts(
     })
 }
 
-/// Clean up one VM (`Some`) or every VM with points. Dry runs change nothing.
-pub async fn prune(
-    vault: &UnlockedVault,
+/// Clean up one VM (`Some`) or every VM with points. Dry runs change nothing. A client passes
+/// its unlocked vault; a server, which has no key, the vault itself (see [`PointReader`]).
+pub async fn prune<'a>(
+    reader: impl Into<PointReader<'a>>,
     vm: Option<&str>,
     now: Timestamp,
     dry_run: bool,
 ) -> Result<Vec<PruneReport>> {
-    let backend = vault.vault().backend().clone();
+    let reader = reader.into();
+    let vault = reader.vault();
+    let backend = vault.backend().clone();
     let names = match vm {
         Some(name) => vec![name.to_string()],
         None => vms_with_points(vault).await?,
@@ -111,7 +114,7 @@ pub async fn prune(
     let mut reports = Vec::new();
     for name in names {
         let item = protection::get(backend.as_ref(), &name).await?;
-        let manifests = points::list(vault, &name).await?;
+        let manifests = reader.list(&name).await?;
         let purge = item.as_ref().is_some_and(|i| {
             i.state == ProtectionState::SoftDeleted
                 && !i.delete_lock
@@ -152,8 +155,8 @@ pub async fn prune(
 }
 
 /// Remove one point: its manifest first, then its indexes.
-pub async fn delete_point(vault: &UnlockedVault, manifest: &Manifest) -> Result<()> {
-    let backend = vault.vault().backend();
+pub async fn delete_point(vault: &vault::Vault, manifest: &Manifest) -> Result<()> {
+    let backend = vault.backend();
     backend.delete(&manifest_key(&manifest.vm, &manifest.point_id)).await?;
     for disk in &manifest.disks {
         backend.delete(&disk.index).await?;

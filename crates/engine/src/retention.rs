@@ -120,7 +120,7 @@ pub struct PointFacts {
 }
 
 /// Keep or expire, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "verdict", content = "reasons", rename_all = "lowercase")]
 pub enum Verdict {
     /// Kept, by these rules.

@@ -206,7 +206,7 @@ impl Runner for VaultRunner {
             Operation::Prune,
             None,
             Arc::new(crate::NoProgress),
-            |_| async move { crate::prune::prune(&vault, None, Timestamp::now(), false).await },
+            |_| async move { crate::prune::prune(vault.as_ref(), None, Timestamp::now(), false).await },
         )
         .await?;
         let options = self.gc.clone();

@@ -203,6 +203,20 @@ impl RemoteBackend {
         response.headers().get(VERSION_HEADER).and_then(|v| v.to_str().ok()).map(|v| Version(v.to_string()))
     }
 
+    /// Ask the server to run an operation (`prune`, `gc`) itself, without the key.
+    pub async fn run_on_server<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        operation: &str,
+        request: &Q,
+    ) -> Result<A, VaultError> {
+        let url = format!("{}/api/v1/{operation}", self.base);
+        let response = self.send(self.request(reqwest::Method::POST, url).json(request), operation).await?;
+        if !response.status().is_success() {
+            return Err(self.failed(operation, response).await);
+        }
+        response.json().await.map_err(|e| self.unreachable(operation, &e))
+    }
+
     /// Which of these chunk ids the vault lacks, asked in batches.
     pub async fn missing_chunks(&self, ids: &[vault::ChunkId]) -> Result<Vec<vault::ChunkId>, VaultError> {
         let mut missing = Vec::new();

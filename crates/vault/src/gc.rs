@@ -100,7 +100,7 @@ impl Default for GcOptions {
 }
 
 /// What a collection found and did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct GcReport {
     /// Chunks in the vault when it started.
     pub chunks: u64,

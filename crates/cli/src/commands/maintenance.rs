@@ -8,6 +8,7 @@ use engine::jobs::{Operation, run_job};
 use engine::scheduler::{SchedulerOptions, SystemClock, VaultRunner};
 use engine::{NoProgress, prune};
 use jiff::Timestamp;
+use server::api::{GcAnswer, GcRequest, PruneAnswer, PruneRequest};
 use vault::gc::GcOptions;
 use vault::verify::{VerifyScope, verify};
 
@@ -16,13 +17,24 @@ use crate::commands::vault::human_bytes;
 
 /// `vmvault prune [NAME] [--dry-run]`.
 pub async fn prune(context: &Context, vm: Option<&str>, dry_run: bool, json: bool) -> Result<()> {
-    let vault = Arc::new(crate::commands::unlock(context).await?);
-    let backend = Arc::clone(vault.vault().backend());
-    let (reports, job) = run_job(backend, Operation::Prune, vm, Arc::new(NoProgress), |_| {
-        let vault = Arc::clone(&vault);
-        async move { prune::prune(&vault, vm, Timestamp::now(), dry_run).await }
-    })
-    .await?;
+    let (reports, job_id) = match context.location.server() {
+        // A served vault is cleaned up by its server, which needs no key.
+        Some(server) => {
+            let request = PruneRequest { vm: vm.map(str::to_string), dry_run };
+            let answer: PruneAnswer = server.run_on_server("prune", &request).await?;
+            (answer.reports, answer.job)
+        }
+        None => {
+            let vault = Arc::new(crate::commands::unlock(context).await?);
+            let backend = Arc::clone(vault.vault().backend());
+            let (reports, job) = run_job(backend, Operation::Prune, vm, Arc::new(NoProgress), |_| {
+                let vault = Arc::clone(&vault);
+                async move { prune::prune(vault.as_ref(), vm, Timestamp::now(), dry_run).await }
+            })
+            .await?;
+            (reports, job.id)
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
         return Ok(());
@@ -50,25 +62,36 @@ pub async fn prune(context: &Context, vm: Option<&str>, dry_run: bool, json: boo
         }
     }
     if !dry_run {
-        println!("Job {}. Space is freed by `vmvault gc`.", job.id);
+        println!("Job {job_id}. Space is freed by `vmvault gc`.");
     }
     Ok(())
 }
 
 /// `vmvault gc`.
 pub async fn gc(context: &Context, dry_run: bool, max_wait: u64, json: bool) -> Result<()> {
-    let vault = crate::commands::open(context).await?;
-    let backend = Arc::clone(vault.backend());
-    let (report, job) = run_job(backend, Operation::Gc, None, Arc::new(NoProgress), |job| async move {
-        let options = GcOptions {
-            dry_run,
-            max_wait: Duration::from_secs(max_wait),
-            cancel: job.cancel_flag(),
-            ..Default::default()
-        };
-        Ok(vault::gc::collect(vault, options).await?)
-    })
-    .await?;
+    let (report, job_id) = match context.location.server() {
+        Some(server) => {
+            let answer: GcAnswer =
+                server.run_on_server("gc", &GcRequest { dry_run, max_wait_s: max_wait }).await?;
+            (answer.report, answer.job)
+        }
+        None => {
+            let vault = crate::commands::open(context).await?;
+            let backend = Arc::clone(vault.backend());
+            let (report, job) =
+                run_job(backend, Operation::Gc, None, Arc::new(NoProgress), |job| async move {
+                    let options = GcOptions {
+                        dry_run,
+                        max_wait: Duration::from_secs(max_wait),
+                        cancel: job.cancel_flag(),
+                        ..Default::default()
+                    };
+                    Ok(vault::gc::collect(vault, options).await?)
+                })
+                .await?;
+            (report, job.id)
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -80,7 +103,7 @@ pub async fn gc(context: &Context, dry_run: bool, max_wait: u64, json: bool) -> 
         human_bytes(report.bytes_freed),
         report.chunks,
         report.rescued + report.referenced_meanwhile,
-        job.id
+        job_id
     );
     Ok(())
 }
