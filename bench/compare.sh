@@ -22,6 +22,10 @@
 # timed until what it wrote is on disk (vmvault fsyncs as it goes; restic does not). MB/s is
 # logical size (8 GiB) per second.
 #
+# vmvault's full backup is also timed through a vault server on loopback (TLS, a local vault
+# behind it) and into an S3 bucket (moto_server on loopback, in memory; needs `pip install
+# 'moto[server]'`): the rows vmvault-server and vmvault-s3.
+#
 # Usage: bench/compare.sh            (work directory: $BENCH_DIR, default /var/tmp/vmvault-bench)
 set -euo pipefail
 
@@ -130,6 +134,43 @@ bench_vmvault() { # label, unlocked(1/0)
     unset VMVAULT_VAULT VMVAULT_PASSPHRASE
 }
 
+# ------------------------------------------- vmvault through a vault server, and into S3 (full only)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+bench_vmvault_server() { # the same full backup, through `vmvault server` on loopback (TLS) into a local vault
+    local label=vmvault-server t pid
+    fresh_disks
+    VMVAULT_PASSPHRASE=$PASS "$VMVAULT" --vault "$run/server-vault" vault init >/dev/null
+    local token; token=$("$VMVAULT" server token create bench --role admin --state "$run/server-state" 2>/dev/null)
+    "$VMVAULT" --vault "$run/server-vault" server --listen 127.0.0.1:0 --state "$run/server-state" >"$run/server.out" 2>"$run/server.err" &
+    pid=$!
+    for _ in $(seq 100); do grep -q fingerprint "$run/server.out" 2>/dev/null && break; sleep 0.1; done
+    export VMVAULT_VAULT=$(awk '/server on/ {print $4}' "$run/server.out") VMVAULT_TOKEN=$token
+    export VMVAULT_FINGERPRINT=$(awk '/fingerprint/ {print $4}' "$run/server.out") VMVAULT_PASSPHRASE=$PASS
+    "$VMVAULT" vm add bench --disk "vda=$run/os.qcow2" --disk "vdb=$run/data.qcow2" >/dev/null
+    drop_caches; t=$(now); "$VMVAULT" backup bench --json >"$WORK/$label-full.json"; record "$label" full "$(since "$t")" "$(bytes_of "$run/server-vault")"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    unset VMVAULT_VAULT VMVAULT_TOKEN VMVAULT_FINGERPRINT VMVAULT_PASSPHRASE
+}
+
+bench_vmvault_s3() { # the same full backup into an S3 bucket (moto_server on loopback, in memory)
+    local label=vmvault-s3 t pid port
+    command -v moto_server >/dev/null || { echo "  (moto_server missing: pip install 'moto[server]'; S3 row skipped)" >&2; return; }
+    fresh_disks
+    port=$(free_port)
+    moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break; sleep 0.1; done
+    python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$port/bench', method='PUT'))"
+    export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+    export VMVAULT_VAULT=s3://bench/vault VMVAULT_PASSPHRASE=$PASS
+    "$VMVAULT" vault init >/dev/null
+    "$VMVAULT" vm add bench --disk "vda=$run/os.qcow2" --disk "vdb=$run/data.qcow2" >/dev/null
+    drop_caches; t=$(now); "$VMVAULT" backup bench --json >"$WORK/$label-full.json"; record "$label" full "$(since "$t")" "$(python3 -c "import json; print(json.load(open('$WORK/$label-full.json'))['bytes_new'])")"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    unset AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY VMVAULT_VAULT VMVAULT_PASSPHRASE
+}
+
 # ---------------------------------------------------------------- restic / rustic (same CLI shape)
 bench_restic_like() { # name, command...
     local name=$1; shift
@@ -191,6 +232,8 @@ bench_qemu_img() {
 echo "vmvault benchmark: 8 GiB logical, $((ACTUAL >> 20)) MiB in the image files; $(nproc) cores; $(date -u +%FT%TZ)" >&2
 bench_vmvault vmvault 1
 bench_vmvault "vmvault-locked" 0
+bench_vmvault_server
+bench_vmvault_s3
 command -v restic >/dev/null && bench_restic_like restic restic
 command -v rustic >/dev/null && bench_restic_like rustic rustic
 command -v borg >/dev/null && bench_borg

@@ -20,6 +20,7 @@ use vault::catalog;
 
 use crate::error::{EngineError, Result};
 use crate::jobs::Operation;
+use crate::points::PointReader;
 use crate::policy;
 use crate::protection::{self, ProtectionState};
 use crate::schedule::{Schedule, Slot};
@@ -68,6 +69,10 @@ pub struct SchedulerOptions {
     pub rescan: SignedDuration,
     /// Stop once the clock reaches this (tests); `None` runs forever.
     pub until: Option<Timestamp>,
+    /// Run the protected items' backups (a vault server, which has no key, does not).
+    pub backups: bool,
+    /// Run the daily cleanup (hosts using a vault server leave it to the server).
+    pub cleanup: bool,
 }
 
 impl Default for SchedulerOptions {
@@ -76,6 +81,8 @@ impl Default for SchedulerOptions {
             cleanup_at: Time::constant(3, 0, 0, 0),
             rescan: SignedDuration::from_secs(60),
             until: None,
+            backups: true,
+            cleanup: true,
         }
     }
 }
@@ -121,13 +128,19 @@ struct Due {
 }
 
 async fn schedules(backend: &dyn Backend, options: &SchedulerOptions) -> Result<Vec<Due>> {
-    let mut out = vec![Due {
-        name: CLEANUP_NAME.into(),
-        schedule: Schedule::Daily { at: options.cleanup_at },
-        tz: TimeZone::UTC,
-        since: Timestamp::MIN,
-        cleanup: true,
-    }];
+    let mut out = Vec::new();
+    if options.cleanup {
+        out.push(Due {
+            name: CLEANUP_NAME.into(),
+            schedule: Schedule::Daily { at: options.cleanup_at },
+            tz: TimeZone::UTC,
+            since: Timestamp::MIN,
+            cleanup: true,
+        });
+    }
+    if !options.backups {
+        return Ok(out);
+    }
     for item in protection::list(backend).await? {
         let Some(name) = item.policy.as_deref().filter(|_| item.state == ProtectionState::Protected) else {
             continue;
@@ -199,25 +212,50 @@ impl Runner for VaultRunner {
     }
 
     async fn cleanup(&self, _slot: Timestamp) -> Result<()> {
-        let backend = Arc::clone(self.vault.vault().backend());
-        let vault = Arc::clone(&self.vault);
-        crate::jobs::run_job(
-            Arc::clone(&backend),
-            Operation::Prune,
-            None,
-            Arc::new(crate::NoProgress),
-            |_| async move { crate::prune::prune(vault.as_ref(), None, Timestamp::now(), false).await },
-        )
-        .await?;
-        let options = self.gc.clone();
-        crate::jobs::run_job(
-            Arc::clone(&backend),
-            Operation::Gc,
-            None,
-            Arc::new(crate::NoProgress),
-            |_| async move { Ok(vault::gc::collect(vault::Vault::open(backend).await?, options).await?) },
-        )
-        .await?;
-        Ok(())
+        cleanup(self.vault.as_ref().into(), self.gc.clone()).await
+    }
+}
+
+/// The daily cleanup: retention and purge as one job, then garbage collection as another.
+/// A client passes its unlocked vault; a server, the vault alone (see [`PointReader`]).
+pub async fn cleanup(reader: PointReader<'_>, gc: vault::gc::GcOptions) -> Result<()> {
+    let backend = Arc::clone(reader.vault().backend());
+    crate::jobs::run_job(
+        Arc::clone(&backend),
+        Operation::Prune,
+        None,
+        Arc::new(crate::NoProgress),
+        |_| async move { crate::prune::prune(reader, None, Timestamp::now(), false).await },
+    )
+    .await?;
+    crate::jobs::run_job(
+        Arc::clone(&backend),
+        Operation::Gc,
+        None,
+        Arc::new(crate::NoProgress),
+        |_| async move { Ok(vault::gc::collect(vault::Vault::open(backend).await?, gc).await?) },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The scheduler inside a vault server: it has no key, so it runs only the daily cleanup;
+/// backups are scheduled by `vmvault serve` on the hosts that hold the key.
+pub struct CleanupRunner {
+    /// The served vault.
+    pub vault: Arc<vault::Vault>,
+    /// How GC behaves.
+    pub gc: vault::gc::GcOptions,
+}
+
+impl Runner for CleanupRunner {
+    async fn backup(&self, vm: &str, _slot: Timestamp) -> Result<()> {
+        Err(EngineError::Invalid(format!(
+            "backups of {vm} are scheduled by `vmvault serve` on the host that holds the key, not by the server"
+        )))
+    }
+
+    async fn cleanup(&self, _slot: Timestamp) -> Result<()> {
+        cleanup(self.vault.as_ref().into(), self.gc.clone()).await
     }
 }

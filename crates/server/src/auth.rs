@@ -74,6 +74,8 @@ enum Object<'a> {
     Item(&'a str),
     /// `sessions/backup-<vm>.json`.
     BackupSession(&'a str),
+    /// `catalog/schedule/<vm>.json`: a host's scheduler claims a VM's run.
+    ScheduleClaim(&'a str),
     /// `jobs/<id>.json`.
     Job,
     /// `jobs/<id>.cancel`: removed by the job when it ends.
@@ -98,6 +100,8 @@ fn classify(key: &str) -> Object<'_> {
         Object::Checkpoint(vm)
     } else if let Some(vm) = vm_json("catalog/items/") {
         Object::Item(vm)
+    } else if let Some(vm) = vm_json("catalog/schedule/").filter(|vm| *vm != "cleanup") {
+        Object::ScheduleClaim(vm)
     } else if let Some(vm) = vm_json("sessions/backup-") {
         Object::BackupSession(vm)
     } else if key.starts_with("jobs/") && key.ends_with(".cancel") {
@@ -135,7 +139,8 @@ impl Grant {
             | Object::VmRecord(vm)
             | Object::Checkpoint(vm)
             | Object::Item(vm)
-            | Object::BackupSession(vm) => Some(vm),
+            | Object::BackupSession(vm)
+            | Object::ScheduleClaim(vm) => Some(vm),
             _ => None,
         };
         if vm.is_some_and(|vm| !self.sees(vm)) {
@@ -151,6 +156,7 @@ impl Grant {
             (Create, Object::Chunk | Object::Point(_) | Object::Rescue) => self.role == BackupOperator,
             (Create | Update, Object::Checkpoint(_)) => self.role == BackupOperator,
             (Create | Update | Delete, Object::BackupSession(_)) => self.role == BackupOperator,
+            (Create | Update, Object::ScheduleClaim(_)) => self.role == BackupOperator,
             // A restore as a new VM registers it.
             (Create, Object::VmRecord(_)) => matches!(self.role, BackupOperator | RestoreOperator),
             (Create | Update, Object::Job) => matches!(self.role, BackupOperator | RestoreOperator),
@@ -182,6 +188,8 @@ mod tests {
             ("catalog/settings.json", ["R---", "R---", "R---", "RCUD"]),
             ("catalog/groups/shop.json", ["R---", "R---", "R---", "RCUD"]),
             ("sessions/backup-web.json", ["R---", "RCUD", "R---", "RCUD"]),
+            ("catalog/schedule/web.json", ["R---", "RCU-", "R---", "RCUD"]),
+            ("catalog/schedule/cleanup.json", ["R---", "R---", "R---", "RCUD"]),
             ("jobs/20261129T000000Z-abcdef.json", ["R---", "RCU-", "RCU-", "RCUD"]),
             ("jobs/20261129T000000Z-abcdef.cancel", ["R---", "RC-D", "RC-D", "RCUD"]),
             ("gc/state.json", ["R---", "R---", "R---", "RCUD"]),

@@ -164,13 +164,23 @@ pub async fn run_verify(
 }
 
 /// `vmvault serve`: scheduled backups and the daily cleanup, until interrupted.
-pub async fn serve(context: &Context, cleanup_at: &str) -> Result<()> {
-    let vault = Arc::new(crate::commands::unlock(context).await?);
-    let (h, m) = cleanup_at
+/// Parse `--cleanup-at HH:MM`.
+pub fn cleanup_time(text: &str) -> Result<jiff::civil::Time> {
+    let (h, m) = text
         .split_once(':')
         .and_then(|(h, m)| Some((h.parse::<i8>().ok()?, m.parse::<i8>().ok()?)))
-        .ok_or_else(|| anyhow::anyhow!("--cleanup-at {cleanup_at:?}: write HH:MM (UTC)"))?;
-    let options = SchedulerOptions { cleanup_at: jiff::civil::Time::new(h, m, 0, 0)?, ..Default::default() };
+        .ok_or_else(|| anyhow::anyhow!("--cleanup-at {text:?}: write HH:MM (UTC)"))?;
+    Ok(jiff::civil::Time::new(h, m, 0, 0)?)
+}
+
+pub async fn serve(context: &Context, cleanup_at: &str) -> Result<()> {
+    let vault = Arc::new(crate::commands::unlock(context).await?);
+    // A served vault is cleaned up by its server (`vmvault server --scheduler`).
+    let options = SchedulerOptions {
+        cleanup_at: cleanup_time(cleanup_at)?,
+        cleanup: context.location.server().is_none(),
+        ..Default::default()
+    };
     let runner = VaultRunner { vault: Arc::clone(&vault), gc: GcOptions::default() };
     eprintln!(
         "vmvault: scheduler running on {} (cleanup daily at {cleanup_at} UTC); jobs appear in `vmvault jobs`.",

@@ -32,6 +32,12 @@ pub struct ServerArgs {
     /// More names for the self-signed certificate (besides localhost and 127.0.0.1).
     #[arg(long = "name", value_name = "HOSTNAME")]
     names: Vec<String>,
+    /// Run the daily cleanup (retention, purge, GC) inside the server, without the key.
+    #[arg(long)]
+    scheduler: bool,
+    /// Time of that cleanup, UTC.
+    #[arg(long, default_value = "03:00", value_name = "HH:MM", requires = "scheduler")]
+    cleanup_at: String,
 }
 
 #[derive(Subcommand)]
@@ -101,8 +107,9 @@ pub async fn run(context: &Context, args: ServerArgs) -> Result<()> {
             println!("Token {name} revoked.");
         }
         None => {
-            serve(context, &args.listen, &state, args.cert.as_deref(), args.key.as_deref(), &args.names)
-                .await?
+            let cleanup_at = args.scheduler.then(|| args.cleanup_at.clone());
+            let tls = (args.cert.as_deref(), args.key.as_deref());
+            serve(context, &args.listen, &state, tls, &args.names, cleanup_at.as_deref()).await?
         }
     }
     Ok(())
@@ -112,15 +119,34 @@ async fn serve(
     context: &Context,
     listen: &str,
     state: &Path,
-    cert: Option<&Path>,
-    key: Option<&Path>,
+    (cert, key): (Option<&Path>, Option<&Path>),
     names: &[String],
+    cleanup_at: Option<&str>,
 ) -> Result<()> {
     let listen: SocketAddr =
         listen.parse().with_context(|| format!("--listen {listen:?}: give HOST:PORT"))?;
     let backend = context.location.backend();
     // The vault must exist: the server serves one, it does not make one.
-    vault::Vault::open(std::sync::Arc::clone(&backend)).await?;
+    let vault = std::sync::Arc::new(vault::Vault::open(std::sync::Arc::clone(&backend)).await?);
+    if let Some(at) = cleanup_at {
+        let options = engine::scheduler::SchedulerOptions {
+            cleanup_at: crate::commands::maintenance::cleanup_time(at)?,
+            backups: false,
+            ..Default::default()
+        };
+        let runner = engine::scheduler::CleanupRunner { vault, gc: vault::gc::GcOptions::default() };
+        let backend = std::sync::Arc::clone(&backend);
+        eprintln!(
+            "Daily cleanup (retention, purge, GC) at {at} UTC inside the server; jobs appear in `vmvault jobs`."
+        );
+        tokio::spawn(async move {
+            if let Err(e) =
+                engine::scheduler::run(backend, &engine::scheduler::SystemClock, &runner, &options).await
+            {
+                eprintln!("{} scheduler stopped: {e}", jiff::Timestamp::now());
+            }
+        });
+    }
     let identity = match (cert, key) {
         (Some(cert), Some(key)) => Identity::load(cert, key)?,
         _ => Identity::self_signed(state, names)?,
