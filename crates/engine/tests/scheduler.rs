@@ -200,3 +200,24 @@ async fn the_vault_runner_makes_scheduled_points_and_cleanups_as_jobs() {
     assert_eq!(ops, ["backup", "prune", "gc", "backup", "prune", "gc"]);
     assert!(jobs.iter().all(|j| j.status == engine::jobs::JobStatus::Completed), "{jobs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_scheduler_runs_only_the_cleanup_without_the_key() {
+    let lab = Lab::new(true).await;
+    protected(&lab, "vm", "daily 02:00", "UTC", ts("2026-06-01T00:00:00Z")).await;
+    let keyless = Arc::new(vault::Vault::open(Arc::clone(lab.vault.vault().backend())).await.unwrap());
+    let clock = SimClock(Mutex::new(ts("2026-06-01T00:00:00Z")));
+    let runner = scheduler::CleanupRunner { vault: keyless, gc: Default::default() };
+    let options =
+        SchedulerOptions { until: Some(ts("2026-06-03T04:00:00Z")), backups: false, ..Default::default() };
+    scheduler::run(Arc::clone(lab.vault.vault().backend()), &clock, &runner, &options).await.unwrap();
+
+    assert!(engine::points::list(&lab.vault, "vm").await.unwrap().is_empty(), "a server made a backup");
+    let jobs = engine::jobs::list(lab.vault.vault().backend().as_ref(), None, None).await.unwrap();
+    let ops: Vec<String> = jobs
+        .iter()
+        .map(|j| serde_json::to_value(j.operation).unwrap().as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ops, ["prune", "gc", "prune", "gc", "prune", "gc"], "one cleanup a day at 03:00, three days");
+    assert!(jobs.iter().all(|j| j.status == engine::jobs::JobStatus::Completed), "{jobs:?}");
+}
