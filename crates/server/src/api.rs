@@ -26,6 +26,9 @@ pub const MAX_BODY: usize = 64 << 20;
 /// Most chunk ids one "missing" question may name.
 pub const MAX_MISSING_BATCH: usize = 4096;
 
+/// Longest a request may take, body included; a stalled client is cut off after it.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Header that carries a mutable document's version (the backend's opaque version string).
 pub const VERSION_HEADER: &str = "x-vmvault-version";
 
@@ -133,6 +136,18 @@ async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, 
     }
 }
 
+/// Cut off a request that takes longer than [`REQUEST_TIMEOUT`].
+async fn time_limit(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request took longer than {} s", REQUEST_TIMEOUT.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
 /// The router of the whole API.
 pub fn router(state: Arc<AppState>) -> axum::Router {
     let guarded = axum::Router::new()
@@ -152,6 +167,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .route("/api/v1/openapi.json", get(openapi))
         .merge(guarded)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(time_limit))
         .with_state(state)
 }
 
