@@ -10,23 +10,14 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
 
-/// A daemonized QEMU with one qcow2 disk, a QMP socket and a guest-agent channel; killed on drop.
+/// A QEMU with one qcow2 disk in its own directory; killed on drop.
 struct RunningVm {
     dir: tempfile::TempDir,
-    pid: i32,
+    _qemu: testkit::qemu::Qemu,
 }
 
 impl RunningVm {
     fn start() -> RunningVm {
-        Self::launch(false)
-    }
-
-    /// With a second QMP socket (`qmp2.sock`), to act as the guest while the first is busy.
-    fn start_with_second_monitor() -> RunningVm {
-        Self::launch(true)
-    }
-
-    fn launch(second_monitor: bool) -> RunningVm {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("disk.qcow2");
         let ok = Command::new("qemu-img")
@@ -34,44 +25,12 @@ impl RunningVm {
             .status()
             .unwrap();
         assert!(ok.success());
-        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-        let mut cmd = Command::new("qemu-system-x86_64");
-        if second_monitor {
-            cmd.args(["-qmp", &format!("unix:{},server=on,wait=off", p("qmp2.sock"))]);
-        }
-        let out = cmd
-            .args(["-machine", "q35,accel=tcg", "-m", "128", "-nographic", "-nodefaults", "-display", "none"])
-            .args(["-qmp", &format!("unix:{},server=on,wait=off", p("qmp.sock"))])
-            .args([
-                "-blockdev",
-                &format!("driver=qcow2,node-name=disk0,file.driver=file,file.filename={}", img.display()),
-            ])
-            .args(["-device", "virtio-blk-pci,drive=disk0,id=vda"])
-            .args(["-chardev", &format!("socket,path={},server=on,wait=off,id=qga0", p("qga.sock"))])
-            .args([
-                "-device",
-                "virtio-serial",
-                "-device",
-                "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
-            ])
-            .args(["-daemonize", "-pidfile", &p("qemu.pid")])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "qemu: {}", String::from_utf8_lossy(&out.stderr));
-        let pid = std::fs::read_to_string(dir.path().join("qemu.pid")).unwrap().trim().parse().unwrap();
-        RunningVm { dir, pid }
+        let qemu = testkit::qemu::Qemu::start(dir.path(), &img);
+        RunningVm { dir, _qemu: qemu }
     }
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
-    }
-}
-
-impl Drop for RunningVm {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-        }
     }
 }
 
@@ -162,8 +121,8 @@ fn read_export(socket: &Path, export: &str) -> Vec<u8> {
 
 #[test]
 fn a_live_snapshot_shows_the_disk_as_it_was_while_the_guest_writes_on() {
-    let vm = RunningVm::start_with_second_monitor();
-    let mut guest = QmpClient::connect(&vm.path("qmp2.sock"), T).unwrap();
+    let vm = RunningVm::start();
+    let mut guest = QmpClient::connect(&vm.path("guest.sock"), T).unwrap();
     hmp_write(&mut guest, 0x11, "0", "1M");
     hmp_write(&mut guest, 0x22, "8M", "1M");
 

@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,45 +15,9 @@ use engine::limits::Limits;
 use engine::registry::{self, NewVm};
 use engine::{Progress, points};
 use serde_json::json;
+use testkit::qemu::Qemu;
 
 const T: Duration = Duration::from_secs(30);
-
-struct RunningVm {
-    pid: i32,
-}
-
-impl Drop for RunningVm {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-        }
-    }
-}
-
-fn start_qemu(dir: &Path, image: &Path) -> RunningVm {
-    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
-    let out = Command::new("qemu-system-x86_64")
-        .args(["-machine", "q35,accel=tcg", "-m", "128", "-nographic", "-nodefaults", "-display", "none"])
-        .args(["-qmp", &format!("unix:{},server=on,wait=off", p("qmp.sock"))])
-        .args(["-qmp", &format!("unix:{},server=on,wait=off", p("guest.sock"))])
-        .args([
-            "-blockdev",
-            &format!("driver=qcow2,node-name=disk0,file.driver=file,file.filename={}", image.display()),
-        ])
-        .args(["-device", "virtio-blk-pci,drive=disk0,id=vda"])
-        .args(["-chardev", &format!("socket,path={},server=on,wait=off,id=qga0", p("qga.sock"))])
-        .args([
-            "-device",
-            "virtio-serial",
-            "-device",
-            "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
-        ])
-        .args(["-daemonize", "-pidfile", &p("qemu.pid")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "qemu: {}", String::from_utf8_lossy(&out.stderr));
-    RunningVm { pid: std::fs::read_to_string(dir.join("qemu.pid")).unwrap().trim().parse().unwrap() }
-}
 
 /// A guest write, as the guest's own device would do it.
 fn guest_write(guest: &mut QmpClient, pattern: u8, offset: &str, len: &str) {
@@ -94,7 +57,7 @@ async fn a_running_vm_is_backed_up_at_the_snapshot_instant_then_incrementally() 
     let lab = Lab::new(true).await;
     let image = lab.path("live.qcow2");
     create(&image, "qcow2", "64M");
-    let _vm = start_qemu(lab.dir.path(), &image);
+    let _vm = Qemu::start(lab.dir.path(), &image);
     let new = NewVm {
         name: "live".into(),
         disks: vec![(Some("vda".into()), image.clone())],
@@ -173,7 +136,7 @@ async fn qemu_killed_mid_transfer_fails_the_backup_and_the_next_one_reads_in_ful
     let lab = Lab::new(false).await;
     let image = lab.path("crash.qcow2");
     create(&image, "qcow2", "64M");
-    let vm = start_qemu(lab.dir.path(), &image);
+    let vm = Qemu::start(lab.dir.path(), &image);
     let new = NewVm {
         name: "crash".into(),
         disks: vec![(Some("vda".into()), image.clone())],
@@ -209,7 +172,7 @@ async fn qemu_killed_mid_transfer_fails_the_backup_and_the_next_one_reads_in_ful
         assert!(std::time::Instant::now() < deadline, "the killed QEMU still holds the image");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _vm = start_qemu(lab.dir.path(), &image);
+    let _vm = Qemu::start(lab.dir.path(), &image);
     let next =
         backup(Arc::clone(&lab.vault), "crash", BackupOptions::default(), Arc::new(engine::NoProgress))
             .await
@@ -236,7 +199,7 @@ async fn pre_and_post_scripts_decide_consistency_or_stop_the_backup() {
     let lab = Lab::new(false).await;
     let image = lab.path("app.qcow2");
     create(&image, "qcow2", "64M");
-    let _vm = start_qemu(lab.dir.path(), &image);
+    let _vm = Qemu::start(lab.dir.path(), &image);
     let new = NewVm {
         name: "app".into(),
         disks: vec![(Some("vda".into()), image.clone())],
@@ -319,7 +282,7 @@ struct Member {
     name: &'static str,
     image: PathBuf,
     guest: Arc<Mutex<QmpClient>>,
-    _qemu: RunningVm,
+    _qemu: Qemu,
 }
 
 async fn member(lab: &Lab, name: &'static str, scripts: Option<engine::scripts::ScriptConfig>) -> Member {
@@ -327,7 +290,7 @@ async fn member(lab: &Lab, name: &'static str, scripts: Option<engine::scripts::
     std::fs::create_dir(&dir).unwrap();
     let image = dir.join("disk.qcow2");
     create(&image, "qcow2", "64M");
-    let qemu = start_qemu(&dir, &image);
+    let qemu = Qemu::start(&dir, &image);
     let new = NewVm {
         name: name.into(),
         disks: vec![(Some("vda".into()), image.clone())],

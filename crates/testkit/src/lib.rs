@@ -1,5 +1,7 @@
 //! Real parts for tests (dev-dependency only): a real S3 endpoint, `moto_server`, on
-//! loopback, started once per test process and killed with it.
+//! loopback, started once per test process and killed with it; a real QEMU ([`qemu`]).
+
+pub mod qemu;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
