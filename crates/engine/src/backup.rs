@@ -1013,13 +1013,11 @@ async fn keep_bases<'a>(
     if ids.is_empty() || session.rescue(&ids).await? == Rescue::Kept {
         return Ok(());
     }
-    for id in &ids {
-        if vault.vault().backend().head(&vault::vault::chunk_key(id)).await?.is_none() {
-            return Err(EngineError::Invalid(format!(
-                "garbage collection removed chunk {id} of the point this backup builds on (it was pruned \
-                 meanwhile); run the backup again"
-            )));
-        }
+    match vault.vault().backend().missing_chunks(&ids).await?.first() {
+        Some(id) => Err(EngineError::Invalid(format!(
+            "garbage collection removed chunk {id} of the point this backup builds on (it was pruned \
+             meanwhile); run the backup again"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }

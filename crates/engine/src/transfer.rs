@@ -4,6 +4,10 @@
 //! One thread reads blocks in disk order (sequential I/O) into pooled 4 MiB buffers; worker
 //! threads (one per core) take them from a bounded channel and do the CPU work and the store
 //! calls; the buffer goes back to the pool. A full pool stops the reader: backpressure.
+//!
+//! On a remote vault (a server, object storage) a lookup is a round trip, so workers seal new
+//! chunks without asking and hand them to uploader threads, which ask the vault which chunks of
+//! a batch it lacks and send only those, several at once, while workers go on sealing.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -12,6 +16,7 @@ use std::sync::{Mutex, PoisonError};
 
 use disk::{BlockSource, Extent};
 use tokio::runtime::Handle;
+use vault::vault::SealedChunk;
 use vault::{ChunkId, FixedIndex, UnlockedVault};
 
 use crate::error::{EngineError, Result};
@@ -147,6 +152,14 @@ pub struct Transfer<'a> {
     pub workers: usize,
 }
 
+/// Uploader threads on a remote vault: each asks about one batch and uploads it while the
+/// others ask about theirs.
+const UPLOADERS: usize = 2;
+/// Sealed chunks waiting for an uploader (up to 4 MiB each).
+const UPLOAD_QUEUE: usize = 16;
+/// Most chunks one "which do you lack" question names.
+const BATCH_CHUNKS: usize = 16;
+
 struct Shared<'a> {
     transfer: &'a Transfer<'a>,
     known: Mutex<HashSet<ChunkId>>,
@@ -198,18 +211,27 @@ impl Transfer<'_> {
             free_rx: &free_rx,
             bytes_read: &bytes_read,
         };
+        let (upload_tx, upload_rx) = sync_channel::<SealedChunk>(UPLOAD_QUEUE);
+        let upload_rx = Mutex::new(upload_rx);
+        let remote = self.vault.vault().backend().is_remote();
         std::thread::scope(|scope| {
+            if remote {
+                for _ in 0..UPLOADERS {
+                    let (shared, upload_rx) = (&shared, &upload_rx);
+                    scope.spawn(move || uploader(shared, upload_rx));
+                }
+            }
             for _ in 0..workers {
                 let (shared, work_rx, free_tx) = (&shared, &work_rx, free_tx.clone());
-                scope.spawn(move || worker(shared, work_rx, free_tx));
+                let upload = remote.then(|| upload_tx.clone());
+                scope.spawn(move || worker(shared, work_rx, free_tx, upload));
             }
-            drop(free_tx);
+            drop((free_tx, upload_tx));
             for mut source in sources {
                 let (reader, work_tx) = (&reader, work_tx.clone());
                 scope.spawn(move || {
                     if let Err(e) = reader.read(source.as_mut(), &work_tx) {
-                        reader.shared.stop.store(true, Ordering::SeqCst);
-                        reader.shared.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+                        reader.shared.fail(e);
                     }
                 });
             }
@@ -288,26 +310,70 @@ impl Reader<'_> {
     }
 }
 
-fn worker(shared: &Shared<'_>, work_rx: &Mutex<Receiver<Work>>, free_tx: SyncSender<Vec<u8>>) {
+/// Where a worker's new chunks go: straight into the vault, or sealed to the uploaders.
+type Upload = Option<SyncSender<SealedChunk>>;
+
+fn worker(
+    shared: &Shared<'_>,
+    work_rx: &Mutex<Receiver<Work>>,
+    free_tx: SyncSender<Vec<u8>>,
+    upload: Upload,
+) {
     loop {
         let next = work_rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok((block, data, patch)) = next else { return };
         if !shared.stop.load(Ordering::SeqCst) {
             let stored = match &patch {
-                None => store_block(shared, &data),
+                None => store_block(shared, &data, &upload),
                 Some(patch) => {
-                    apply_patch(shared, &data, patch).and_then(|merged| store_block(shared, &merged))
+                    apply_patch(shared, &data, patch).and_then(|merged| store_block(shared, &merged, &upload))
                 }
             };
             match stored {
                 Ok(id) => shared.results.lock().unwrap_or_else(PoisonError::into_inner).push((block, id)),
-                Err(e) => {
-                    shared.stop.store(true, Ordering::SeqCst);
-                    shared.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
-                }
+                Err(e) => shared.fail(e),
             }
         }
         let _ = free_tx.send(data);
+    }
+}
+
+/// Take the next batch of sealed chunks: wait for one, then whatever else is queued.
+fn next_batch(upload_rx: &Mutex<Receiver<SealedChunk>>) -> Option<Vec<SealedChunk>> {
+    let upload_rx = upload_rx.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut batch = vec![upload_rx.recv().ok()?];
+    while batch.len() < BATCH_CHUNKS {
+        match upload_rx.try_recv() {
+            Ok(chunk) => batch.push(chunk),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+fn uploader(shared: &Shared<'_>, upload_rx: &Mutex<Receiver<SealedChunk>>) {
+    let transfer = shared.transfer;
+    while let Some(batch) = next_batch(upload_rx) {
+        if shared.stop.load(Ordering::SeqCst) {
+            continue; // drain, so no worker waits on a full queue
+        }
+        match transfer.handle.block_on(transfer.vault.store_sealed_for(transfer.session, batch)) {
+            Ok(added) => shared.count_new(added.chunks, added.bytes),
+            Err(e) => shared.fail(e.into()),
+        }
+    }
+}
+
+impl Shared<'_> {
+    /// Stop the transfer; the first failure is the one reported.
+    fn fail(&self, e: EngineError) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+    }
+
+    fn count_new(&self, chunks: u64, bytes: u64) {
+        self.chunks_new.fetch_add(chunks, Ordering::Relaxed);
+        self.bytes_new.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
@@ -332,7 +398,7 @@ fn apply_patch(shared: &Shared<'_>, data: &[u8], patch: &Patch) -> Result<Vec<u8
     Ok(merged)
 }
 
-fn store_block(shared: &Shared<'_>, data: &[u8]) -> Result<ChunkId> {
+fn store_block(shared: &Shared<'_>, data: &[u8], upload: &Upload) -> Result<ChunkId> {
     if is_zero(data) {
         shared.bytes_zero.fetch_add(data.len() as u64, Ordering::Relaxed);
         return Ok(ChunkId::ZERO);
@@ -342,10 +408,14 @@ fn store_block(shared: &Shared<'_>, data: &[u8]) -> Result<ChunkId> {
     if !shared.known.lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
         return Ok(id);
     }
+    if let Some(upload) = upload {
+        // A closed queue means the uploaders stopped on a failure, which is reported.
+        let _ = upload.send(vault.seal_chunk(id, data)?);
+        return Ok(id);
+    }
     let added = shared.transfer.handle.block_on(vault.store_chunk_for(shared.transfer.session, &id, data))?;
     if added > 0 {
-        shared.bytes_new.fetch_add(added, Ordering::Relaxed);
-        shared.chunks_new.fetch_add(1, Ordering::Relaxed);
+        shared.count_new(1, added);
     }
     Ok(id)
 }

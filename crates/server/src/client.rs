@@ -216,28 +216,6 @@ impl RemoteBackend {
         }
         response.json().await.map_err(|e| self.unreachable(operation, &e))
     }
-
-    /// Which of these chunk ids the vault lacks, asked in batches.
-    pub async fn missing_chunks(&self, ids: &[vault::ChunkId]) -> Result<Vec<vault::ChunkId>, VaultError> {
-        let mut missing = Vec::new();
-        for batch in ids.chunks(crate::api::MAX_MISSING_BATCH) {
-            let body = crate::api::MissingRequest { ids: batch.iter().map(|id| id.to_hex()).collect() };
-            let url = format!("{}/api/v1/chunks/missing", self.base);
-            let response =
-                self.send(self.request(reqwest::Method::POST, url).json(&body), "chunks/missing").await?;
-            if !response.status().is_success() {
-                return Err(self.failed("chunks/missing", response).await);
-            }
-            let answer: crate::api::MissingRequest =
-                response.json().await.map_err(|e| self.unreachable("chunks/missing", &e))?;
-            for hex in answer.ids {
-                missing.push(hex.parse().map_err(|_| {
-                    VaultError::Invalid(format!("the server answered {hex:?}, not a chunk id"))
-                })?);
-            }
-        }
-        Ok(missing)
-    }
 }
 
 #[async_trait]
@@ -338,5 +316,30 @@ impl Backend for RemoteBackend {
         let url = format!("{}/api/v1/flush", self.base);
         let response = self.send(self.request(reqwest::Method::POST, url), "flush").await?;
         if response.status().is_success() { Ok(()) } else { Err(self.failed("flush", response).await) }
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    async fn missing_chunks(&self, ids: &[vault::ChunkId]) -> vault::Result<Vec<vault::ChunkId>> {
+        let mut missing = Vec::new();
+        for batch in ids.chunks(crate::api::MAX_MISSING_BATCH) {
+            let body = crate::api::MissingRequest { ids: batch.iter().map(|id| id.to_hex()).collect() };
+            let url = format!("{}/api/v1/chunks/missing", self.base);
+            let response =
+                self.send(self.request(reqwest::Method::POST, url).json(&body), "chunks/missing").await?;
+            if !response.status().is_success() {
+                return Err(self.failed("chunks/missing", response).await);
+            }
+            let answer: crate::api::MissingRequest =
+                response.json().await.map_err(|e| self.unreachable("chunks/missing", &e))?;
+            for hex in answer.ids {
+                missing.push(hex.parse().map_err(|_| {
+                    VaultError::Invalid(format!("the server answered {hex:?}, not a chunk id"))
+                })?);
+            }
+        }
+        Ok(missing)
     }
 }

@@ -1,8 +1,10 @@
 //! Opening, creating and unlocking a vault; the chunk store and point files on top of a backend.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -38,6 +40,26 @@ pub fn chunk_id_of_key(key: &str) -> Option<ChunkId> {
     let (fan, hex) = rest.split_once('/')?;
     let id: ChunkId = hex.parse().ok()?;
     (hex.starts_with(fan) && fan.len() == 2).then_some(id)
+}
+
+/// Uploads one [`UnlockedVault::store_sealed_for`] call keeps in flight.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
+/// A chunk compressed, encrypted and checksummed, on its way to a remote vault.
+pub struct SealedChunk {
+    /// Its id.
+    pub id: ChunkId,
+    /// The bytes to store under [`chunk_key`].
+    pub bytes: Bytes,
+}
+
+/// What storing chunks added to the vault.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Added {
+    /// Chunks this call created.
+    pub chunks: u64,
+    /// Their stored bytes.
+    pub bytes: u64,
 }
 
 /// How to protect a new vault.
@@ -355,6 +377,39 @@ impl UnlockedVault {
             return self.store_chunk(id, plaintext).await;
         }
         Ok(added)
+    }
+
+    /// Seal a chunk for [`UnlockedVault::store_sealed_for`].
+    pub fn seal_chunk(&self, id: ChunkId, plaintext: &[u8]) -> Result<SealedChunk> {
+        Ok(SealedChunk { id, bytes: Bytes::from(blob::seal(&self.keys, &id, plaintext)?) })
+    }
+
+    /// Store a batch of sealed chunks for a backup session with one question to a remote
+    /// vault: which of them it lacks. Only those are uploaded, several at a time; present
+    /// chunks a collection condemned are rescued, and written again if it already deleted them.
+    pub async fn store_sealed_for(&self, session: &Session, batch: Vec<SealedChunk>) -> Result<Added> {
+        let backend = &self.vault.backend;
+        let ids: Vec<ChunkId> = batch.iter().map(|c| c.id).collect();
+        let missing: HashSet<ChunkId> = backend.missing_chunks(&ids).await?.into_iter().collect();
+        let condemned: HashSet<ChunkId> =
+            ids.into_iter().filter(|id| !missing.contains(id) && session.is_condemned(id)).collect();
+        let rescue: Vec<ChunkId> = condemned.iter().copied().collect();
+        let lost = !rescue.is_empty() && session.rescue(&rescue).await? == Rescue::Lost;
+        futures::stream::iter(
+            batch.into_iter().filter(|c| missing.contains(&c.id) || (lost && condemned.contains(&c.id))),
+        )
+        .map(|chunk| async move {
+            let len = chunk.bytes.len() as u64;
+            Ok::<_, VaultError>(match backend.put_if_absent(&chunk_key(&chunk.id), chunk.bytes).await? {
+                Put::Created => Added { chunks: 1, bytes: len },
+                Put::Existed => Added::default(),
+            })
+        })
+        .buffer_unordered(UPLOADS_IN_FLIGHT)
+        .try_fold(Added::default(), |sum, one| async move {
+            Ok(Added { chunks: sum.chunks + one.chunks, bytes: sum.bytes + one.bytes })
+        })
+        .await
     }
 
     /// Fetch, check and open one chunk.

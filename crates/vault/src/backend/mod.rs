@@ -14,11 +14,17 @@ mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 
 pub use local::LocalBackend;
 pub use s3::{MULTIPART_FROM, S3Backend};
 
 use crate::error::{Result, VaultError};
+use crate::id::ChunkId;
+use crate::vault::chunk_key;
+
+/// Lookups a backend runs at once when it answers "which chunks are missing" one by one.
+const LOOKUPS_IN_FLIGHT: usize = 16;
 
 /// Opaque version of a mutable document, as returned by a read and required by a swap.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +79,24 @@ pub trait Backend: Send + Sync + 'static {
     /// Make every earlier `put_if_absent` and `delete` durable. Called before a manifest is
     /// committed, so a committed point never references a chunk a crash could lose.
     async fn flush(&self) -> Result<()>;
+
+    /// Whether every request crosses a network. A backup then seals chunks first and asks
+    /// which ones the vault lacks a batch at a time, with several uploads in flight, instead
+    /// of looking up each chunk before sealing it (cheap only on a local disk).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    /// The chunks of `ids` the vault does not hold, in the order given. A server answers a
+    /// whole batch in one request; other backends look the chunks up several at a time.
+    async fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        let found: Vec<(ChunkId, bool)> = futures::stream::iter(ids.iter().copied())
+            .map(|id| async move { Ok::<_, VaultError>((id, self.head(&chunk_key(&id)).await?.is_some())) })
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().filter(|(_, present)| !present).map(|(id, _)| id).collect())
+    }
 }
 
 /// Refuse keys that could name something outside the vault or a temporary file.

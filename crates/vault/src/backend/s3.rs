@@ -283,4 +283,8 @@ impl Backend for S3Backend {
     async fn flush(&self) -> Result<()> {
         Ok(())
     }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
 }
