@@ -75,7 +75,8 @@ impl From<&Manifest> for PointSummary {
 pub enum PointReader<'a> {
     /// With the key.
     Verified(&'a UnlockedVault),
-    /// Without the key.
+    /// Without the key: each manifest's point signature is checked with the config's public
+    /// point key (vaults made before points were signed: structure only).
     Structure(&'a Vault),
 }
 
@@ -104,7 +105,11 @@ impl PointReader<'_> {
         Ok(match self {
             PointReader::Verified(vault) => vault.get_manifest(key).await?,
             PointReader::Structure(vault) => {
-                Manifest::decode_unverified(&vault.backend().get(key).await?, key)?
+                let bytes = vault.backend().get(key).await?;
+                match vault.config().point_key()? {
+                    Some(point_key) => Manifest::decode_signed(&bytes, &point_key, key)?,
+                    None => Manifest::decode_unverified(&bytes, key)?,
+                }
             }
         })
     }

@@ -452,6 +452,56 @@ async fn a_shorter_retention_expires_points_only_at_the_next_cleanup(store: Stor
     assert!(left.iter().all(|m| now.duration_since(m.time) < SignedDuration::from_hours(3 * 24)));
 }
 
+/// Someone who can write to the vault's storage but has no key (a stolen bucket credential)
+/// forges a newer point, hoping the server's keyless prune lets it push genuine points out of
+/// retention. The point signature gives it away: the prune stops and deletes nothing.
+async fn a_keyless_prune_stops_at_a_point_the_vault_key_did_not_sign(store: Store) {
+    let lab = Lab::on(store, true).await;
+    let image = lab.path("vm.raw");
+    create(&image, "raw", "16M");
+    lab.register("vm", &[("vda", &image)]).await;
+    let backend = Arc::clone(lab.vault.vault().backend());
+    make_policy(&lab, "gold", "3").await;
+    protection::protect(backend.as_ref(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
+    let now: Timestamp = "2026-06-15T12:00:00Z".parse().unwrap();
+    for day in 0..5 {
+        synthetic_point(&lab, "vm", now - SignedDuration::from_hours(24 * day), PointKind::Scheduled).await;
+    }
+    let genuine = points::list(&lab.vault, "vm").await.unwrap();
+    let newest = genuine.last().unwrap();
+    let bytes = backend.get(&points::manifest_key("vm", &newest.point_id)).await.unwrap();
+    let forged_id = points::new_point_id(now + SignedDuration::from_hours(1)).unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    value["point_id"] = forged_id.clone().into();
+    value["time"] = (now + SignedDuration::from_hours(1)).to_string().into();
+    let forged_key = points::manifest_key("vm", &forged_id);
+    backend.put_if_absent(&forged_key, serde_json::to_vec(&value).unwrap().into()).await.unwrap();
+
+    let keyless = open_keyless(&lab).await;
+    let message = prune::prune(&keyless, None, now, false).await.unwrap_err().to_string();
+    assert!(message.contains(&forged_key) && message.contains("signature"), "{message}");
+    assert_eq!(objects_under(&lab, "points/vm/").await, 6, "nothing was deleted");
+
+    // Signed by another vault's key: refused the same way.
+    let other = Lab::on(Store::Local, true).await;
+    let mut stranger = genuine[0].clone();
+    stranger.point_id = forged_id;
+    backend.delete(&forged_key).await.unwrap();
+    backend.put_if_absent(&forged_key, stranger.encode(other.vault.keys()).unwrap().into()).await.unwrap();
+    let message = prune::prune(&keyless, None, now, false).await.unwrap_err().to_string();
+    assert!(message.contains(&forged_key), "{message}");
+
+    // Without the forgery the same prune keeps the 3 newest genuine points.
+    backend.delete(&forged_key).await.unwrap();
+    let done = prune::prune(&keyless, None, now, false).await.unwrap();
+    assert_eq!(done[0].expired().count(), 2);
+    assert_eq!(points::list(&lab.vault, "vm").await.unwrap().len(), 3);
+}
+
+async fn objects_under(lab: &Lab, prefix: &str) -> usize {
+    lab.vault.vault().backend().list(prefix).await.unwrap().len()
+}
+
 // Local only: writing 9999 points is storage-independent bookkeeping, and takes minutes on moto.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fifth_on_demand_backup_of_a_day_and_the_ten_thousandth_point_are_refused() {
@@ -521,6 +571,7 @@ on_both_stores!(
     verify_names_the_points_a_deleted_and_a_corrupted_chunk_affect,
     soft_deleted_data_can_be_undeleted_and_is_purged_after_the_period,
     a_shorter_retention_expires_points_only_at_the_next_cleanup,
+    a_keyless_prune_stops_at_a_point_the_vault_key_did_not_sign,
     cleanup_forgets_job_records_after_ninety_days,
     gc_spares_chunks_that_a_backup_started_after_it_reuses,
     gc_waits_for_a_backup_that_started_before_it,

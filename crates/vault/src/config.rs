@@ -7,6 +7,7 @@ use crate::error::{Result, VaultError};
 use crate::id::VaultId;
 use crate::index::CHUNK_SIZE;
 use crate::keys::Keys;
+use crate::point_key::PointKey;
 use crate::signed;
 
 /// Object key of the config.
@@ -44,6 +45,10 @@ pub struct VaultConfig {
     pub chunk_size: u32,
     /// Encryption mode.
     pub encryption: Encryption,
+    /// Public key (hex Ed25519) that checks every manifest's `sig`, so a server without the
+    /// vault key can tell genuine points; absent in vaults made before points were signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_key: Option<String>,
 }
 
 impl VaultConfig {
@@ -55,7 +60,19 @@ impl VaultConfig {
             created: Timestamp::now(),
             chunk_size: CHUNK_SIZE,
             encryption,
+            point_key: None,
         })
+    }
+
+    /// The public point key, if the vault has one.
+    pub fn point_key(&self) -> Result<Option<PointKey>> {
+        self.point_key
+            .as_deref()
+            .map(|hex| {
+                PointKey::from_hex(hex)
+                    .ok_or_else(|| VaultError::corrupt(CONFIG_KEY, "point_key is not an Ed25519 public key"))
+            })
+            .transpose()
     }
 
     /// Read the config without its key: enough to know the id and whether a key is needed.
@@ -81,6 +98,7 @@ impl VaultConfig {
                 format!("chunk size {} is not supported", config.chunk_size),
             ));
         }
+        config.point_key()?;
         Ok(config)
     }
 

@@ -7,11 +7,14 @@ use zeroize::Zeroizing;
 
 use crate::error::{Result, random_bytes};
 use crate::id::{ChunkId, VaultId};
+use crate::point_key::{PointKey, PointSigner};
 
 const CONTEXT_CHUNK_ID: &str = "vmvault 2026 chunk id v1";
 const CONTEXT_CHUNK_CIPHER: &str = "vmvault 2026 chunk encryption v1";
 const CONTEXT_SIGNING: &str = "vmvault 2026 signing v1";
 const CONTEXT_UNENCRYPTED_SIGNING: &str = "vmvault 2026 unencrypted-vault signing v1";
+const CONTEXT_POINT_SIGNING: &str = "vmvault 2026 point signing ed25519 v1";
+const CONTEXT_UNENCRYPTED_POINT_SIGNING: &str = "vmvault 2026 unencrypted-vault point signing ed25519 v1";
 
 /// A passphrase typed by the user; held only long enough to derive the key-encryption key.
 pub struct Passphrase(Zeroizing<String>);
@@ -87,6 +90,7 @@ impl Mac {
 /// chunks and documents cannot be called without one.
 pub struct Keys {
     secrets: Secrets,
+    points: PointSigner,
 }
 
 enum Secrets {
@@ -107,13 +111,16 @@ impl Keys {
         let chunk_id = master.derive(CONTEXT_CHUNK_ID);
         let chunk_cipher = master.derive(CONTEXT_CHUNK_CIPHER);
         let signing = master.derive(CONTEXT_SIGNING);
-        Keys { secrets: Secrets::Encrypted { master, chunk_id, chunk_cipher, signing } }
+        let points = PointSigner::from_seed(&master.derive(CONTEXT_POINT_SIGNING));
+        Keys { secrets: Secrets::Encrypted { master, chunk_id, chunk_cipher, signing }, points }
     }
 
     /// Keys of an unencrypted vault: plain BLAKE3 chunk ids and no encryption.
     pub fn unencrypted(vault: &VaultId) -> Self {
         let signing = blake3::derive_key(CONTEXT_UNENCRYPTED_SIGNING, vault.as_bytes());
-        Keys { secrets: Secrets::Plain { signing } }
+        let points =
+            PointSigner::from_seed(&blake3::derive_key(CONTEXT_UNENCRYPTED_POINT_SIGNING, vault.as_bytes()));
+        Keys { secrets: Secrets::Plain { signing }, points }
     }
 
     /// Whether chunks are encrypted under these keys.
@@ -137,6 +144,16 @@ impl Keys {
             Secrets::Plain { signing } => signing,
         };
         Mac(blake3::keyed_hash(key, bytes))
+    }
+
+    /// The public key that verifies points signed with [`Keys::sign_point`].
+    pub fn point_key(&self) -> PointKey {
+        self.points.public()
+    }
+
+    /// Ed25519 signature (hex) over canonical bytes of a point's manifest.
+    pub(crate) fn sign_point(&self, bytes: &[u8]) -> String {
+        self.points.sign(bytes)
     }
 
     pub(crate) fn chunk_cipher_key(&self) -> Option<&[u8; 32]> {

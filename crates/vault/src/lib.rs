@@ -51,6 +51,7 @@ pub mod index;
 pub mod keyfile;
 pub mod keys;
 pub mod manifest;
+pub mod point_key;
 pub mod session;
 pub mod signed;
 pub mod vault;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, VaultError};
 use crate::keys::Keys;
+use crate::point_key::PointKey;
 use crate::signed;
 
 /// Value of the manifest's `format` member.
@@ -110,9 +111,9 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Serialise and sign.
+    /// Serialise, sign with the point key and add the MAC.
     pub fn encode(&self, keys: &Keys) -> Result<Vec<u8>> {
-        signed::sign(keys, self)
+        signed::sign_point(keys, self)
     }
 
     /// Check the signature and parse; `what` names the manifest in errors.
@@ -127,6 +128,13 @@ impl Manifest {
         let manifest: Manifest = signed::read_unverified(bytes, what)?;
         manifest.check_format(what)?;
         Ok(manifest)
+    }
+
+    /// Parse without the vault key, after checking the point signature with the vault's
+    /// public point key: what a server prunes by.
+    pub fn decode_signed(bytes: &[u8], key: &PointKey, what: &str) -> Result<Self> {
+        signed::check_point_signature(bytes, key, what)?;
+        Self::decode_unverified(bytes, what)
     }
 
     fn check_format(&self, what: &str) -> Result<()> {

@@ -4,6 +4,10 @@
 //! of all its other members: object keys sorted by their UTF-8 bytes, no insignificant
 //! whitespace, strings escaped as serde_json does. The canonical form is computed from the
 //! parsed value, so members a newer version adds are still covered by the MAC.
+//!
+//! A point's manifest also has a `sig` member: an Ed25519 signature over the canonical bytes
+//! of all members but `mac` and `sig`, which a server checks with the config's public point
+//! key (see [`crate::point_key`]). The MAC covers `sig` too.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -11,21 +15,59 @@ use serde_json::Value;
 
 use crate::error::{Result, VaultError};
 use crate::keys::{Keys, Mac};
+use crate::point_key::PointKey;
 
 /// Name of the member that holds the MAC.
 pub const MAC_FIELD: &str = "mac";
 
+/// Name of the member that holds a point's public-key signature.
+pub const SIG_FIELD: &str = "sig";
+
 /// Serialise `doc` (a struct that serialises to a JSON object) and add its MAC.
 pub fn sign<T: Serialize>(keys: &Keys, doc: &T) -> Result<Vec<u8>> {
-    let mut value = serde_json::to_value(doc).map_err(|e| VaultError::Invalid(format!("serialise: {e}")))?;
-    let Value::Object(map) = &mut value else {
-        return Err(VaultError::Invalid("a signed document must be a JSON object".into()));
+    with_mac(keys, to_object(doc)?)
+}
+
+/// Serialise a point's manifest, add its public-key signature, then its MAC.
+pub fn sign_point<T: Serialize>(keys: &Keys, doc: &T) -> Result<Vec<u8>> {
+    let mut map = to_object(doc)?;
+    map.remove(SIG_FIELD);
+    let sig = keys.sign_point(&canonical(&Value::Object(map.clone())));
+    map.insert(SIG_FIELD.to_string(), Value::String(sig));
+    with_mac(keys, map)
+}
+
+/// Check a point's public-key signature without the vault key, as a server does before it
+/// acts on the point.
+pub fn check_point_signature(bytes: &[u8], key: &PointKey, what: &str) -> Result<()> {
+    let mut value = parse_object(bytes, what)?;
+    let sig = match &mut value {
+        Value::Object(map) => {
+            map.remove(MAC_FIELD);
+            map.remove(SIG_FIELD)
+        }
+        _ => None,
     };
-    map.remove(MAC_FIELD);
-    let mac = keys.sign(&canonical(&value));
-    if let Value::Object(map) = &mut value {
-        map.insert(MAC_FIELD.to_string(), Value::String(mac.to_hex()));
+    match sig.as_ref().and_then(Value::as_str) {
+        Some(sig) if key.verifies(&canonical(&value), sig) => Ok(()),
+        _ => Err(VaultError::BadSignature { what: what.to_string() }),
     }
+}
+
+fn to_object<T: Serialize>(doc: &T) -> Result<serde_json::Map<String, Value>> {
+    match serde_json::to_value(doc).map_err(|e| VaultError::Invalid(format!("serialise: {e}")))? {
+        Value::Object(mut map) => {
+            map.remove(MAC_FIELD);
+            Ok(map)
+        }
+        _ => Err(VaultError::Invalid("a signed document must be a JSON object".into())),
+    }
+}
+
+fn with_mac(keys: &Keys, mut map: serde_json::Map<String, Value>) -> Result<Vec<u8>> {
+    let mac = keys.sign(&canonical(&Value::Object(map.clone())));
+    map.insert(MAC_FIELD.to_string(), Value::String(mac.to_hex()));
+    let value = Value::Object(map);
     let mut out =
         serde_json::to_vec_pretty(&value).map_err(|e| VaultError::Invalid(format!("serialise: {e}")))?;
     out.push(b'\n');

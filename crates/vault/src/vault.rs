@@ -132,7 +132,7 @@ impl Vault {
         if backend.head(CONFIG_KEY).await?.is_some() {
             return Err(VaultError::AlreadyInitialized { location });
         }
-        let (config, keys, key_file) = match encryption {
+        let (mut config, keys, key_file) = match encryption {
             InitEncryption::Passphrase(passphrase, kdf) => {
                 if passphrase.is_empty() {
                     return Err(VaultError::Invalid("an empty passphrase is not allowed".into()));
@@ -148,6 +148,7 @@ impl Vault {
                 (config, keys, None)
             }
         };
+        config.point_key = Some(keys.point_key().to_hex());
         // The key file first, the config last: a vault exists once its config does.
         if let Some(key_file) = key_file {
             backend.compare_and_swap(KEY_FILE_KEY, None, Bytes::from(key_file.encode())).await?;
@@ -223,6 +224,9 @@ impl Vault {
 
     fn with_keys(self, keys: Keys) -> Result<UnlockedVault> {
         self.config.verify(&keys, &self.config_bytes)?;
+        if self.config.point_key()?.is_some_and(|key| key != keys.point_key()) {
+            return Err(VaultError::BadSignature { what: format!("{CONFIG_KEY} (point_key)") });
+        }
         Ok(UnlockedVault { vault: self, keys })
     }
 
