@@ -60,10 +60,14 @@ impl Site {
     }
 
     fn start(&mut self) {
+        self.start_on("127.0.0.1:0");
+    }
+
+    fn start_on(&mut self, listen: &str) {
         let log = self.lab.path("server.log");
         let mut child = self
             .lab
-            .cmd(&["server", "--listen", "127.0.0.1:0", "--state", self.lab.path("state").to_str().unwrap()])
+            .cmd(&["server", "--listen", listen, "--state", self.lab.path("state").to_str().unwrap()])
             .stdout(Stdio::piped())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
             .spawn()
@@ -282,6 +286,28 @@ fn a_server_killed_mid_backup_fails_the_client_clearly_and_leaves_no_point() {
     site.ok(
         "restore",
         &["restore", "disk", "big", "--point", "latest", "--disk", "vda", "--to", to.to_str().unwrap()],
+    );
+    assert!(same(&disk, &to));
+}
+
+#[test]
+fn a_client_waits_out_a_server_restart() {
+    let mut site = Site::new();
+    let disk = site.vm("web", 0x61, 8);
+    let server = site.server.as_mut().unwrap();
+    let listen = server.url.trim_start_matches("https://").to_string();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let client =
+        site.client("backup", &["backup", "web"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    site.start_on(&listen);
+    let out = client.unwrap().wait_with_output().unwrap();
+    assert!(out.status.success(), "the backup gave up: {}", String::from_utf8_lossy(&out.stderr));
+    let to = site.lab.path("web-r.qcow2");
+    site.ok(
+        "restore",
+        &["restore", "disk", "web", "--point", "latest", "--disk", "vda", "--to", to.to_str().unwrap()],
     );
     assert!(same(&disk, &to));
 }

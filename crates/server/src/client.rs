@@ -87,6 +87,47 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// Times a request is sent again after a transient failure; the pauses (0.25 s doubling)
+/// add up to about 8 s, enough for a server restart.
+const RETRIES: u32 = 5;
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+
+/// Which failures a request may be sent again after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// Sending it twice does what sending it once does (reads, create-if-absent writes,
+    /// deletes): after any dropped connection, or an overloaded server (502, 503, 504).
+    Idempotent,
+    /// A compare-and-swap or a server-side job: only when the server was certainly never
+    /// reached (connection refused), since a lost answer could hide a write that happened.
+    Unsent,
+}
+
+impl Retry {
+    fn after(self, e: &reqwest::Error) -> bool {
+        use std::io::ErrorKind::*;
+        let mut source = std::error::Error::source(e);
+        while let Some(inner) = source {
+            if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                return match self {
+                    Retry::Unsent => io.kind() == ConnectionRefused,
+                    Retry::Idempotent => matches!(
+                        io.kind(),
+                        ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+                    ),
+                };
+            }
+            source = inner.source();
+        }
+        // hyper reports a connection closed mid-request without an I/O error.
+        self == Retry::Idempotent && e.is_request() && !e.is_connect() && !e.is_timeout()
+    }
+}
+
+fn overloaded(status: StatusCode) -> bool {
+    matches!(status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT)
+}
+
 /// A vault on a vmvault server.
 pub struct RemoteBackend {
     base: String,
@@ -151,13 +192,30 @@ impl RemoteBackend {
         self.http.request(method, url).bearer_auth(&self.token)
     }
 
-    /// Send, and turn transport failures and refusals into vault errors naming `what`.
+    /// Send, and turn transport failures and refusals into vault errors naming `what`. A
+    /// transient failure (the server restarting, a dropped connection, an overloaded proxy) is
+    /// tried again after a pause that doubles, as far as `retry` allows.
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
         what: &str,
+        retry: Retry,
     ) -> Result<reqwest::Response, VaultError> {
-        let response = request.send().await.map_err(|e| self.unreachable(what, &e))?;
+        let mut pause = FIRST_PAUSE;
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            let again = attempt <= RETRIES;
+            let Some(this) = request.try_clone() else { break request.send().await };
+            match this.send().await {
+                Ok(r) if again && retry == Retry::Idempotent && overloaded(r.status()) => {}
+                Err(e) if again && retry.after(&e) => {}
+                sent => break sent,
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        };
+        let response = response.map_err(|e| self.unreachable(what, &e))?;
         match response.status() {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 let reason = response.text().await.unwrap_or_default();
@@ -210,7 +268,9 @@ impl RemoteBackend {
         request: &Q,
     ) -> Result<A, VaultError> {
         let url = format!("{}/api/v1/{operation}", self.base);
-        let response = self.send(self.request(reqwest::Method::POST, url).json(request), operation).await?;
+        let response = self
+            .send(self.request(reqwest::Method::POST, url).json(request), operation, Retry::Unsent)
+            .await?;
         if !response.status().is_success() {
             return Err(self.failed(operation, response).await);
         }
@@ -232,7 +292,9 @@ impl Backend for RemoteBackend {
     }
 
     async fn head(&self, key: &str) -> vault::Result<Option<u64>> {
-        let response = self.send(self.request(reqwest::Method::HEAD, self.object_url(key)?), key).await?;
+        let response = self
+            .send(self.request(reqwest::Method::HEAD, self.object_url(key)?), key, Retry::Idempotent)
+            .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(
@@ -249,7 +311,8 @@ impl Backend for RemoteBackend {
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> vault::Result<Put> {
         let url = format!("{}?mode=create-if-absent", self.object_url(key)?);
-        let response = self.send(self.request(reqwest::Method::PUT, url).body(data), key).await?;
+        let response =
+            self.send(self.request(reqwest::Method::PUT, url).body(data), key, Retry::Idempotent).await?;
         if !response.status().is_success() {
             return Err(self.failed(key, response).await);
         }
@@ -258,7 +321,9 @@ impl Backend for RemoteBackend {
     }
 
     async fn get_versioned(&self, key: &str) -> vault::Result<Option<(Bytes, Version)>> {
-        let response = self.send(self.request(reqwest::Method::GET, self.object_url(key)?), key).await?;
+        let response = self
+            .send(self.request(reqwest::Method::GET, self.object_url(key)?), key, Retry::Idempotent)
+            .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => {
@@ -281,7 +346,7 @@ impl Backend for RemoteBackend {
         if let Some(version) = expected {
             request = request.header(VERSION_HEADER, &version.0);
         }
-        let response = self.send(request, key).await?;
+        let response = self.send(request, key, Retry::Unsent).await?;
         if !response.status().is_success() {
             return Err(self.failed(key, response).await);
         }
@@ -293,7 +358,9 @@ impl Backend for RemoteBackend {
     }
 
     async fn delete(&self, key: &str) -> vault::Result<()> {
-        let response = self.send(self.request(reqwest::Method::DELETE, self.object_url(key)?), key).await?;
+        let response = self
+            .send(self.request(reqwest::Method::DELETE, self.object_url(key)?), key, Retry::Idempotent)
+            .await?;
         if response.status().is_success() || response.status() == StatusCode::NOT_FOUND {
             Ok(())
         } else {
@@ -304,7 +371,7 @@ impl Backend for RemoteBackend {
     async fn list(&self, prefix: &str) -> vault::Result<Vec<ObjectInfo>> {
         let url = format!("{}/api/v1/list", self.base);
         let request = self.request(reqwest::Method::GET, url).query(&[("prefix", prefix)]);
-        let response = self.send(request, prefix).await?;
+        let response = self.send(request, prefix, Retry::Idempotent).await?;
         if !response.status().is_success() {
             return Err(self.failed(prefix, response).await);
         }
@@ -314,7 +381,8 @@ impl Backend for RemoteBackend {
 
     async fn flush(&self) -> vault::Result<()> {
         let url = format!("{}/api/v1/flush", self.base);
-        let response = self.send(self.request(reqwest::Method::POST, url), "flush").await?;
+        let response =
+            self.send(self.request(reqwest::Method::POST, url), "flush", Retry::Idempotent).await?;
         if response.status().is_success() { Ok(()) } else { Err(self.failed("flush", response).await) }
     }
 
@@ -327,8 +395,13 @@ impl Backend for RemoteBackend {
         for batch in ids.chunks(crate::api::MAX_MISSING_BATCH) {
             let body = crate::api::MissingRequest { ids: batch.iter().map(|id| id.to_hex()).collect() };
             let url = format!("{}/api/v1/chunks/missing", self.base);
-            let response =
-                self.send(self.request(reqwest::Method::POST, url).json(&body), "chunks/missing").await?;
+            let response = self
+                .send(
+                    self.request(reqwest::Method::POST, url).json(&body),
+                    "chunks/missing",
+                    Retry::Idempotent,
+                )
+                .await?;
             if !response.status().is_success() {
                 return Err(self.failed("chunks/missing", response).await);
             }

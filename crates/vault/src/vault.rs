@@ -440,7 +440,10 @@ impl UnlockedVault {
         let backend = &self.vault.backend;
         backend.flush().await?;
         let bytes = Bytes::from(manifest.encode(&self.keys)?);
-        if backend.put_if_absent(key, bytes).await? == Put::Existed {
+        // Existing identical bytes are this very commit, whose answer was lost and retried.
+        if backend.put_if_absent(key, bytes.clone()).await? == Put::Existed
+            && backend.get(key).await? != bytes
+        {
             return Err(VaultError::Invalid(format!("{key}: a manifest already exists under this name")));
         }
         backend.flush().await
