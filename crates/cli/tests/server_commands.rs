@@ -218,6 +218,16 @@ fn a_vm_scoped_token_cannot_see_other_vms() {
     let out = site.run("web-only", &["points", "db"]);
     assert!(!out.status.success(), "a web-only token listed db's points");
     site.denied("web-only", &["backup", "db"]);
+
+    // Job records name their VM inside: a scoped token sees only its VMs' jobs.
+    let jobs: serde_json::Value = serde_json::from_str(&site.ok("admin", &["jobs", "--json"])).unwrap();
+    let db_job = jobs.as_array().unwrap().iter().find(|j| j["vm"] == "db").unwrap()["id"].as_str().unwrap();
+    let seen: serde_json::Value = serde_json::from_str(&site.ok("web-only", &["jobs", "--json"])).unwrap();
+    let vms: Vec<&str> = seen.as_array().unwrap().iter().filter_map(|j| j["vm"].as_str()).collect();
+    assert!(!vms.is_empty() && vms.iter().all(|vm| *vm == "web"), "{seen}");
+    site.denied("web-only", &["job", "show", db_job]);
+    site.denied("web-only", &["job", "cancel", db_job]);
+    assert!(log_of(site.server()).contains(&format!("token web-only (role admin) may not read jobs/{db_job}.json")));
 }
 
 #[test]

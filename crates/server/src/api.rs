@@ -18,6 +18,7 @@ use vault::VaultError;
 use vault::backend::{Backend, Put, Version};
 
 use crate::auth::{Access, Grant};
+use crate::scope;
 use crate::tokens::{Token, TokenStore};
 
 /// Largest request body: a chunk (4 MiB of plaintext, sealed) with room to spare.
@@ -49,14 +50,32 @@ struct Caller(Token);
 
 impl Caller {
     fn check(&self, access: Access, key: &str) -> Result<(), ApiError> {
-        if self.0.grant().allows(access, key) {
-            return Ok(());
+        if self.0.grant().allows(access, key) { Ok(()) } else { Err(self.deny(access, key)) }
+    }
+
+    /// Check a scoped token's access to a job object, which depends on the job's VM; `new`
+    /// is the content of a record being written.
+    async fn check_job(
+        &self,
+        state: &AppState,
+        access: Access,
+        key: &str,
+        new: Option<&[u8]>,
+    ) -> Result<(), ApiError> {
+        if scope::may_touch_job(state.backend.as_ref(), &self.0.grant(), key, new).await? {
+            Ok(())
+        } else {
+            Err(self.deny(access, key))
         }
+    }
+
+    /// Log a refusal and say it in one line.
+    fn deny(&self, access: Access, key: &str) -> ApiError {
         log_denied(&self.0, access, key);
-        Err(ApiError(
+        ApiError(
             StatusCode::FORBIDDEN,
             format!("token {:?} (role {}) may not {} {key}", self.0.name, self.0.role.as_str(), verb(access)),
-        ))
+        )
     }
 }
 
@@ -217,6 +236,11 @@ async fn get_object(
 ) -> Result<Response, ApiError> {
     caller.check(Access::Read, &key)?;
     match state.backend.get_versioned(&key).await? {
+        Some((bytes, _))
+            if scope::job_record_of(&key).is_some() && !scope::sees_job(&caller.0.grant(), &bytes) =>
+        {
+            Err(caller.deny(Access::Read, &key))
+        }
         Some((bytes, version)) => Ok((version_headers(&version), bytes).into_response()),
         None => Err(VaultError::NotFound { location: state.backend.location(), key }.into()),
     }
@@ -231,6 +255,7 @@ async fn head_object(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.check(Access::Read, &key)?;
+    caller.check_job(&state, Access::Read, &key, None).await?;
     match state.backend.head(&key).await? {
         Some(size) => Ok(([("x-vmvault-size", size.to_string())], StatusCode::OK).into_response()),
         None => Ok(StatusCode::NOT_FOUND.into_response()),
@@ -267,7 +292,9 @@ async fn put_object(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let expected = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()).map(|v| Version(v.to_string()));
-    caller.check(if expected.is_some() { Access::Update } else { Access::Create }, &key)?;
+    let access = if expected.is_some() { Access::Update } else { Access::Create };
+    caller.check(access, &key)?;
+    caller.check_job(&state, access, &key, Some(&body)).await?;
     if let Some(id) = vault::vault::chunk_id_of_key(&key) {
         vault::blob::check(&id, &body)?;
     }
@@ -293,6 +320,7 @@ async fn delete_object(
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.check(Access::Delete, &key)?;
+    caller.check_job(&state, Access::Delete, &key, None).await?;
     state.backend.delete(&key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -320,14 +348,15 @@ async fn list_objects(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<ObjectEntry>>, ApiError> {
     let grant: Grant = caller.0.grant();
-    let objects = state.backend.list(&query.prefix).await?;
-    Ok(Json(
-        objects
-            .into_iter()
-            .filter(|o| grant.allows(Access::Read, &o.key))
-            .map(|o| ObjectEntry { key: o.key, size: o.size })
-            .collect(),
-    ))
+    let mut visible = Vec::new();
+    for o in state.backend.list(&query.prefix).await? {
+        if grant.allows(Access::Read, &o.key)
+            && scope::may_touch_job(state.backend.as_ref(), &grant, &o.key, None).await?
+        {
+            visible.push(ObjectEntry { key: o.key, size: o.size });
+        }
+    }
+    Ok(Json(visible))
 }
 
 /// Chunk ids (hex) a client is about to upload.

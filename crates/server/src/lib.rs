@@ -12,5 +12,6 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod run;
+pub mod scope;
 pub mod tls;
 pub mod tokens;
