@@ -148,6 +148,19 @@ fn a_wrong_fingerprint_is_refused_before_anything_is_sent() {
     let out = site.client("admin", &["vm", "list"]).env("VMVAULT_TOKEN", "vmvt_forged").output().unwrap();
     assert!(stderr_line(&out).contains("no valid token"));
     assert!(log_of(site.server()).contains("an unknown or revoked token"));
+
+    // Revoked on the server host while it runs: refused from the next request on.
+    site.ok("reader", &["vm", "list"]);
+    site.lab.ok(&[
+        "server",
+        "token",
+        "revoke",
+        "reader",
+        "--state",
+        site.lab.path("state").to_str().unwrap(),
+    ]);
+    let out = site.run("reader", &["vm", "list"]);
+    assert!(!out.status.success() && stderr_line(&out).contains("no valid token"), "{}", stderr_line(&out));
 }
 
 #[test]
@@ -227,7 +240,10 @@ fn a_vm_scoped_token_cannot_see_other_vms() {
     assert!(!vms.is_empty() && vms.iter().all(|vm| *vm == "web"), "{seen}");
     site.denied("web-only", &["job", "show", db_job]);
     site.denied("web-only", &["job", "cancel", db_job]);
-    assert!(log_of(site.server()).contains(&format!("token web-only (role admin) may not read jobs/{db_job}.json")));
+    assert!(
+        log_of(site.server())
+            .contains(&format!("token web-only (role admin) may not read jobs/{db_job}.json"))
+    );
 }
 
 #[test]
