@@ -1,5 +1,8 @@
-//! Backup of a stopped VM: snapshot phase (lock the images, start change tracking), transfer
-//! phase (read only what is needed), commit (indexes, then the manifest, last).
+//! Backup of a VM: snapshot phase (a stopped VM's images locked and change tracking started;
+//! a running VM's disks frozen in one QMP transaction, see [`live`]), transfer phase (read only
+//! what is needed), commit (indexes, then the manifest, last).
+
+mod live;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant};
 use disk::live::LiveSnapshot;
 use disk::nbd::NbdSource;
 use disk::qemu::{self, NbdExport};
-use disk::qmp::{GuestAgent, QmpClient};
+use disk::qmp::QmpClient;
 use disk::{BlockSource, DiskFormat, ImageLock};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -24,8 +27,9 @@ use crate::points::{self, index_key, manifest_key, new_point_id};
 use crate::progress::Progress;
 use crate::protection::{self, ProtectedItem};
 use crate::registry::{self, DiskRecord};
-use crate::scripts::ScriptConfig;
 use crate::transfer::{BlockRead, Transfer, TransferStats, blocks_of, patched, whole};
+
+use live::{Quiesced, live_phase, plan_live};
 
 /// What to back up and how to label the point.
 #[derive(Clone, Debug)]
@@ -120,6 +124,9 @@ pub struct BackupSummary {
     /// The consistency group and its shared instant, for a group backup.
     pub group: Option<PointGroup>,
 }
+
+/// How long one QMP command may take.
+const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// NBD connections an incremental backup reads through (qemu-nbd serves this many at once).
 const NBD_READERS: usize = disk::qemu::NBD_CLIENTS;
@@ -523,237 +530,6 @@ fn snapshot(
             held.iter_mut().for_each(HeldDisk::abandon);
             Err(e)
         }
-    }
-}
-
-/// How long the guest agent may take to freeze or thaw.
-const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What became of the guest's file systems around the snapshot instant.
-enum Freeze {
-    /// Frozen through the agent, which thaws them.
-    Held(GuestAgent),
-    /// Not attempted: switched off (`fsFreezeEnabled: false`), or no agent answers. Scripts
-    /// alone may still make the point application-consistent.
-    Skipped(Option<String>),
-    /// The agent answered but could not freeze: the guest's state is unknown.
-    Failed(String),
-}
-
-/// Freeze the guest's filesystems through its agent.
-fn freeze(qga: Option<&Path>) -> Freeze {
-    let Some(socket) = qga else {
-        return Freeze::Skipped(Some(
-            "the VM has no guest agent socket (`vm add --qga`): file systems were not frozen".into(),
-        ));
-    };
-    let mut agent = match GuestAgent::connect(socket, Duration::from_secs(2)) {
-        Ok(agent) => agent,
-        Err(e) => {
-            return Freeze::Skipped(Some(format!("guest agent absent ({e}): file systems were not frozen")));
-        }
-    };
-    match agent.execute("guest-fsfreeze-freeze", serde_json::json!({}), AGENT_TIMEOUT) {
-        Ok(_) => Freeze::Held(agent),
-        Err(e) => {
-            // A partial freeze must never stay: thaw whatever froze.
-            let _ = agent.execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT);
-            Freeze::Failed(format!(
-                "file-system freeze failed ({e}); the point is not application-consistent"
-            ))
-        }
-    }
-}
-
-/// How the freeze went, for [`judge`].
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Frozen {
-    Held,
-    Skipped,
-    Failed,
-}
-
-/// Thaw at once after the snapshot instant; returns how the freeze went, and notes.
-fn thaw(freeze: Freeze) -> (Frozen, Vec<String>) {
-    match freeze {
-        Freeze::Held(mut agent) => {
-            match agent.execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT) {
-                Ok(_) => (Frozen::Held, vec![]),
-                Err(e) => (Frozen::Held, vec![format!("thawing the guest's file systems failed: {e}")]),
-            }
-        }
-        Freeze::Skipped(note) => (Frozen::Skipped, note.into_iter().collect()),
-        Freeze::Failed(note) => (Frozen::Failed, vec![note]),
-    }
-}
-
-type ScriptRun = Option<std::result::Result<(), String>>;
-
-/// The consistency a live point reached: application when the scripts ran and succeeded and
-/// no freeze failed (a skipped one leaves quiescing to the scripts); file-system when only the
-/// freeze held; crash otherwise. Failed scripts are noted.
-fn judge(frozen: Frozen, pre: ScriptRun, post: ScriptRun, notes: &mut Vec<String>) -> Consistency {
-    let scripts_ran = pre.is_some() || post.is_some();
-    let mut scripts_ok = scripts_ran;
-    for run in [pre, post].into_iter().flatten() {
-        if let Err(why) = run {
-            notes.push(format!("{why}; continuing (continueBackupOnFailure)"));
-            scripts_ok = false;
-        }
-    }
-    match (scripts_ok, frozen) {
-        (true, Frozen::Held | Frozen::Skipped) => Consistency::Application,
-        (_, Frozen::Held) => Consistency::FileSystem,
-        _ => Consistency::Crash,
-    }
-}
-
-/// How long one QMP command may take.
-const QMP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How a live snapshot phase quiesced the guest.
-struct Quiesced {
-    consistency: Consistency,
-    notes: Vec<String>,
-    freeze_to_thaw: Option<Duration>,
-}
-
-impl Default for Quiesced {
-    fn default() -> Self {
-        Quiesced { consistency: Consistency::Crash, notes: vec![], freeze_to_thaw: None }
-    }
-}
-
-/// A running VM's snapshot, taken and thawed.
-struct LiveTaken {
-    held: Vec<HeldDisk>,
-    live: LiveSnapshot,
-    quiesced: Quiesced,
-}
-
-/// Snapshot phase of a running VM: pre-script, then (once the group, if any, is ready) freeze,
-/// one QMP transaction for every disk (see `disk::live`), thaw at once — also on error —, then
-/// the post-script. `meet` waits for the other members of a group at each step.
-fn live_phase(
-    planned: Result<LivePlan>,
-    point_id: &str,
-    qga: Option<&Path>,
-    scripts: Option<&ScriptConfig>,
-    meet: impl Fn(Step) -> Result<()>,
-) -> Result<LiveTaken> {
-    // Pre-script first: an application flushes before the file systems freeze.
-    let pre = match scripts {
-        Some(config) => config.run_pre()?,
-        None => None,
-    };
-    let freeze_enabled = scripts.is_none_or(|c| c.fs_freeze_enabled);
-    let (taken, frozen, mut notes, window) = match planned.and_then(|plan| meet(Step::Ready).map(|()| plan)) {
-        Err(e) => (Err(e), Frozen::Skipped, vec![], None),
-        Ok(plan) => {
-            let before = Instant::now();
-            let agent = if freeze_enabled { freeze(qga) } else { Freeze::Skipped(None) };
-            // The guest pauses from a freeze that held; else only for the transaction.
-            let started = if matches!(agent, Freeze::Held(_)) { before } else { Instant::now() };
-            let taken = meet(Step::Frozen).and_then(|()| plan.take(point_id)).and_then(|(held, live)| {
-                match meet(Step::Taken) {
-                    Ok(()) => Ok((held, live)),
-                    Err(e) => {
-                        live.finish(false, &bitmap_name(point_id), BITMAP_PREFIX);
-                        Err(e)
-                    }
-                }
-            });
-            let (frozen, notes) = thaw(agent);
-            (taken, frozen, notes, Some(started.elapsed()))
-        }
-    };
-    // The post-script runs whenever the pre-script did, so the application resumes.
-    let post = match scripts {
-        Some(config) => config.run_post(),
-        None => Ok(None),
-    };
-    let (held, live) = taken?;
-    let post = match post {
-        Ok(post) => post,
-        Err(e) => {
-            live.finish(false, &bitmap_name(point_id), BITMAP_PREFIX);
-            return Err(e);
-        }
-    };
-    let consistency = judge(frozen, pre, post, &mut notes);
-    Ok(LiveTaken { held, live, quiesced: Quiesced { consistency, notes, freeze_to_thaw: window } })
-}
-
-/// A running VM's disks planned from QEMU's own bitmaps; nothing in QEMU changed yet.
-struct LivePlan {
-    qmp: QmpClient,
-    held: Vec<HeldDisk>,
-    exports: Vec<(PathBuf, Option<String>)>,
-}
-
-fn plan_live(
-    mut qmp: QmpClient,
-    selected: Vec<DiskRecord>,
-    checkpoints: &Checkpoints,
-    mut previous: BTreeMap<String, (String, FixedIndex)>,
-    mut base_indexes: BTreeMap<String, FixedIndex>,
-) -> Result<LivePlan> {
-    let mut held = Vec::new();
-    let mut exports = Vec::new();
-    for record in selected {
-        let info = disk::probe(&record.path)?;
-        let (_, bitmaps) = disk::live::find_node(&mut qmp, &record.path, QMP_TIMEOUT)?;
-        let states: Vec<BitmapState> = bitmaps
-            .into_iter()
-            .map(|b| BitmapState {
-                consistent: b.recording && !b.inconsistent,
-                state: format!("recording: {}, inconsistent: {}", b.recording, b.inconsistent),
-                name: b.name,
-            })
-            .collect();
-        let base = previous.remove(&record.label).map(|(_, i)| i).filter(|i| i.disk_size() == info.size);
-        let checkpoint = checkpoints.disks.get(&record.label);
-        let plan = match plan_incremental(
-            &record.path,
-            info.size,
-            checkpoint,
-            &mut base_indexes,
-            &record.label,
-            || Ok(states),
-        )? {
-            Ok(plan) => plan,
-            Err(note) => Plan::Full { base, note },
-        };
-        let previous_bitmap = match &plan {
-            Plan::Incremental { bitmap, .. } => Some(bitmap.clone()),
-            Plan::Full { .. } => None,
-        };
-        exports.push((record.path.clone(), previous_bitmap));
-        held.push(HeldDisk {
-            size: info.size,
-            plan,
-            new_bitmap: None,
-            identity: ImageIdentity::of(&record.path).ok(),
-            lock: None,
-            live_export: None,
-            record,
-        });
-    }
-    Ok(LivePlan { qmp, held, exports })
-}
-
-impl LivePlan {
-    /// The snapshot instant: one transaction freezes a view of every disk.
-    fn take(self, point_id: &str) -> Result<(Vec<HeldDisk>, LiveSnapshot)> {
-        let LivePlan { qmp, mut held, exports } = self;
-        let dir = socket_dir(point_id)?;
-        let live = LiveSnapshot::start(qmp, &exports, &bitmap_name(point_id), &dir, QMP_TIMEOUT)?;
-        for (disk, live_disk) in held.iter_mut().zip(live.disks()) {
-            disk.live_export = Some(live_disk.export.clone());
-            // Recorded as the checkpoint once the point commits; `finish` owns it until then.
-            disk.new_bitmap = None;
-        }
-        Ok((held, live))
     }
 }
 
