@@ -17,6 +17,10 @@ use utoipa::{OpenApi, ToSchema};
 use vault::VaultError;
 use vault::backend::{Backend, Put, Version};
 
+mod cleanup;
+
+pub use cleanup::{GcAnswer, GcRequest, PruneAnswer, PruneRequest};
+
 use crate::auth::{Access, Grant};
 use crate::scope;
 use crate::tokens::{Token, TokenStore};
@@ -179,8 +183,8 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .route("/api/v1/flush", post(flush))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/vms", get(list_vms))
-        .route("/api/v1/prune", post(prune))
-        .route("/api/v1/gc", post(gc))
+        .route("/api/v1/prune", post(cleanup::prune))
+        .route("/api/v1/gc", post(cleanup::gc))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate));
     axum::Router::new()
         .route("/api/v1/openapi.json", get(openapi))
@@ -207,8 +211,8 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         flush,
         whoami,
         list_vms,
-        prune,
-        gc
+        cleanup::prune,
+        cleanup::gc
     ),
     components(schemas(ObjectEntry, WhoAmI, MissingRequest, PruneRequest, GcRequest))
 )]
@@ -436,124 +440,6 @@ async fn list_vms(
             .filter(|name| grant.allows(Access::Read, &format!("catalog/vms/{name}.json")))
             .collect(),
     ))
-}
-
-/// Only an admin token for every VM may run cleanups on the server.
-fn check_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {
-    let token = &caller.0;
-    if token.role == crate::auth::Role::Admin && token.vms.is_empty() {
-        return Ok(());
-    }
-    eprintln!(
-        "{} denied: token {} (role {}) may not run {what}",
-        jiff::Timestamp::now(),
-        token.name,
-        token.role.as_str()
-    );
-    Err(ApiError(
-        StatusCode::FORBIDDEN,
-        format!(
-            "token {:?} (role {}) may not run {what}: it takes an admin token for every VM",
-            token.name,
-            token.role.as_str()
-        ),
-    ))
-}
-
-fn engine_error(e: engine::EngineError) -> ApiError {
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
-
-/// What to clean up.
-#[derive(Deserialize, Serialize, ToSchema)]
-pub struct PruneRequest {
-    /// One VM, or every VM with points.
-    pub vm: Option<String>,
-    /// Only report.
-    pub dry_run: bool,
-}
-
-/// A cleanup's reports and the server's job that made them.
-#[derive(Deserialize, Serialize)]
-pub struct PruneAnswer {
-    /// Per VM.
-    pub reports: Vec<engine::prune::PruneReport>,
-    /// The server's job id.
-    pub job: String,
-}
-
-/// Apply retention and purge soft-deleted data, on the server, without the key: manifests are
-/// read for their structure (times, kinds) only.
-#[utoipa::path(post, path = "/api/v1/prune", request_body = PruneRequest,
-    responses((status = 200, description = "the reports and the job id"), (status = 403, description = "not an admin token")))]
-async fn prune(
-    State(state): State<Arc<AppState>>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    Json(request): Json<PruneRequest>,
-) -> Result<Json<PruneAnswer>, ApiError> {
-    check_admin(&caller, "prune")?;
-    let vault = vault::Vault::open(Arc::clone(&state.backend)).await?;
-    let vm = request.vm.clone();
-    let (reports, job) = engine::jobs::run_job(
-        Arc::clone(&state.backend),
-        engine::jobs::Operation::Prune,
-        request.vm.as_deref(),
-        Arc::new(engine::NoProgress),
-        |_| async move {
-            engine::prune::prune(&vault, vm.as_deref(), jiff::Timestamp::now(), request.dry_run).await
-        },
-    )
-    .await
-    .map_err(engine_error)?;
-    Ok(Json(PruneAnswer { reports, job: job.id }))
-}
-
-/// How to collect garbage.
-#[derive(Deserialize, Serialize, ToSchema)]
-pub struct GcRequest {
-    /// Only report.
-    pub dry_run: bool,
-    /// How long to wait for older backups, in seconds.
-    pub max_wait_s: u64,
-}
-
-/// A collection's report and the server's job.
-#[derive(Deserialize, Serialize)]
-pub struct GcAnswer {
-    /// What it found and did.
-    pub report: vault::gc::GcReport,
-    /// The server's job id.
-    pub job: String,
-}
-
-/// Collect unreferenced chunks on the server (GC needs no key).
-#[utoipa::path(post, path = "/api/v1/gc", request_body = GcRequest,
-    responses((status = 200, description = "the report and the job id"), (status = 403, description = "not an admin token")))]
-async fn gc(
-    State(state): State<Arc<AppState>>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    Json(request): Json<GcRequest>,
-) -> Result<Json<GcAnswer>, ApiError> {
-    check_admin(&caller, "gc")?;
-    let vault = vault::Vault::open(Arc::clone(&state.backend)).await?;
-    let (report, job) = engine::jobs::run_job(
-        Arc::clone(&state.backend),
-        engine::jobs::Operation::Gc,
-        None,
-        Arc::new(engine::NoProgress),
-        |job| async move {
-            let options = vault::gc::GcOptions {
-                dry_run: request.dry_run,
-                max_wait: std::time::Duration::from_secs(request.max_wait_s),
-                cancel: job.cancel_flag(),
-                ..Default::default()
-            };
-            Ok(vault::gc::collect(vault, options).await?)
-        },
-    )
-    .await
-    .map_err(engine_error)?;
-    Ok(Json(GcAnswer { report, job: job.id }))
 }
 
 #[cfg(test)]
