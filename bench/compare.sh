@@ -24,7 +24,9 @@
 #
 # vmvault's full backup is also timed through a vault server on loopback (TLS, a local vault
 # behind it) and into an S3 bucket (moto_server on loopback, in memory; needs `pip install
-# 'moto[server]'`): the rows vmvault-server and vmvault-s3.
+# 'moto[server]'`): the rows vmvault-server and vmvault-s3. Each vault then also takes the full
+# backup of a clone (a second VM with copies of the same two disks): the clone-full rows, whose
+# "stored" is what that backup added.
 #
 # Usage: bench/compare.sh            (work directory: $BENCH_DIR, default /var/tmp/vmvault-bench)
 set -euo pipefail
@@ -117,6 +119,14 @@ results=()   # "tool|phase|seconds|stored"
 record() { results+=("$1|$2|$3|$4"); printf '  %-16s %-12s %8s s  stored %s\n' "$1" "$2" "$3" "$4" >&2; }
 
 # ---------------------------------------------------------------- vmvault
+clone_backup() { # label: back up a clone of the VM's original disks into the same vault
+    local t
+    cp --sparse=always "$base/os.qcow2" "$run/clone-os.qcow2"; cp --sparse=always "$base/data.qcow2" "$run/clone-data.qcow2"
+    "$VMVAULT" vm add clone --disk "vda=$run/clone-os.qcow2" --disk "vdb=$run/clone-data.qcow2" >/dev/null
+    drop_caches; t=$(now); "$VMVAULT" backup clone --json >"$WORK/$1-clone.json"
+    record "$1" clone-full "$(since "$t")" "$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['bytes_new'])" "$WORK/$1-clone.json")"
+}
+
 bench_vmvault() { # label, unlocked(1/0)
     local label=$1 unlocked=$2 t
     fresh_disks
@@ -125,6 +135,7 @@ bench_vmvault() { # label, unlocked(1/0)
     "$VMVAULT" vm add bench --disk "vda=$run/os.qcow2" --disk "vdb=$run/data.qcow2" >/dev/null
     if [ "$unlocked" = 1 ]; then "$VMVAULT" key unlock --timeout 1h >/dev/null; unset VMVAULT_PASSPHRASE; fi
     drop_caches; t=$(now); "$VMVAULT" backup bench --json >"$WORK/$label-full.json"; record "$label" full "$(since "$t")" "$(bytes_of "$run/vault")"
+    clone_backup "$label"
     apply_change; snapshot_expected
     drop_caches; t=$(now); "$VMVAULT" backup bench --json >"$WORK/$label-incr.json"; record "$label" incremental "$(since "$t")" "$(bytes_of "$run/vault")"
     drop_caches; t=$(now); "$VMVAULT" restore vm bench --point latest --as restored --to "$run/restored" >/dev/null; record "$label" restore "$(since "$t")" "-"
@@ -149,6 +160,7 @@ bench_vmvault_server() { # the same full backup, through `vmvault server` on loo
     export VMVAULT_FINGERPRINT=$(awk '/fingerprint/ {print $4}' "$run/server.out") VMVAULT_PASSPHRASE=$PASS
     "$VMVAULT" vm add bench --disk "vda=$run/os.qcow2" --disk "vdb=$run/data.qcow2" >/dev/null
     drop_caches; t=$(now); "$VMVAULT" backup bench --json >"$WORK/$label-full.json"; record "$label" full "$(since "$t")" "$(bytes_of "$run/server-vault")"
+    clone_backup "$label"
     kill "$pid"; wait "$pid" 2>/dev/null || true
     unset VMVAULT_VAULT VMVAULT_TOKEN VMVAULT_FINGERPRINT VMVAULT_PASSPHRASE
 }
@@ -167,6 +179,7 @@ bench_vmvault_s3() { # the same full backup into an S3 bucket (moto_server on lo
     "$VMVAULT" vault init >/dev/null
     "$VMVAULT" vm add bench --disk "vda=$run/os.qcow2" --disk "vdb=$run/data.qcow2" >/dev/null
     drop_caches; t=$(now); "$VMVAULT" backup bench --json >"$WORK/$label-full.json"; record "$label" full "$(since "$t")" "$(python3 -c "import json; print(json.load(open('$WORK/$label-full.json'))['bytes_new'])")"
+    clone_backup "$label"
     kill "$pid"; wait "$pid" 2>/dev/null || true
     unset AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY VMVAULT_VAULT VMVAULT_PASSPHRASE
 }

@@ -5,9 +5,10 @@
 //! threads (one per core) take them from a bounded channel and do the CPU work and the store
 //! calls; the buffer goes back to the pool. A full pool stops the reader: backpressure.
 //!
-//! On a remote vault (a server, object storage) a lookup is a round trip, so workers seal new
-//! chunks without asking and hand them to uploader threads, which ask the vault which chunks of
-//! a batch it lacks and send only those, several at once, while workers go on sealing.
+//! On a remote vault (a server, object storage) a lookup is a round trip, so workers hand new
+//! chunks (a copy of the block) to uploader threads, each of which asks the vault which chunks
+//! of a batch it lacks, seals only those (on all cores) and sends them several at once, while
+//! the other uploader asks about or sends its own batch.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -155,7 +156,7 @@ pub struct Transfer<'a> {
 /// Uploader threads on a remote vault: each asks about one batch and uploads it while the
 /// others ask about theirs.
 const UPLOADERS: usize = 2;
-/// Sealed chunks waiting for an uploader (up to 4 MiB each).
+/// New chunks waiting for an uploader (4 MiB each).
 const UPLOAD_QUEUE: usize = 16;
 /// Most chunks one "which do you lack" question names.
 const BATCH_CHUNKS: usize = 16;
@@ -211,7 +212,7 @@ impl Transfer<'_> {
             free_rx: &free_rx,
             bytes_read: &bytes_read,
         };
-        let (upload_tx, upload_rx) = sync_channel::<SealedChunk>(UPLOAD_QUEUE);
+        let (upload_tx, upload_rx) = sync_channel::<NewChunk>(UPLOAD_QUEUE);
         let upload_rx = Mutex::new(upload_rx);
         let remote = self.vault.vault().backend().is_remote();
         std::thread::scope(|scope| {
@@ -310,8 +311,11 @@ impl Reader<'_> {
     }
 }
 
-/// Where a worker's new chunks go: straight into the vault, or sealed to the uploaders.
-type Upload = Option<SyncSender<SealedChunk>>;
+/// A chunk the previous point did not have: its id and plaintext, for an uploader.
+type NewChunk = (ChunkId, Vec<u8>);
+
+/// Where a worker's new chunks go: straight into the vault, or to the uploaders.
+type Upload = Option<SyncSender<NewChunk>>;
 
 fn worker(
     shared: &Shared<'_>,
@@ -338,8 +342,8 @@ fn worker(
     }
 }
 
-/// Take the next batch of sealed chunks: wait for one, then whatever else is queued.
-fn next_batch(upload_rx: &Mutex<Receiver<SealedChunk>>) -> Option<Vec<SealedChunk>> {
+/// Take the next batch of new chunks: wait for one, then whatever else is queued.
+fn next_batch(upload_rx: &Mutex<Receiver<NewChunk>>) -> Option<Vec<NewChunk>> {
     let upload_rx = upload_rx.lock().unwrap_or_else(PoisonError::into_inner);
     let mut batch = vec![upload_rx.recv().ok()?];
     while batch.len() < BATCH_CHUNKS {
@@ -351,17 +355,53 @@ fn next_batch(upload_rx: &Mutex<Receiver<SealedChunk>>) -> Option<Vec<SealedChun
     Some(batch)
 }
 
-fn uploader(shared: &Shared<'_>, upload_rx: &Mutex<Receiver<SealedChunk>>) {
-    let transfer = shared.transfer;
+fn uploader(shared: &Shared<'_>, upload_rx: &Mutex<Receiver<NewChunk>>) {
     while let Some(batch) = next_batch(upload_rx) {
         if shared.stop.load(Ordering::SeqCst) {
             continue; // drain, so no worker waits on a full queue
         }
-        match transfer.handle.block_on(transfer.vault.store_sealed_for(transfer.session, batch)) {
-            Ok(added) => shared.count_new(added.chunks, added.bytes),
-            Err(e) => shared.fail(e.into()),
+        if let Err(e) = upload_batch(shared, batch) {
+            shared.fail(e);
         }
     }
+}
+
+/// One question for the whole batch, then seal and send only what the vault lacks.
+fn upload_batch(shared: &Shared<'_>, batch: Vec<NewChunk>) -> Result<()> {
+    let transfer = shared.transfer;
+    let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
+    let wanted: HashSet<ChunkId> = transfer
+        .handle
+        .block_on(transfer.vault.chunks_to_upload(transfer.session, &ids))?
+        .into_iter()
+        .collect();
+    let new: Vec<NewChunk> = batch.into_iter().filter(|(id, _)| wanted.contains(id)).collect();
+    let sealed = seal_all(transfer.vault, &new, transfer.workers)?;
+    let added = transfer.handle.block_on(transfer.vault.put_sealed(sealed))?;
+    shared.count_new(added.chunks, added.bytes);
+    Ok(())
+}
+
+/// Seal chunks on up to `threads` threads.
+fn seal_all(vault: &UnlockedVault, chunks: &[NewChunk], threads: usize) -> Result<Vec<SealedChunk>> {
+    let per_thread = chunks.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let sealing: Vec<_> = chunks
+            .chunks(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(id, data)| vault.seal_chunk(*id, data))
+                        .collect::<vault::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut sealed = Vec::with_capacity(chunks.len());
+        for thread in sealing {
+            sealed.extend(thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
+        }
+        Ok(sealed)
+    })
 }
 
 impl Shared<'_> {
@@ -410,7 +450,7 @@ fn store_block(shared: &Shared<'_>, data: &[u8], upload: &Upload) -> Result<Chun
     }
     if let Some(upload) = upload {
         // A closed queue means the uploaders stopped on a failure, which is reported.
-        let _ = upload.send(vault.seal_chunk(id, data)?);
+        let _ = upload.send((id, data.to_vec()));
         return Ok(id);
     }
     let added = shared.transfer.handle.block_on(vault.store_chunk_for(shared.transfer.session, &id, data))?;

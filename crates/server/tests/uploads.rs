@@ -185,26 +185,24 @@ async fn one_question_covers_a_batch_and_only_the_missing_chunks_go_up() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, counts) = server_and_client(dir.path()).await;
     let vault = Vault::create(backend.clone(), InitEncryption::None).await.unwrap();
-    let chunk = |n: u8| {
-        let plaintext = vec![n; 64 << 10];
-        vault.seal_chunk(vault.keys().chunk_id(&plaintext), &plaintext).unwrap()
-    };
+    let plaintext = |n: u8| vec![n; 64 << 10];
     for n in 0..6 {
-        vault.put_chunk(&[n; 64 << 10]).await.unwrap();
+        vault.put_chunk(&plaintext(n)).await.unwrap();
     }
     let puts_before = counts.chunk_puts.load(Ordering::SeqCst);
-    let batch: Vec<SealedChunk> = (0..16).map(chunk).collect();
+    let ids: Vec<ChunkId> = (0..16).map(|n| vault.keys().chunk_id(&plaintext(n))).collect();
     let session =
         vault::session::Session::begin(backend.clone(), "batch", "test", std::time::Duration::from_secs(60))
             .await
             .unwrap();
-    let added = vault.store_sealed_for(&session, batch).await.unwrap();
+    let wanted = vault.chunks_to_upload(&session, &ids).await.unwrap();
+    assert_eq!(counts.questions.load(Ordering::SeqCst), 1, "one question for the batch");
+    assert_eq!(wanted, ids[6..].to_vec(), "the 10 chunks the vault lacks, in order");
+    let sealed: Vec<SealedChunk> =
+        (6..16).map(|n| vault.seal_chunk(ids[n as usize], &plaintext(n)).unwrap()).collect();
+    let added = vault.put_sealed(sealed).await.unwrap();
     session.end().await.unwrap();
-    assert_eq!(
-        (added.chunks, counts.questions.load(Ordering::SeqCst)),
-        (10, 1),
-        "one question, 10 new chunks"
-    );
+    assert_eq!(added.chunks, 10);
     assert_eq!(
         counts.chunk_puts.load(Ordering::SeqCst) - puts_before,
         10,

@@ -42,7 +42,7 @@ pub fn chunk_id_of_key(key: &str) -> Option<ChunkId> {
     (hex.starts_with(fan) && fan.len() == 2).then_some(id)
 }
 
-/// Uploads one [`UnlockedVault::store_sealed_for`] call keeps in flight.
+/// Uploads one [`UnlockedVault::put_sealed`] call keeps in flight.
 const UPLOADS_IN_FLIGHT: usize = 4;
 
 /// A chunk compressed, encrypted and checksummed, on its way to a remote vault.
@@ -383,37 +383,42 @@ impl UnlockedVault {
         Ok(added)
     }
 
-    /// Seal a chunk for [`UnlockedVault::store_sealed_for`].
+    /// Seal a chunk for [`UnlockedVault::put_sealed`].
     pub fn seal_chunk(&self, id: ChunkId, plaintext: &[u8]) -> Result<SealedChunk> {
         Ok(SealedChunk { id, bytes: Bytes::from(blob::seal(&self.keys, &id, plaintext)?) })
     }
 
-    /// Store a batch of sealed chunks for a backup session with one question to a remote
-    /// vault: which of them it lacks. Only those are uploaded, several at a time; present
-    /// chunks a collection condemned are rescued, and written again if it already deleted them.
-    pub async fn store_sealed_for(&self, session: &Session, batch: Vec<SealedChunk>) -> Result<Added> {
+    /// Of the chunks a backup session is about to store, the ones it must upload, found with
+    /// one question to a remote vault: those the vault lacks, and present ones a collection
+    /// condemned and already deleted. Present condemned ones it had not deleted are rescued.
+    pub async fn chunks_to_upload(&self, session: &Session, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        let missing: HashSet<ChunkId> = self.vault.backend.missing_chunks(ids).await?.into_iter().collect();
+        let condemned: Vec<ChunkId> =
+            ids.iter().filter(|id| !missing.contains(id) && session.is_condemned(id)).copied().collect();
+        let lost = !condemned.is_empty() && session.rescue(&condemned).await? == Rescue::Lost;
+        Ok(ids
+            .iter()
+            .filter(|id| missing.contains(id) || (lost && condemned.contains(id)))
+            .copied()
+            .collect())
+    }
+
+    /// Upload sealed chunks, several at a time (create-if-absent).
+    pub async fn put_sealed(&self, chunks: Vec<SealedChunk>) -> Result<Added> {
         let backend = &self.vault.backend;
-        let ids: Vec<ChunkId> = batch.iter().map(|c| c.id).collect();
-        let missing: HashSet<ChunkId> = backend.missing_chunks(&ids).await?.into_iter().collect();
-        let condemned: HashSet<ChunkId> =
-            ids.into_iter().filter(|id| !missing.contains(id) && session.is_condemned(id)).collect();
-        let rescue: Vec<ChunkId> = condemned.iter().copied().collect();
-        let lost = !rescue.is_empty() && session.rescue(&rescue).await? == Rescue::Lost;
-        futures::stream::iter(
-            batch.into_iter().filter(|c| missing.contains(&c.id) || (lost && condemned.contains(&c.id))),
-        )
-        .map(|chunk| async move {
-            let len = chunk.bytes.len() as u64;
-            Ok::<_, VaultError>(match backend.put_if_absent(&chunk_key(&chunk.id), chunk.bytes).await? {
-                Put::Created => Added { chunks: 1, bytes: len },
-                Put::Existed => Added::default(),
+        futures::stream::iter(chunks)
+            .map(|chunk| async move {
+                let len = chunk.bytes.len() as u64;
+                Ok::<_, VaultError>(match backend.put_if_absent(&chunk_key(&chunk.id), chunk.bytes).await? {
+                    Put::Created => Added { chunks: 1, bytes: len },
+                    Put::Existed => Added::default(),
+                })
             })
-        })
-        .buffer_unordered(UPLOADS_IN_FLIGHT)
-        .try_fold(Added::default(), |sum, one| async move {
-            Ok(Added { chunks: sum.chunks + one.chunks, bytes: sum.bytes + one.bytes })
-        })
-        .await
+            .buffer_unordered(UPLOADS_IN_FLIGHT)
+            .try_fold(Added::default(), |sum, one| async move {
+                Ok(Added { chunks: sum.chunks + one.chunks, bytes: sum.bytes + one.bytes })
+            })
+            .await
     }
 
     /// Fetch, check and open one chunk.
