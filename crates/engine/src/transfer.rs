@@ -5,10 +5,10 @@
 //! threads (one per core) take them from a bounded channel and do the CPU work and the store
 //! calls; the buffer goes back to the pool. A full pool stops the reader: backpressure.
 //!
-//! On a remote vault (a server, object storage) a lookup is a round trip, so workers hand new
-//! chunks (a copy of the block) to uploader threads, each of which asks the vault which chunks
-//! of a batch it lacks, seals only those (on all cores) and sends them several at once, while
-//! the other uploader asks about or sends its own batch.
+//! On a remote vault (a server, object storage) a lookup is a round trip, so new chunks go on
+//! through three more stages, all running at once: asker threads ask the vault which chunks of
+//! a batch it lacks (one request per batch), sealer threads (one per worker) seal only those,
+//! and uploader threads send them several at a time.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -153,13 +153,17 @@ pub struct Transfer<'a> {
     pub workers: usize,
 }
 
-/// Uploader threads on a remote vault: each asks about one batch and uploads it while the
-/// others ask about theirs.
+/// Threads of the remote stages besides the sealers (one per worker).
+const ASKERS: usize = 2;
 const UPLOADERS: usize = 2;
-/// New chunks waiting for an uploader (4 MiB each).
-const UPLOAD_QUEUE: usize = 16;
-/// Most chunks one "which do you lack" question names.
-const BATCH_CHUNKS: usize = 16;
+/// New chunks (4 MiB each) waiting to be asked about, and most chunks one question names.
+const ASK_QUEUE: usize = 8;
+const ASK_BATCH: usize = 16;
+/// Chunks waiting for a sealer, and sealed chunks waiting for an uploader.
+const SEAL_QUEUE: usize = 4;
+const PUT_QUEUE: usize = 4;
+/// Most sealed chunks one uploader sends at once.
+const PUT_BATCH: usize = 4;
 
 struct Shared<'a> {
     transfer: &'a Transfer<'a>,
@@ -212,22 +216,35 @@ impl Transfer<'_> {
             free_rx: &free_rx,
             bytes_read: &bytes_read,
         };
-        let (upload_tx, upload_rx) = sync_channel::<NewChunk>(UPLOAD_QUEUE);
-        let upload_rx = Mutex::new(upload_rx);
         let remote = self.vault.vault().backend().is_remote();
+        let (ask_tx, ask_rx) = sync_channel::<NewChunk>(ASK_QUEUE);
+        let (seal_tx, seal_rx) = sync_channel::<NewChunk>(SEAL_QUEUE);
+        let (put_tx, put_rx) = sync_channel::<SealedChunk>(PUT_QUEUE);
+        let (ask_rx, seal_rx, put_rx) = (Mutex::new(ask_rx), Mutex::new(seal_rx), Mutex::new(put_rx));
         std::thread::scope(|scope| {
             if remote {
+                let shared = &shared;
+                for _ in 0..ASKERS {
+                    let (ask_rx, seal_tx) = (&ask_rx, seal_tx.clone());
+                    scope.spawn(move || {
+                        stage(shared, ask_rx, ASK_BATCH, |batch| ask(shared, batch, &seal_tx))
+                    });
+                }
+                for _ in 0..workers {
+                    let (seal_rx, put_tx) = (&seal_rx, put_tx.clone());
+                    scope.spawn(move || stage(shared, seal_rx, 1, |batch| seal(shared, batch, &put_tx)));
+                }
                 for _ in 0..UPLOADERS {
-                    let (shared, upload_rx) = (&shared, &upload_rx);
-                    scope.spawn(move || uploader(shared, upload_rx));
+                    scope.spawn(|| stage(shared, &put_rx, PUT_BATCH, |batch| put(shared, batch)));
                 }
             }
+            drop((seal_tx, put_tx));
             for _ in 0..workers {
                 let (shared, work_rx, free_tx) = (&shared, &work_rx, free_tx.clone());
-                let upload = remote.then(|| upload_tx.clone());
+                let upload = remote.then(|| ask_tx.clone());
                 scope.spawn(move || worker(shared, work_rx, free_tx, upload));
             }
-            drop((free_tx, upload_tx));
+            drop((free_tx, ask_tx));
             for mut source in sources {
                 let (reader, work_tx) = (&reader, work_tx.clone());
                 scope.spawn(move || {
@@ -311,10 +328,10 @@ impl Reader<'_> {
     }
 }
 
-/// A chunk the previous point did not have: its id and plaintext, for an uploader.
+/// A chunk the previous point did not have: its id and plaintext, for the remote stages.
 type NewChunk = (ChunkId, Vec<u8>);
 
-/// Where a worker's new chunks go: straight into the vault, or to the uploaders.
+/// Where a worker's new chunks go: straight into the vault, or to the askers.
 type Upload = Option<SyncSender<NewChunk>>;
 
 fn worker(
@@ -342,32 +359,39 @@ fn worker(
     }
 }
 
-/// Take the next batch of new chunks: wait for one, then whatever else is queued.
-fn next_batch(upload_rx: &Mutex<Receiver<NewChunk>>) -> Option<Vec<NewChunk>> {
-    let upload_rx = upload_rx.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut batch = vec![upload_rx.recv().ok()?];
-    while batch.len() < BATCH_CHUNKS {
-        match upload_rx.try_recv() {
-            Ok(chunk) => batch.push(chunk),
+/// Take the next batch: wait for one item, then whatever else is queued, up to `most`.
+fn next_batch<T>(rx: &Mutex<Receiver<T>>, most: usize) -> Option<Vec<T>> {
+    let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut batch = vec![rx.recv().ok()?];
+    while batch.len() < most {
+        match rx.try_recv() {
+            Ok(item) => batch.push(item),
             Err(_) => break,
         }
     }
     Some(batch)
 }
 
-fn uploader(shared: &Shared<'_>, upload_rx: &Mutex<Receiver<NewChunk>>) {
-    while let Some(batch) = next_batch(upload_rx) {
+/// Run one remote stage's thread: take batches until the queue closes. After a failure
+/// anywhere it only drains, so no thread upstream waits on a full queue.
+fn stage<T>(
+    shared: &Shared<'_>,
+    rx: &Mutex<Receiver<T>>,
+    most: usize,
+    mut work: impl FnMut(Vec<T>) -> Result<()>,
+) {
+    while let Some(batch) = next_batch(rx, most) {
         if shared.stop.load(Ordering::SeqCst) {
-            continue; // drain, so no worker waits on a full queue
+            continue;
         }
-        if let Err(e) = upload_batch(shared, batch) {
+        if let Err(e) = work(batch) {
             shared.fail(e);
         }
     }
 }
 
-/// One question for the whole batch, then seal and send only what the vault lacks.
-fn upload_batch(shared: &Shared<'_>, batch: Vec<NewChunk>) -> Result<()> {
+/// One question for the batch; pass on to the sealers only what the vault lacks.
+fn ask(shared: &Shared<'_>, batch: Vec<NewChunk>, seal_tx: &SyncSender<NewChunk>) -> Result<()> {
     let transfer = shared.transfer;
     let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
     let wanted: HashSet<ChunkId> = transfer
@@ -375,33 +399,28 @@ fn upload_batch(shared: &Shared<'_>, batch: Vec<NewChunk>) -> Result<()> {
         .block_on(transfer.vault.chunks_to_upload(transfer.session, &ids))?
         .into_iter()
         .collect();
-    let new: Vec<NewChunk> = batch.into_iter().filter(|(id, _)| wanted.contains(id)).collect();
-    let sealed = seal_all(transfer.vault, &new, transfer.workers)?;
-    let added = transfer.handle.block_on(transfer.vault.put_sealed(sealed))?;
-    shared.count_new(added.chunks, added.bytes);
+    for chunk in batch.into_iter().filter(|(id, _)| wanted.contains(id)) {
+        if seal_tx.send(chunk).is_err() {
+            break; // the sealers stopped on a failure, which is reported
+        }
+    }
     Ok(())
 }
 
-/// Seal chunks on up to `threads` threads.
-fn seal_all(vault: &UnlockedVault, chunks: &[NewChunk], threads: usize) -> Result<Vec<SealedChunk>> {
-    let per_thread = chunks.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        let sealing: Vec<_> = chunks
-            .chunks(per_thread)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(id, data)| vault.seal_chunk(*id, data))
-                        .collect::<vault::Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        let mut sealed = Vec::with_capacity(chunks.len());
-        for thread in sealing {
-            sealed.extend(thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
+fn seal(shared: &Shared<'_>, batch: Vec<NewChunk>, put_tx: &SyncSender<SealedChunk>) -> Result<()> {
+    for (id, data) in batch {
+        if put_tx.send(shared.transfer.vault.seal_chunk(id, &data)?).is_err() {
+            break;
         }
-        Ok(sealed)
-    })
+    }
+    Ok(())
+}
+
+fn put(shared: &Shared<'_>, batch: Vec<SealedChunk>) -> Result<()> {
+    let transfer = shared.transfer;
+    let added = transfer.handle.block_on(transfer.vault.put_sealed(batch))?;
+    shared.count_new(added.chunks, added.bytes);
+    Ok(())
 }
 
 impl Shared<'_> {

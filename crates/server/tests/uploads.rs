@@ -22,9 +22,11 @@ use vault::backend::{Backend, LocalBackend, ObjectInfo, Put, Version};
 use vault::vault::{SealedChunk, chunk_id_of_key};
 use vault::{ChunkId, InitEncryption, KdfParams, Passphrase, Vault};
 
-/// Requests one client made, by kind.
+/// Requests one client made, by kind; and a delay added to each "missing" question, as a
+/// distant server would take.
 #[derive(Default)]
 struct Counts {
+    question_delay_ms: AtomicU64,
     chunk_heads: AtomicU64,
     questions: AtomicU64,
     asked: AtomicU64,
@@ -83,6 +85,8 @@ impl Backend for Counting {
     async fn missing_chunks(&self, ids: &[ChunkId]) -> vault::Result<Vec<ChunkId>> {
         self.counts.questions.fetch_add(1, Ordering::SeqCst);
         self.counts.asked.fetch_add(ids.len() as u64, Ordering::SeqCst);
+        let delay = self.counts.question_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         self.inner.missing_chunks(ids).await
     }
 }
@@ -92,11 +96,11 @@ fn sh(cmd: &str, args: &[&str]) {
     assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A 64 MiB raw disk with `blocks` distinct 4 MiB blocks of data.
-fn disk_with(path: &Path, blocks: u64) {
+/// A 64 MiB raw disk with `blocks` distinct 4 MiB blocks of data, patterns from `first`.
+fn disk_with(path: &Path, blocks: u64, first: u64) {
     sh("qemu-img", &["create", "-q", "-f", "raw", path.to_str().unwrap(), "64M"]);
     for b in 0..blocks {
-        let cmd = format!("write -P {} {}M 4M", 0x11 + b, b * 4);
+        let cmd = format!("write -P {} {}M 4M", first + b, b * 4);
         sh("qemu-io", &["-f", "raw", "-c", &cmd, path.to_str().unwrap()]);
     }
 }
@@ -131,9 +135,11 @@ async fn a_backup_through_the_server_asks_in_batches_and_sends_only_missing_chun
     let init = InitEncryption::Passphrase(Passphrase::new("uploads".into()), KdfParams::DEFAULT);
     let vault = Arc::new(Vault::create(backend.clone(), init).await.unwrap());
     let (a, b) = (dir.path().join("a.raw"), dir.path().join("b.raw"));
-    disk_with(&a, 12);
+    disk_with(&a, 12, 0x11);
     sh("cp", &[a.to_str().unwrap(), b.to_str().unwrap()]);
-    for (name, disk) in [("vm-a", &a), ("vm-b", &b)] {
+    let c = dir.path().join("c.raw");
+    disk_with(&c, 12, 0x51);
+    for (name, disk) in [("vm-a", &a), ("vm-b", &b), ("vm-c", &c)] {
         let new = NewVm {
             name: name.into(),
             disks: vec![(Some("root".into()), disk.to_path_buf())],
@@ -164,6 +170,18 @@ async fn a_backup_through_the_server_asks_in_batches_and_sends_only_missing_chun
     assert_eq!(counts.chunk_puts.load(Ordering::SeqCst), 12, "the vault had every chunk of the clone");
     assert_eq!(second.bytes_new, 0);
     assert_eq!(counts.chunk_heads.load(Ordering::SeqCst), 0);
+
+    // When answers take 200 ms, chunks queue up meanwhile and the questions grow.
+    counts.question_delay_ms.store(200, Ordering::SeqCst);
+    let before = counts.questions.load(Ordering::SeqCst);
+    engine::backup::backup(vault.clone(), "vm-c", BackupOptions::default(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let questions = counts.questions.load(Ordering::SeqCst) - before;
+    println!("vm-c, 200 ms per answer: 12 new chunks asked about in {questions} question(s)");
+    assert_eq!(counts.asked.load(Ordering::SeqCst), 36);
+    assert!(questions <= 6, "{questions} questions for 12 chunks: they were not batched");
+    assert_eq!(counts.chunk_puts.load(Ordering::SeqCst), 24);
 
     let manifest = engine::points::find(&vault, "vm-b", &second.point_id).await.unwrap();
     let restored = dir.path().join("restored.raw");
