@@ -275,7 +275,7 @@ for t, p, s, st in rows:
     else:
         speed = s / ref[("vmvault", p)] if ref.get(("vmvault", p)) else float("nan")
         cmp = f"{speed:.1f}x faster"
-        if st != "-" and stored_ref.get(p, "-") != "-":
+        if st not in ("-", "0") and stored_ref.get(p, "-") != "-":
             cmp += f", stores {int(stored_ref[p]) / int(st):.2f}x the bytes"
     print(f"{t:<16} {p:<12} {s:>8.2f} {mbps:>8.0f} {human(st):>11}   {cmp}")
 EOF
