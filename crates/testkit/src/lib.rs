@@ -17,7 +17,23 @@ use vault::backend::S3Backend;
 const ACCESS_KEY: &str = "testing";
 const SECRET_KEY: &str = "testing";
 
-/// A running `moto_server`.
+/// moto's own server (what `moto_server` runs), with one request served at a time. moto
+/// checks `If-Match`/`If-None-Match` and then writes without holding a lock (moto 5.2,
+/// `s3/responses.py`), so two racing conditional PUTs can both succeed, which real S3 never
+/// lets happen: the concurrent-writer tests lost an update about one run in three.
+const SERIALISED_MOTO: &str = r#"
+import sys, threading
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import run_simple
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+def one_at_a_time(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+run_simple("127.0.0.1", int(sys.argv[1]), one_at_a_time, threaded=True)
+"#;
+
+/// A running moto S3 server.
 pub struct Moto {
     endpoint: String,
 }
@@ -31,8 +47,8 @@ pub fn moto() -> &'static Moto {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let port = free_port();
-            let mut command = Command::new("moto_server");
-            command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            let mut command = Command::new("python3");
+            command.args(["-c", SERIALISED_MOTO, &port.to_string()]);
             command.stdout(Stdio::null()).stderr(Stdio::null());
             // SAFETY: prctl is async-signal-safe; it only marks the child to die with us.
             unsafe {
@@ -50,7 +66,7 @@ pub fn moto() -> &'static Moto {
         let port = match rx.recv() {
             Ok(Ok(port)) => port,
             Ok(Err(e)) => {
-                panic!("moto_server did not start ({e}); install it with `pip install 'moto[server]'`")
+                panic!("moto's server did not start ({e}); install it with `pip install 'moto[server]'`")
             }
             Err(e) => panic!("moto_server starter thread: {e}"),
         };
