@@ -468,7 +468,7 @@ fn store_block(shared: &Shared<'_>, data: &[u8], upload: &Upload) -> Result<Chun
         return Ok(id);
     }
     if let Some(upload) = upload {
-        // A closed queue means the uploaders stopped on a failure, which is reported.
+        // A closed queue means the remote stages stopped on a failure, which is reported.
         let _ = upload.send((id, data.to_vec()));
         return Ok(id);
     }

@@ -133,8 +133,9 @@ impl Manifest {
     /// Parse without the vault key, after checking the point signature with the vault's
     /// public point key: what a server prunes by.
     pub fn decode_signed(bytes: &[u8], key: &PointKey, what: &str) -> Result<Self> {
-        signed::check_point_signature(bytes, key, what)?;
-        Self::decode_unverified(bytes, what)
+        let manifest: Manifest = signed::read_point(bytes, key, what)?;
+        manifest.check_format(what)?;
+        Ok(manifest)
     }
 
     fn check_format(&self, what: &str) -> Result<()> {

@@ -37,9 +37,9 @@ pub fn sign_point<T: Serialize>(keys: &Keys, doc: &T) -> Result<Vec<u8>> {
     with_mac(keys, map)
 }
 
-/// Check a point's public-key signature without the vault key, as a server does before it
-/// acts on the point.
-pub fn check_point_signature(bytes: &[u8], key: &PointKey, what: &str) -> Result<()> {
+/// Parse a point's manifest without the vault key, check its public-key signature, then
+/// deserialise it: what a server does before it acts on the point.
+pub fn read_point<T: DeserializeOwned>(bytes: &[u8], key: &PointKey, what: &str) -> Result<T> {
     let mut value = parse_object(bytes, what)?;
     let sig = match &mut value {
         Value::Object(map) => {
@@ -49,7 +49,9 @@ pub fn check_point_signature(bytes: &[u8], key: &PointKey, what: &str) -> Result
         _ => None,
     };
     match sig.as_ref().and_then(Value::as_str) {
-        Some(sig) if key.verifies(&canonical(&value), sig) => Ok(()),
+        Some(sig) if key.verifies(&canonical(&value), sig) => {
+            serde_json::from_value(value).map_err(|e| VaultError::corrupt(what, e.to_string()))
+        }
         _ => Err(VaultError::BadSignature { what: what.to_string() }),
     }
 }

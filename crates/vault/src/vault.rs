@@ -361,16 +361,10 @@ impl UnlockedVault {
     /// Seal and store a chunk whose id the caller already computed (`keys().chunk_id`), unless
     /// the vault has it. Returns the stored bytes this call added (0 when it was already there).
     pub async fn store_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Result<u64> {
-        let key = chunk_key(id);
-        if self.vault.backend.head(&key).await?.is_some() {
+        if self.vault.backend.head(&chunk_key(id)).await?.is_some() {
             return Ok(0);
         }
-        let sealed = Bytes::from(blob::seal(&self.keys, id, plaintext)?);
-        let len = sealed.len() as u64;
-        Ok(match self.vault.backend.put_if_absent(&key, sealed).await? {
-            Put::Created => len,
-            Put::Existed => 0,
-        })
+        Ok(self.put_one(self.seal_chunk(*id, plaintext)?).await?.bytes)
     }
 
     /// Store a chunk for a backup session: a chunk that a garbage collection condemned and
@@ -405,20 +399,22 @@ impl UnlockedVault {
 
     /// Upload sealed chunks, several at a time (create-if-absent).
     pub async fn put_sealed(&self, chunks: Vec<SealedChunk>) -> Result<Added> {
-        let backend = &self.vault.backend;
         futures::stream::iter(chunks)
-            .map(|chunk| async move {
-                let len = chunk.bytes.len() as u64;
-                Ok::<_, VaultError>(match backend.put_if_absent(&chunk_key(&chunk.id), chunk.bytes).await? {
-                    Put::Created => Added { chunks: 1, bytes: len },
-                    Put::Existed => Added::default(),
-                })
-            })
+            .map(|chunk| self.put_one(chunk))
             .buffer_unordered(UPLOADS_IN_FLIGHT)
             .try_fold(Added::default(), |sum, one| async move {
                 Ok(Added { chunks: sum.chunks + one.chunks, bytes: sum.bytes + one.bytes })
             })
             .await
+    }
+
+    /// Store one sealed chunk unless present (create-if-absent).
+    async fn put_one(&self, chunk: SealedChunk) -> Result<Added> {
+        let len = chunk.bytes.len() as u64;
+        Ok(match self.vault.backend.put_if_absent(&chunk_key(&chunk.id), chunk.bytes).await? {
+            Put::Created => Added { chunks: 1, bytes: len },
+            Put::Existed => Added::default(),
+        })
     }
 
     /// Fetch, check and open one chunk.

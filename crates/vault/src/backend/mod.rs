@@ -80,9 +80,9 @@ pub trait Backend: Send + Sync + 'static {
     /// committed, so a committed point never references a chunk a crash could lose.
     async fn flush(&self) -> Result<()>;
 
-    /// Whether every request crosses a network. A backup then seals chunks first and asks
-    /// which ones the vault lacks a batch at a time, with several uploads in flight, instead
-    /// of looking up each chunk before sealing it (cheap only on a local disk).
+    /// Whether every request crosses a network. A backup then asks which of its new chunks
+    /// the vault lacks a batch at a time, and seals and uploads those on other threads,
+    /// instead of looking up each chunk on its own (cheap only on a local disk).
     fn is_remote(&self) -> bool {
         false
     }
