@@ -2,6 +2,7 @@
 
 use jiff::Timestamp;
 use serde::Serialize;
+use vault::point_key::PointKey;
 use vault::{Consistency, FixedIndex, Manifest, PointKind, UnlockedVault, Vault};
 
 use crate::error::{EngineError, Result};
@@ -101,13 +102,14 @@ impl PointReader<'_> {
         }
     }
 
-    async fn manifest(&self, key: &str) -> Result<Manifest> {
+    /// One manifest; `point_key` is the config's, for a reader without the key.
+    async fn manifest(&self, key: &str, point_key: Option<&PointKey>) -> Result<Manifest> {
         Ok(match self {
             PointReader::Verified(vault) => vault.get_manifest(key).await?,
             PointReader::Structure(vault) => {
                 let bytes = vault.backend().get(key).await?;
-                match vault.config().point_key()? {
-                    Some(point_key) => Manifest::decode_signed(&bytes, &point_key, key)?,
+                match point_key {
+                    Some(point_key) => Manifest::decode_signed(&bytes, point_key, key)?,
                     None => Manifest::decode_unverified(&bytes, key)?,
                 }
             }
@@ -116,10 +118,14 @@ impl PointReader<'_> {
 
     /// Every committed point of `vm`, oldest first.
     pub async fn list(&self, vm: &str) -> Result<Vec<Manifest>> {
+        let point_key = match self {
+            PointReader::Verified(_) => None,
+            PointReader::Structure(vault) => vault.config().point_key()?,
+        };
         let mut out = Vec::new();
         for object in self.vault().backend().list(&vm_prefix(vm)).await? {
             if object.key.ends_with(&format!("/{MANIFEST_NAME}")) {
-                out.push(self.manifest(&object.key).await?);
+                out.push(self.manifest(&object.key, point_key.as_ref()).await?);
             }
         }
         out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.point_id.cmp(&b.point_id)));
