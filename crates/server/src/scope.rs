@@ -10,14 +10,14 @@ use crate::auth::Grant;
 
 /// The job record a key belongs to: `jobs/<id>.json` itself, or the record its cancel request
 /// `jobs/<id>.cancel` is for.
-pub fn job_record_of(key: &str) -> Option<String> {
+fn job_record_of(key: &str) -> Option<String> {
     let id = key.strip_prefix("jobs/")?;
     let id = id.strip_suffix(".json").or_else(|| id.strip_suffix(".cancel"))?;
     (!id.is_empty() && !id.contains('/')).then(|| format!("jobs/{id}.json"))
 }
 
 /// Whether `grant` may see the job record `bytes` (anything unreadable counts as not its own).
-pub fn sees_job(grant: &Grant, bytes: &[u8]) -> bool {
+fn sees_job(grant: &Grant, bytes: &[u8]) -> bool {
     #[derive(Deserialize)]
     struct JobVm {
         vm: Option<String>,

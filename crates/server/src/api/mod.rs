@@ -57,15 +57,16 @@ impl Caller {
         if self.0.grant().allows(access, key) { Ok(()) } else { Err(self.deny(access, key)) }
     }
 
-    /// Check a scoped token's access to a job object, which depends on the job's VM; `new`
-    /// is the content of a record being written.
-    async fn check_job(
+    /// Check an access to an object, including, for a VM-scoped token, the VM a job object
+    /// belongs to (read from the job record); `new` is the content of a record being written.
+    async fn check_object(
         &self,
         state: &AppState,
         access: Access,
         key: &str,
         new: Option<&[u8]>,
     ) -> Result<(), ApiError> {
+        self.check(access, key)?;
         if scope::may_touch_job(state.backend.as_ref(), &self.0.grant(), key, new).await? {
             Ok(())
         } else {
@@ -238,13 +239,8 @@ async fn get_object(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.check(Access::Read, &key)?;
+    caller.check_object(&state, Access::Read, &key, None).await?;
     match state.backend.get_versioned(&key).await? {
-        Some((bytes, _))
-            if scope::job_record_of(&key).is_some() && !scope::sees_job(&caller.0.grant(), &bytes) =>
-        {
-            Err(caller.deny(Access::Read, &key))
-        }
         Some((bytes, version)) => Ok((version_headers(&version), bytes).into_response()),
         None => Err(VaultError::NotFound { location: state.backend.location(), key }.into()),
     }
@@ -258,8 +254,7 @@ async fn head_object(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.check(Access::Read, &key)?;
-    caller.check_job(&state, Access::Read, &key, None).await?;
+    caller.check_object(&state, Access::Read, &key, None).await?;
     match state.backend.head(&key).await? {
         Some(size) => Ok(([("x-vmvault-size", size.to_string())], StatusCode::OK).into_response()),
         None => Ok(StatusCode::NOT_FOUND.into_response()),
@@ -297,8 +292,7 @@ async fn put_object(
 ) -> Result<Response, ApiError> {
     let expected = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()).map(|v| Version(v.to_string()));
     let access = if expected.is_some() { Access::Update } else { Access::Create };
-    caller.check(access, &key)?;
-    caller.check_job(&state, access, &key, Some(&body)).await?;
+    caller.check_object(&state, access, &key, Some(&body)).await?;
     if let Some(id) = vault::vault::chunk_id_of_key(&key) {
         vault::blob::check(&id, &body)?;
     }
@@ -323,8 +317,7 @@ async fn delete_object(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.check(Access::Delete, &key)?;
-    caller.check_job(&state, Access::Delete, &key, None).await?;
+    caller.check_object(&state, Access::Delete, &key, None).await?;
     state.backend.delete(&key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
