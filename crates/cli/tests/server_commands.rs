@@ -120,6 +120,17 @@ impl Site {
         err
     }
 
+    /// Whether the latest point of `vm`'s disk vda, restored by the restore-operator, equals
+    /// `disk` (qemu-img compare).
+    fn restores_bit_exact(&self, vm: &str, disk: &Path) -> bool {
+        let to = self.lab.path(&format!("{vm}-r.qcow2"));
+        self.ok(
+            "restore",
+            &["restore", "disk", vm, "--point", "latest", "--disk", "vda", "--to", to.to_str().unwrap()],
+        );
+        same(disk, &to)
+    }
+
     /// A VM with a qcow2 disk of `mib` MiB written with `pattern`, registered by an admin.
     fn vm(&self, name: &str, pattern: u8, mib: u64) -> PathBuf {
         let disk = self.lab.path(&format!("{name}.qcow2"));
@@ -259,12 +270,7 @@ fn four_vms_back_up_at_once_through_one_server_and_restore_bit_exact() {
         assert!(child.wait().unwrap().success(), "a concurrent backup failed");
     }
     for (vm, disk) in &disks {
-        let to = site.lab.path(&format!("{vm}-r.qcow2"));
-        site.ok(
-            "restore",
-            &["restore", "disk", vm, "--point", "latest", "--disk", "vda", "--to", to.to_str().unwrap()],
-        );
-        assert!(same(disk, &to), "{vm} restored differently");
+        assert!(site.restores_bit_exact(vm, disk), "{vm} restored differently");
     }
 }
 
@@ -308,12 +314,7 @@ fn a_server_killed_mid_backup_fails_the_client_clearly_and_leaves_no_point() {
         serde_json::from_str(&site.ok("admin", &["points", "big", "--json"])).unwrap();
     assert_eq!(points.as_array().unwrap().len(), 0, "a point was left by the killed backup");
     site.ok("backup", &["backup", "big"]);
-    let to = site.lab.path("big-r.qcow2");
-    site.ok(
-        "restore",
-        &["restore", "disk", "big", "--point", "latest", "--disk", "vda", "--to", to.to_str().unwrap()],
-    );
-    assert!(same(&disk, &to));
+    assert!(site.restores_bit_exact("big", &disk));
 }
 
 #[test]
@@ -330,12 +331,7 @@ fn a_client_waits_out_a_server_restart() {
     site.start_on(&listen);
     let out = client.unwrap().wait_with_output().unwrap();
     assert!(out.status.success(), "the backup gave up: {}", String::from_utf8_lossy(&out.stderr));
-    let to = site.lab.path("web-r.qcow2");
-    site.ok(
-        "restore",
-        &["restore", "disk", "web", "--point", "latest", "--disk", "vda", "--to", to.to_str().unwrap()],
-    );
-    assert!(same(&disk, &to));
+    assert!(site.restores_bit_exact("web", &disk));
 }
 
 #[test]
