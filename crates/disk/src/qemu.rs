@@ -37,6 +37,11 @@ fn run(tool: &str, args: &[&std::ffi::OsStr], target: &Path) -> Result<String> {
         _ => DiskError::io(target, e),
     })?;
     if !out.status.success() {
+        // A tool that failed on an image another process holds failed for that reason: ask
+        // the lock itself rather than reading the tool's words.
+        if crate::lock::is_in_use(target).unwrap_or(false) {
+            return Err(DiskError::InUse { path: target.to_path_buf() });
+        }
         let message = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
         return Err(DiskError::Tool { tool: tool.into(), target: target.display().to_string(), message });
     }

@@ -16,6 +16,7 @@ use vault::backend::Backend;
 use vault::catalog;
 
 use crate::error::{EngineError, Result};
+use vault::layout::{self, ObjectKey};
 
 /// Prefix of the bitmaps vmvault owns.
 pub const BITMAP_PREFIX: &str = "vmvault-";
@@ -62,8 +63,8 @@ pub struct Checkpoints {
     pub disks: BTreeMap<String, Checkpoint>,
 }
 
-fn key(vm: &str) -> String {
-    format!("catalog/checkpoints/{vm}.json")
+fn key(vm: &str) -> ObjectKey {
+    layout::checkpoints(vm)
 }
 
 /// The VM's checkpoints (empty if it has none yet).

@@ -16,13 +16,12 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use vault::backend::Backend;
 use vault::catalog;
-use vault::session::Holder;
+use vault::lease::Holder;
 
 use crate::error::{EngineError, Result};
 use crate::names::random_hex;
 use crate::progress::Progress;
-
-const JOBS_PREFIX: &str = "jobs/";
+use vault::layout::{self, ObjectKey};
 
 /// How often a running job looks for a cancel request.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -184,12 +183,12 @@ impl JobRecord {
     }
 }
 
-fn record_key(id: &str) -> String {
-    format!("{JOBS_PREFIX}{id}.json")
+fn record_key(id: &str) -> ObjectKey {
+    layout::job(id)
 }
 
-fn cancel_key(id: &str) -> String {
-    format!("{JOBS_PREFIX}{id}.cancel")
+fn cancel_key(id: &str) -> ObjectKey {
+    layout::job_cancel(id)
 }
 
 fn check_job_id(id: &str) -> Result<()> {
@@ -440,7 +439,7 @@ pub async fn list(
     status: Option<JobStatus>,
 ) -> Result<Vec<JobRecord>> {
     let now = Timestamp::now();
-    let mut out: Vec<JobRecord> = catalog::read_all::<JobRecord>(backend, JOBS_PREFIX)
+    let mut out: Vec<JobRecord> = catalog::read_all::<JobRecord>(backend, &layout::jobs())
         .await?
         .into_iter()
         .map(|record| record.as_seen(now))

@@ -2,6 +2,10 @@
 
 use std::path::Path;
 
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use vault::{Manifest, PointKind};
+
 use crate::error::{EngineError, Result};
 
 /// Configurable limits; the defaults are Azure's.
@@ -44,4 +48,42 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// Most recovery points an item may have; a backup that would make more fails.
+pub const MAX_POINTS: usize = 9999;
+
+/// Refuse a backup that would exceed an item's point limits: [`MAX_POINTS`] points, and
+/// `per_day` on-demand backups per calendar day in `tz` (the policy's zone, or UTC).
+pub fn check_point_limits(
+    vm: &str,
+    history: &[Manifest],
+    kind: PointKind,
+    per_day: u32,
+    tz: &TimeZone,
+    now: Timestamp,
+) -> Result<()> {
+    if history.len() >= MAX_POINTS {
+        return Err(EngineError::Limit(format!(
+            "VM {vm:?} has {} recovery points, the most an item may have; let old points expire \
+             (`vmvault unlock {vm}` if a delete lock holds them, then `vmvault prune {vm}`)",
+            history.len()
+        )));
+    }
+    if kind != PointKind::OnDemand {
+        return Ok(());
+    }
+    let today = tz.to_datetime(now).date();
+    let taken = history
+        .iter()
+        .filter(|m| m.kind == PointKind::OnDemand && tz.to_datetime(m.time).date() == today)
+        .count();
+    if taken >= per_day as usize {
+        return Err(EngineError::Limit(format!(
+            "VM {vm:?} already has {taken} on-demand backups today ({today}, {}); at most {per_day} a day are \
+             allowed (vault setting `on_demand_per_day`)",
+            tz.iana_name().unwrap_or("UTC")
+        )));
+    }
+    Ok(())
 }

@@ -8,22 +8,7 @@ use vault::{Consistency, FixedIndex, Manifest, PointKind, UnlockedVault, Vault};
 use crate::error::{EngineError, Result};
 use crate::names::random_hex;
 
-pub use vault::vault::{MANIFEST_NAME, POINTS_PREFIX};
-
-/// Prefix of all of a VM's points.
-pub fn vm_prefix(vm: &str) -> String {
-    format!("{POINTS_PREFIX}{vm}/")
-}
-
-/// Object key of a point's manifest.
-pub fn manifest_key(vm: &str, point: &str) -> String {
-    format!("points/{vm}/{point}/{MANIFEST_NAME}")
-}
-
-/// Object key of one disk's index in a point.
-pub fn index_key(vm: &str, point: &str, label: &str) -> String {
-    format!("points/{vm}/{point}/{label}.fidx")
-}
+use vault::layout::{self, ObjectClass};
 
 /// A new point id: the UTC time, sortable, plus random digits so two points never collide.
 pub fn new_point_id(time: Timestamp) -> Result<String> {
@@ -123,8 +108,8 @@ impl PointReader<'_> {
             PointReader::Structure(vault) => vault.config().point_key()?,
         };
         let mut out = Vec::new();
-        for object in self.vault().backend().list(&vm_prefix(vm)).await? {
-            if object.key.ends_with(&format!("/{MANIFEST_NAME}")) {
+        for object in self.vault().backend().list(&layout::points_of(vm)).await? {
+            if matches!(ObjectClass::of(&object.key), ObjectClass::Manifest { .. }) {
                 out.push(self.manifest(&object.key, point_key.as_ref()).await?);
             }
         }
@@ -147,7 +132,7 @@ pub async fn find(vault: &UnlockedVault, vm: &str, point: &str) -> Result<Manife
             .ok_or_else(|| EngineError::NoSuchPoint { vm: vm.to_string(), point: point.to_string() });
     }
     crate::names::check_name("point", point)?;
-    match vault.get_manifest(&manifest_key(vm, point)).await {
+    match vault.get_manifest(&layout::manifest(vm, point)).await {
         Ok(m) => Ok(m),
         Err(vault::VaultError::NotFound { .. }) => {
             Err(EngineError::NoSuchPoint { vm: vm.to_string(), point: point.to_string() })

@@ -11,8 +11,7 @@ use crate::error::{EngineError, Result};
 use crate::names::check_name;
 use crate::retention::Retention;
 use crate::schedule::{Schedule, time_zone};
-
-const POLICIES_PREFIX: &str = "catalog/policies/";
+use vault::layout::{self, ObjectKey};
 
 /// A backup policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,8 +49,8 @@ impl Policy {
     }
 }
 
-fn key(name: &str) -> String {
-    format!("{POLICIES_PREFIX}{name}.json")
+fn key(name: &str) -> ObjectKey {
+    layout::policy(name)
 }
 
 /// Store a new policy; refuses an existing name.
@@ -93,7 +92,7 @@ pub async fn update(
 
 /// Every policy, by name.
 pub async fn list(backend: &dyn Backend) -> Result<Vec<Policy>> {
-    let mut out: Vec<Policy> = catalog::read_all(backend, POLICIES_PREFIX).await?;
+    let mut out: Vec<Policy> = catalog::read_all(backend, &layout::policies()).await?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

@@ -10,8 +10,7 @@ use vault::catalog;
 use crate::error::{EngineError, Result};
 use crate::names::check_name;
 use crate::{policy, registry, settings};
-
-const ITEMS_PREFIX: &str = "catalog/items/";
+use vault::layout::{self, ObjectKey};
 
 /// Where an item is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,8 +69,8 @@ pub enum StopMode {
     DeleteData,
 }
 
-fn key(vm: &str) -> String {
-    format!("{ITEMS_PREFIX}{vm}.json")
+fn key(vm: &str) -> ObjectKey {
+    layout::item(vm)
 }
 
 /// The item of a VM, if it was ever protected.
@@ -82,7 +81,7 @@ pub async fn get(backend: &dyn Backend, vm: &str) -> Result<Option<ProtectedItem
 
 /// Every item, by VM name.
 pub async fn list(backend: &dyn Backend) -> Result<Vec<ProtectedItem>> {
-    let mut out: Vec<ProtectedItem> = catalog::read_all(backend, ITEMS_PREFIX).await?;
+    let mut out: Vec<ProtectedItem> = catalog::read_all(backend, &layout::items()).await?;
     out.sort_by(|a, b| a.vm.cmp(&b.vm));
     Ok(out)
 }

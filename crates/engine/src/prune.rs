@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use vault::Manifest;
 
 use crate::error::Result;
-use crate::points::{self, PointReader, manifest_key};
+use crate::points::PointReader;
 use crate::protection::{self, ProtectedItem, ProtectionState};
 use crate::retention::{PointFacts, Verdict, on_demand_verdict};
 use crate::{checkpoint, policy};
+use vault::layout;
 
 /// What cleanup decided for one point.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,10 +48,8 @@ impl PruneReport {
 /// Every VM that has points in the vault, registered or not.
 pub async fn vms_with_points(vault: &vault::Vault) -> Result<Vec<String>> {
     let mut names = BTreeSet::new();
-    for object in vault.backend().list(points::POINTS_PREFIX).await? {
-        if let Some(vm) =
-            object.key.strip_prefix(points::POINTS_PREFIX).and_then(|rest| rest.split('/').next())
-        {
+    for object in vault.backend().list(&layout::points()).await? {
+        if let Some(vm) = layout::vm_of_point_key(&object.key) {
             names.insert(vm.to_string());
         }
     }
@@ -157,7 +156,7 @@ pub async fn prune<'a>(
 /// Remove one point: its manifest first, then its indexes.
 pub async fn delete_point(vault: &vault::Vault, manifest: &Manifest) -> Result<()> {
     let backend = vault.backend();
-    backend.delete(&manifest_key(&manifest.vm, &manifest.point_id)).await?;
+    backend.delete(&layout::manifest(&manifest.vm, &manifest.point_id)).await?;
     for disk in &manifest.disks {
         backend.delete(&disk.index).await?;
     }

@@ -12,8 +12,7 @@ use vault::catalog;
 use crate::error::{EngineError, Result};
 use crate::limits::Limits;
 use crate::names::{check_name, new_uuid};
-
-const VMS_PREFIX: &str = "catalog/vms/";
+use vault::layout::{self, ObjectKey};
 
 /// One disk of a VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,8 +98,8 @@ pub struct NewVm {
     pub qga: Option<PathBuf>,
 }
 
-fn vm_key(name: &str) -> String {
-    format!("{VMS_PREFIX}{name}.json")
+fn vm_key(name: &str) -> ObjectKey {
+    layout::vm(name)
 }
 
 /// Build a record from what the operator gave: probe each disk, apply the limits.
@@ -173,7 +172,7 @@ pub async fn get(backend: &dyn Backend, name: &str) -> Result<VmRecord> {
 
 /// All registered VMs, by name.
 pub async fn list(backend: &dyn Backend) -> Result<Vec<VmRecord>> {
-    let mut out: Vec<VmRecord> = catalog::read_all(backend, VMS_PREFIX).await?;
+    let mut out: Vec<VmRecord> = catalog::read_all(backend, &layout::vms()).await?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

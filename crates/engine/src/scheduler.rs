@@ -24,8 +24,8 @@ use crate::points::PointReader;
 use crate::policy;
 use crate::protection::{self, ProtectionState};
 use crate::schedule::{Schedule, Slot};
+use vault::layout::{self, ObjectKey};
 
-const SCHEDULE_PREFIX: &str = "catalog/schedule/";
 const CLEANUP_NAME: &str = "cleanup";
 
 /// Where the scheduler gets the time and how it waits.
@@ -94,8 +94,8 @@ struct ScheduleState {
     last_slot: Option<Timestamp>,
 }
 
-fn state_key(name: &str) -> String {
-    format!("{SCHEDULE_PREFIX}{name}.json")
+fn state_key(name: &str) -> ObjectKey {
+    if name == CLEANUP_NAME { layout::cleanup_claim() } else { layout::schedule_claim(name) }
 }
 
 /// Claim the run at `slot` unless a run at or after it was claimed already.

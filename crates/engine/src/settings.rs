@@ -6,8 +6,7 @@ use vault::backend::Backend;
 use vault::catalog;
 
 use crate::error::{EngineError, Result};
-
-const SETTINGS_KEY: &str = "catalog/settings.json";
+use vault::layout;
 
 /// Fewest days soft-deleted data is kept; soft delete cannot be shortened below this or turned off.
 pub const MIN_SOFT_DELETE_DAYS: u32 = 14;
@@ -45,12 +44,12 @@ impl Settings {
 
 /// The vault's settings (the defaults until someone changes them).
 pub async fn load(backend: &dyn Backend) -> Result<Settings> {
-    Ok(catalog::read(backend, SETTINGS_KEY).await?.unwrap_or_default())
+    Ok(catalog::read(backend, &layout::settings()).await?.unwrap_or_default())
 }
 
 /// Change settings; refuses values that would weaken soft delete.
 pub async fn update(backend: &dyn Backend, change: impl Fn(&mut Settings)) -> Result<Settings> {
-    catalog::update(backend, SETTINGS_KEY, |current: Option<Settings>| {
+    catalog::update(backend, &layout::settings(), |current: Option<Settings>| {
         let mut settings = current.unwrap_or_default();
         change(&mut settings);
         settings.check()?;

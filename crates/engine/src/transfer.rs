@@ -328,6 +328,29 @@ impl Reader<'_> {
     }
 }
 
+/// Faults a test injects into the pipeline, for what a real part cannot produce (a worker
+/// that panics). Nothing in vmvault sets them; they cost one atomic load per block.
+#[doc(hidden)]
+pub mod fault {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    /// Blocks left before a worker panics; negative: never.
+    static PANIC_AFTER: AtomicI64 = AtomicI64::new(-1);
+
+    /// Test-only: the worker that finishes the `blocks`-th next block panics (once).
+    pub fn panic_worker_after(blocks: u32) {
+        PANIC_AFTER.store(i64::from(blocks.max(1)) - 1, Ordering::SeqCst);
+    }
+
+    #[allow(clippy::panic)] // the injected fault itself
+    pub(super) fn block_done() {
+        if PANIC_AFTER.load(Ordering::Relaxed) >= 0 && PANIC_AFTER.fetch_sub(1, Ordering::SeqCst) == 0 {
+            PANIC_AFTER.store(-1, Ordering::SeqCst);
+            panic!("injected fault: a transfer worker panicked");
+        }
+    }
+}
+
 /// A chunk the previous point did not have: its id and plaintext, for the remote stages.
 type NewChunk = (ChunkId, Vec<u8>);
 
@@ -354,6 +377,7 @@ fn worker(
                 Ok(id) => shared.results.lock().unwrap_or_else(PoisonError::into_inner).push((block, id)),
                 Err(e) => shared.fail(e),
             }
+            fault::block_done();
         }
         let _ = free_tx.send(data);
     }

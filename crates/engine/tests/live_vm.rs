@@ -324,7 +324,7 @@ async fn a_consistency_group_snapshots_its_members_at_one_instant() {
     };
     let (to_web, to_db) = (cross(&web, 0x77), cross(&db, 0x78));
     let outcomes =
-        engine::group::backup_group(Arc::clone(&lab.vault), "shop", BackupOptions::default(), |vm| {
+        engine::backup::group::backup_group(Arc::clone(&lab.vault), "shop", BackupOptions::default(), |vm| {
             if vm == "db" { Arc::clone(&to_web) } else { Arc::clone(&to_db) }
         })
         .await
@@ -384,7 +384,7 @@ async fn a_group_member_that_fails_before_the_snapshot_stops_the_whole_group() {
     guest_write(&mut web.guest.lock().unwrap(), 0x21, "0", "1M");
 
     let outcomes =
-        engine::group::backup_group(Arc::clone(&lab.vault), "shop", BackupOptions::default(), |_| {
+        engine::backup::group::backup_group(Arc::clone(&lab.vault), "shop", BackupOptions::default(), |_| {
             Arc::new(engine::NoProgress)
         })
         .await

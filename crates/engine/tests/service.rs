@@ -311,8 +311,8 @@ async fn verify_names_the_points_a_deleted_and_a_corrupted_chunk_affect(store: S
     };
     let gone = id_of(0, &first.point_id).await;
     let flipped = id_of(20 << 20, &second.point_id).await;
-    lab.remove_object(&vault::vault::chunk_key(&gone)).await;
-    lab.flip_object(&vault::vault::chunk_key(&flipped)).await;
+    lab.remove_object(&vault::layout::chunk(&gone)).await;
+    lab.flip_object(&vault::layout::chunk(&flipped)).await;
 
     for read_data in [false, true] {
         let scope = VerifyScope { read_data, ..Default::default() };
@@ -413,7 +413,7 @@ async fn synthetic_point(lab: &Lab, vm: &str, time: Timestamp, kind: PointKind) 
     lab.vault
         .vault()
         .backend()
-        .put_if_absent(&points::manifest_key(vm, &point_id), bytes.into())
+        .put_if_absent(&vault::layout::manifest(vm, &point_id), bytes.into())
         .await
         .unwrap();
 }
@@ -469,17 +469,17 @@ async fn a_keyless_prune_stops_at_a_point_the_vault_key_did_not_sign(store: Stor
     }
     let genuine = points::list(&lab.vault, "vm").await.unwrap();
     let newest = genuine.last().unwrap();
-    let bytes = backend.get(&points::manifest_key("vm", &newest.point_id)).await.unwrap();
+    let bytes = backend.get(&vault::layout::manifest("vm", &newest.point_id)).await.unwrap();
     let forged_id = points::new_point_id(now + SignedDuration::from_hours(1)).unwrap();
     let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     value["point_id"] = forged_id.clone().into();
     value["time"] = (now + SignedDuration::from_hours(1)).to_string().into();
-    let forged_key = points::manifest_key("vm", &forged_id);
+    let forged_key = vault::layout::manifest("vm", &forged_id);
     backend.put_if_absent(&forged_key, serde_json::to_vec(&value).unwrap().into()).await.unwrap();
 
     let keyless = open_keyless(&lab).await;
     let message = prune::prune(&keyless, None, now, false).await.unwrap_err().to_string();
-    assert!(message.contains(&forged_key) && message.contains("signature"), "{message}");
+    assert!(message.contains(forged_key.as_str()) && message.contains("signature"), "{message}");
     assert_eq!(objects_under(&lab, "points/vm/").await, 6, "nothing was deleted");
 
     // Signed by another vault's key: refused the same way.
@@ -489,7 +489,7 @@ async fn a_keyless_prune_stops_at_a_point_the_vault_key_did_not_sign(store: Stor
     backend.delete(&forged_key).await.unwrap();
     backend.put_if_absent(&forged_key, stranger.encode(other.vault.keys()).unwrap().into()).await.unwrap();
     let message = prune::prune(&keyless, None, now, false).await.unwrap_err().to_string();
-    assert!(message.contains(&forged_key), "{message}");
+    assert!(message.contains(forged_key.as_str()), "{message}");
 
     // Without the forgery the same prune keeps the 3 newest genuine points.
     backend.delete(&forged_key).await.unwrap();

@@ -10,6 +10,7 @@
 //! job records, GC state) carry no guest data and stay visible.
 
 use serde::{Deserialize, Serialize};
+use vault::layout::ObjectClass;
 
 /// A token's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,64 +58,6 @@ pub enum Access {
     Delete,
 }
 
-/// What kind of object a key names, and the VM it belongs to, if any.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Object<'a> {
-    /// `config`, `keys/…`: the vault's identity and wrapped key.
-    Identity,
-    /// `chunks/…`.
-    Chunk,
-    /// `points/<vm>/…`.
-    Point(&'a str),
-    /// `catalog/vms/<vm>.json`.
-    VmRecord(&'a str),
-    /// `catalog/checkpoints/<vm>.json`.
-    Checkpoint(&'a str),
-    /// `catalog/items/<vm>.json`: protection and retention.
-    Item(&'a str),
-    /// `sessions/backup-<vm>.json`.
-    BackupSession(&'a str),
-    /// `catalog/schedule/<vm>.json`: a host's scheduler claims a VM's run.
-    ScheduleClaim(&'a str),
-    /// `jobs/<id>.json`.
-    Job,
-    /// `jobs/<id>.cancel`: removed by the job when it ends.
-    CancelRequest,
-    /// `gc/<id>/rescued/<chunk>`.
-    Rescue,
-    /// Policies, settings, groups, schedule claims, GC state, anything else.
-    Shared,
-}
-
-fn classify(key: &str) -> Object<'_> {
-    let vm_json = |rest: &'static str| key.strip_prefix(rest).and_then(|r| r.strip_suffix(".json"));
-    if key == "config" || key.starts_with("keys/") {
-        Object::Identity
-    } else if key.starts_with("chunks/") {
-        Object::Chunk
-    } else if let Some(rest) = key.strip_prefix("points/") {
-        Object::Point(rest.split('/').next().unwrap_or_default())
-    } else if let Some(vm) = vm_json("catalog/vms/") {
-        Object::VmRecord(vm)
-    } else if let Some(vm) = vm_json("catalog/checkpoints/") {
-        Object::Checkpoint(vm)
-    } else if let Some(vm) = vm_json("catalog/items/") {
-        Object::Item(vm)
-    } else if let Some(vm) = vm_json("catalog/schedule/").filter(|vm| *vm != "cleanup") {
-        Object::ScheduleClaim(vm)
-    } else if let Some(vm) = vm_json("sessions/backup-") {
-        Object::BackupSession(vm)
-    } else if key.starts_with("jobs/") && key.ends_with(".cancel") {
-        Object::CancelRequest
-    } else if key.starts_with("jobs/") {
-        Object::Job
-    } else if key.starts_with("gc/") && key.contains("/rescued/") {
-        Object::Rescue
-    } else {
-        Object::Shared
-    }
-}
-
 /// A token's rights: its role, and the VMs it is limited to (empty: all).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -129,38 +72,34 @@ impl Grant {
         self.vms.is_empty() || self.vms.iter().any(|v| v == vm)
     }
 
-    /// Whether this grant allows `access` to `key`.
+    /// Whether this grant allows `access` to `key`; the key is classified by
+    /// [`vault::layout`], the same module that names what the engine writes.
     pub fn allows(&self, access: Access, key: &str) -> bool {
         use Access::*;
+        use ObjectClass as O;
         use Role::*;
-        let object = classify(key);
-        let vm = match object {
-            Object::Point(vm)
-            | Object::VmRecord(vm)
-            | Object::Checkpoint(vm)
-            | Object::Item(vm)
-            | Object::BackupSession(vm)
-            | Object::ScheduleClaim(vm) => Some(vm),
-            _ => None,
-        };
-        if vm.is_some_and(|vm| !self.sees(vm)) {
+        let object = ObjectClass::of(key);
+        if object.vm().is_some_and(|vm| !self.sees(vm)) {
             return false;
         }
         if self.role == Admin {
             return true;
         }
+        let backup_session = object.session_vm().is_some();
         match (access, object) {
             (Read, _) => true,
             // What a backup writes: new chunks and points, a new VM, its change tracking, its
             // session, its job record, and rescues of condemned chunks it reuses.
-            (Create, Object::Chunk | Object::Point(_) | Object::Rescue) => self.role == BackupOperator,
-            (Create | Update, Object::Checkpoint(_)) => self.role == BackupOperator,
-            (Create | Update | Delete, Object::BackupSession(_)) => self.role == BackupOperator,
-            (Create | Update, Object::ScheduleClaim(_)) => self.role == BackupOperator,
+            (Create, O::Chunk(_) | O::Manifest { .. } | O::Index { .. } | O::GcRescue { .. }) => {
+                self.role == BackupOperator
+            }
+            (Create | Update, O::Checkpoints(_)) => self.role == BackupOperator,
+            (Create | Update | Delete, O::Session(_)) if backup_session => self.role == BackupOperator,
+            (Create | Update, O::ScheduleClaim(_)) => self.role == BackupOperator,
             // A restore as a new VM registers it.
-            (Create, Object::VmRecord(_)) => matches!(self.role, BackupOperator | RestoreOperator),
-            (Create | Update, Object::Job) => matches!(self.role, BackupOperator | RestoreOperator),
-            (Create | Delete, Object::CancelRequest) => matches!(self.role, BackupOperator | RestoreOperator),
+            (Create, O::Vm(_)) => matches!(self.role, BackupOperator | RestoreOperator),
+            (Create | Update, O::Job(_)) => matches!(self.role, BackupOperator | RestoreOperator),
+            (Create | Delete, O::JobCancel(_)) => matches!(self.role, BackupOperator | RestoreOperator),
             _ => false,
         }
     }
@@ -169,32 +108,35 @@ impl Grant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vault::ChunkId;
+    use vault::layout::{self, ObjectKey};
 
     /// Every role against every kind of object and access: `R` read, `C` create, `U` update,
     /// `D` delete; a letter means allowed, `-` denied.
     #[test]
     fn the_role_table() {
-        let table: &[(&str, [&str; 4])] = &[
+        let chunk = ChunkId::from_bytes([0xab; 32]);
+        let table: &[(ObjectKey, [&str; 4])] = &[
             //  key                                 reader  backup-op restore-op admin
-            ("config", ["R---", "R---", "R---", "RCUD"]),
-            ("keys/master.key", ["R---", "R---", "R---", "RCUD"]),
-            ("chunks/ab/abcd", ["R---", "RC--", "R---", "RCUD"]),
-            ("points/web/p1/manifest.json", ["R---", "RC--", "R---", "RCUD"]),
-            ("points/web/p1/vda.fidx", ["R---", "RC--", "R---", "RCUD"]),
-            ("catalog/vms/web.json", ["R---", "RC--", "RC--", "RCUD"]),
-            ("catalog/checkpoints/web.json", ["R---", "RCU-", "R---", "RCUD"]),
-            ("catalog/items/web.json", ["R---", "R---", "R---", "RCUD"]),
-            ("catalog/policies/gold.json", ["R---", "R---", "R---", "RCUD"]),
-            ("catalog/settings.json", ["R---", "R---", "R---", "RCUD"]),
-            ("catalog/groups/shop.json", ["R---", "R---", "R---", "RCUD"]),
-            ("sessions/backup-web.json", ["R---", "RCUD", "R---", "RCUD"]),
-            ("catalog/schedule/web.json", ["R---", "RCU-", "R---", "RCUD"]),
-            ("catalog/schedule/cleanup.json", ["R---", "R---", "R---", "RCUD"]),
-            ("jobs/20261129T000000Z-abcdef.json", ["R---", "RCU-", "RCU-", "RCUD"]),
-            ("jobs/20261129T000000Z-abcdef.cancel", ["R---", "RC-D", "RC-D", "RCUD"]),
-            ("gc/state.json", ["R---", "R---", "R---", "RCUD"]),
-            ("gc/g1/condemned", ["R---", "R---", "R---", "RCUD"]),
-            ("gc/g1/rescued/abcd", ["R---", "RC--", "R---", "RCUD"]),
+            (layout::config(), ["R---", "R---", "R---", "RCUD"]),
+            (layout::key_file(), ["R---", "R---", "R---", "RCUD"]),
+            (layout::chunk(&chunk), ["R---", "RC--", "R---", "RCUD"]),
+            (layout::manifest("web", "p1"), ["R---", "RC--", "R---", "RCUD"]),
+            (layout::index("web", "p1", "vda"), ["R---", "RC--", "R---", "RCUD"]),
+            (layout::vm("web"), ["R---", "RC--", "RC--", "RCUD"]),
+            (layout::checkpoints("web"), ["R---", "RCU-", "R---", "RCUD"]),
+            (layout::item("web"), ["R---", "R---", "R---", "RCUD"]),
+            (layout::policy("gold"), ["R---", "R---", "R---", "RCUD"]),
+            (layout::settings(), ["R---", "R---", "R---", "RCUD"]),
+            (layout::group("shop"), ["R---", "R---", "R---", "RCUD"]),
+            (layout::session("backup-web"), ["R---", "RCUD", "R---", "RCUD"]),
+            (layout::schedule_claim("web"), ["R---", "RCU-", "R---", "RCUD"]),
+            (layout::cleanup_claim(), ["R---", "R---", "R---", "RCUD"]),
+            (layout::job("20261129T000000Z-abcdef"), ["R---", "RCU-", "RCU-", "RCUD"]),
+            (layout::job_cancel("20261129T000000Z-abcdef"), ["R---", "RC-D", "RC-D", "RCUD"]),
+            (layout::gc_state(), ["R---", "R---", "R---", "RCUD"]),
+            (layout::gc_condemned("g1"), ["R---", "R---", "R---", "RCUD"]),
+            (layout::gc_rescue("g1", &chunk), ["R---", "RC--", "R---", "RCUD"]),
         ];
         let roles = [Role::Reader, Role::BackupOperator, Role::RestoreOperator, Role::Admin];
         let accesses =
@@ -214,21 +156,21 @@ mod tests {
     #[test]
     fn a_scoped_token_touches_only_its_vms() {
         let grant = Grant { role: Role::Admin, vms: vec!["web".into()] };
-        assert!(grant.allows(Access::Delete, "points/web/p1/manifest.json"));
+        assert!(grant.allows(Access::Delete, &layout::manifest("web", "p1")));
         for key in [
-            "points/db/p1/manifest.json",
-            "catalog/vms/db.json",
-            "catalog/checkpoints/db.json",
-            "catalog/items/db.json",
-            "sessions/backup-db.json",
+            layout::manifest("db", "p1"),
+            layout::vm("db"),
+            layout::checkpoints("db"),
+            layout::item("db"),
+            layout::session("backup-db"),
         ] {
-            assert!(!grant.allows(Access::Read, key), "{key}");
+            assert!(!grant.allows(Access::Read, &key), "{key}");
         }
         // Shared objects carry no guest data and stay readable.
-        assert!(grant.allows(Access::Read, "chunks/ab/abcd"));
-        assert!(grant.allows(Access::Read, "catalog/policies/gold.json"));
+        assert!(grant.allows(Access::Read, &layout::chunk(&ChunkId::from_bytes([1; 32]))));
+        assert!(grant.allows(Access::Read, &layout::policy("gold")));
         // A VM named like a prefix of another is still another VM.
         let scoped = Grant { role: Role::Reader, vms: vec!["web".into()] };
-        assert!(!scoped.allows(Access::Read, "points/web2/p1/manifest.json"));
+        assert!(!scoped.allows(Access::Read, &layout::manifest("web2", "p1")));
     }
 }

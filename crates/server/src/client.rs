@@ -394,19 +394,19 @@ impl Backend for RemoteBackend {
         let mut missing = Vec::new();
         for batch in ids.chunks(crate::api::MAX_MISSING_BATCH) {
             let body = crate::api::MissingRequest { ids: batch.iter().map(|id| id.to_hex()).collect() };
-            let url = format!("{}/api/v1/chunks/missing", self.base);
+            let url = format!("{}{}", self.base, crate::api::MISSING_CHUNKS_PATH);
             let response = self
                 .send(
                     self.request(reqwest::Method::POST, url).json(&body),
-                    "chunks/missing",
+                    crate::api::MISSING_CHUNKS_PATH,
                     Retry::Idempotent,
                 )
                 .await?;
             if !response.status().is_success() {
-                return Err(self.failed("chunks/missing", response).await);
+                return Err(self.failed(crate::api::MISSING_CHUNKS_PATH, response).await);
             }
             let answer: crate::api::MissingRequest =
-                response.json().await.map_err(|e| self.unreachable("chunks/missing", &e))?;
+                response.json().await.map_err(|e| self.unreachable(crate::api::MISSING_CHUNKS_PATH, &e))?;
             for hex in answer.ids {
                 missing.push(hex.parse().map_err(|_| {
                     VaultError::Invalid(format!("the server answered {hex:?}, not a chunk id"))

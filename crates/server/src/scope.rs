@@ -5,15 +5,14 @@
 use serde::Deserialize;
 use vault::VaultError;
 use vault::backend::Backend;
+use vault::layout::{self, ObjectClass, ObjectKey};
 
 use crate::auth::Grant;
 
 /// The job record a key belongs to: `jobs/<id>.json` itself, or the record its cancel request
 /// `jobs/<id>.cancel` is for.
-fn job_record_of(key: &str) -> Option<String> {
-    let id = key.strip_prefix("jobs/")?;
-    let id = id.strip_suffix(".json").or_else(|| id.strip_suffix(".cancel"))?;
-    (!id.is_empty() && !id.contains('/')).then(|| format!("jobs/{id}.json"))
+fn job_record_of(key: &str) -> Option<ObjectKey> {
+    ObjectClass::of(key).job_id().map(layout::job)
 }
 
 /// Whether `grant` may see the job record `bytes` (anything unreadable counts as not its own).
@@ -38,7 +37,7 @@ pub async fn may_touch_job(
     new: Option<&[u8]>,
 ) -> Result<bool, VaultError> {
     let Some(record) = job_record_of(key).filter(|_| !grant.vms.is_empty()) else { return Ok(true) };
-    if let Some(new) = new.filter(|_| record == key)
+    if let Some(new) = new.filter(|_| record.as_str() == key)
         && !sees_job(grant, new)
     {
         return Ok(false);
@@ -64,9 +63,8 @@ mod tests {
             assert!(!sees_job(&scoped, other), "{}", String::from_utf8_lossy(other));
             assert!(sees_job(&all, other));
         }
-        assert_eq!(job_record_of("jobs/j1.cancel").as_deref(), Some("jobs/j1.json"));
-        assert_eq!(job_record_of("jobs/j1.json").as_deref(), Some("jobs/j1.json"));
-        assert_eq!(job_record_of("jobs/x/j1.json"), None);
-        assert_eq!(job_record_of("points/web/p/manifest.json"), None);
+        assert_eq!(job_record_of(&layout::job_cancel("j1")), Some(layout::job("j1")));
+        assert_eq!(job_record_of(&layout::job("j1")), Some(layout::job("j1")));
+        assert_eq!(job_record_of(&layout::manifest("web", "p")), None);
     }
 }

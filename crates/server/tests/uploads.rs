@@ -19,7 +19,8 @@ use server::run::{ServerConfig, serve};
 use server::tls::Identity;
 use server::tokens::TokenStore;
 use vault::backend::{Backend, LocalBackend, ObjectInfo, Put, Version};
-use vault::vault::{SealedChunk, chunk_id_of_key};
+use vault::layout::chunk_id_of;
+use vault::vault::SealedChunk;
 use vault::{ChunkId, InitEncryption, KdfParams, Passphrase, Vault};
 
 /// Requests one client made, by kind; and a delay added to each "missing" question, as a
@@ -48,13 +49,13 @@ impl Backend for Counting {
         self.inner.get(key).await
     }
     async fn head(&self, key: &str) -> vault::Result<Option<u64>> {
-        if chunk_id_of_key(key).is_some() {
+        if chunk_id_of(key).is_some() {
             self.counts.chunk_heads.fetch_add(1, Ordering::SeqCst);
         }
         self.inner.head(key).await
     }
     async fn put_if_absent(&self, key: &str, data: Bytes) -> vault::Result<Put> {
-        if chunk_id_of_key(key).is_some() {
+        if chunk_id_of(key).is_some() {
             self.counts.chunk_puts.fetch_add(1, Ordering::SeqCst);
         }
         self.inner.put_if_absent(key, data).await

@@ -7,13 +7,12 @@ use crate::error::{Result, VaultError};
 use crate::id::VaultId;
 use crate::index::CHUNK_SIZE;
 use crate::keys::Keys;
+use crate::layout;
 use crate::point_key::PointKey;
 use crate::signed;
 
 /// Object key of the config.
-pub const CONFIG_KEY: &str = "config";
 /// Object key of the key file.
-pub const KEY_FILE_KEY: &str = "keys/master.key";
 /// Value of the config's `format` member.
 pub const VAULT_FORMAT: &str = "vmvault-vault";
 /// Version of the vault layout this code writes and reads.
@@ -53,10 +52,12 @@ pub struct VaultConfig {
 
 impl VaultConfig {
     pub(crate) fn new(encryption: Encryption) -> Result<Self> {
+        let mut id = [0u8; 16];
+        crate::error::random_bytes(&mut id)?;
         Ok(VaultConfig {
             format: VAULT_FORMAT.to_string(),
             version: VAULT_FORMAT_VERSION,
-            id: VaultId::generate()?,
+            id: VaultId::from_bytes(id),
             created: Timestamp::now(),
             chunk_size: CHUNK_SIZE,
             encryption,
@@ -69,8 +70,9 @@ impl VaultConfig {
         self.point_key
             .as_deref()
             .map(|hex| {
-                PointKey::from_hex(hex)
-                    .ok_or_else(|| VaultError::corrupt(CONFIG_KEY, "point_key is not an Ed25519 public key"))
+                PointKey::from_hex(hex).ok_or_else(|| {
+                    VaultError::corrupt(layout::config(), "point_key is not an Ed25519 public key")
+                })
             })
             .transpose()
     }
@@ -78,23 +80,23 @@ impl VaultConfig {
     /// Read the config without its key: enough to know the id and whether a key is needed.
     /// The signature is checked by [`VaultConfig::verify`] once keys are at hand.
     pub(crate) fn decode_unverified(bytes: &[u8]) -> Result<Self> {
-        let config: VaultConfig = signed::read_unverified(bytes, CONFIG_KEY)?;
+        let config: VaultConfig = signed::read_unverified(bytes, &layout::config())?;
         if config.format != VAULT_FORMAT {
             return Err(VaultError::corrupt(
-                CONFIG_KEY,
+                layout::config(),
                 format!("format {:?} is not a vmvault vault", config.format),
             ));
         }
         if config.version != VAULT_FORMAT_VERSION {
             return Err(VaultError::UnsupportedVersion {
-                what: CONFIG_KEY.to_string(),
+                what: layout::config().into(),
                 found: config.version,
                 supported: VAULT_FORMAT_VERSION,
             });
         }
         if config.chunk_size != CHUNK_SIZE {
             return Err(VaultError::corrupt(
-                CONFIG_KEY,
+                layout::config(),
                 format!("chunk size {} is not supported", config.chunk_size),
             ));
         }
@@ -104,9 +106,9 @@ impl VaultConfig {
 
     /// Check that `bytes` carry a valid signature under `keys` and say what this config says.
     pub(crate) fn verify(&self, keys: &Keys, bytes: &[u8]) -> Result<()> {
-        let signed: VaultConfig = signed::verify(keys, bytes, CONFIG_KEY)?;
+        let signed: VaultConfig = signed::verify(keys, bytes, &layout::config())?;
         if &signed != self {
-            return Err(VaultError::BadSignature { what: CONFIG_KEY.to_string() });
+            return Err(VaultError::BadSignature { what: layout::config().into() });
         }
         Ok(())
     }

@@ -104,6 +104,12 @@ impl VaultError {
     }
 }
 
+impl From<crate::id::BadId> for VaultError {
+    fn from(e: crate::id::BadId) -> Self {
+        VaultError::Invalid(e.to_string())
+    }
+}
+
 /// Result type of the vault crate.
 pub type Result<T, E = VaultError> = std::result::Result<T, E>;
 

@@ -26,54 +26,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::backend::{Backend, Version};
 use crate::error::{Result, VaultError};
 use crate::id::ChunkId;
+use crate::layout::{self, ObjectClass};
+use crate::lease::{self, GcPhase, GcState, Holder};
 use crate::manifest::Manifest;
-use crate::session::{self, Holder, is_fresh};
-use crate::vault::{CHUNKS_PREFIX, MANIFEST_NAME, POINTS_PREFIX, Vault, chunk_id_of_key, chunk_key};
-
-/// Where the state of the running collection lives.
-pub const GC_STATE_KEY: &str = "gc/state.json";
-
-/// Phases of a collection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GcPhase {
-    /// Listing chunks and references.
-    Marking,
-    /// Candidates published; waiting for older sessions.
-    Condemned,
-    /// Deleting; sessions wait.
-    Deleting,
-}
-
-/// The stored state of a collection.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct GcState {
-    /// Id of the collection.
-    pub id: String,
-    /// Where it is.
-    pub phase: GcPhase,
-    /// When it started.
-    pub started: Timestamp,
-    /// Last refresh.
-    pub heartbeat: Timestamp,
-    /// Seconds after the last refresh at which it counts as dead.
-    pub lease_s: u64,
-    /// Who runs it.
-    #[serde(default)]
-    pub holder: Option<Holder>,
-}
-
-impl GcState {
-    /// Whether its process still refreshes it (and, on this machine, still runs).
-    pub fn is_live(&self, now: Timestamp) -> bool {
-        is_fresh(self.heartbeat, self.lease_s, now) && !self.holder.as_ref().is_some_and(Holder::is_gone)
-    }
-}
+use crate::session;
+use crate::vault::Vault;
 
 /// How a collection behaves.
 #[derive(Clone, Debug)]
@@ -91,7 +53,7 @@ pub struct GcOptions {
 impl Default for GcOptions {
     fn default() -> Self {
         GcOptions {
-            lease: session::DEFAULT_LEASE,
+            lease: lease::DEFAULT_LEASE,
             max_wait: Duration::from_secs(3600),
             dry_run: false,
             cancel: Arc::default(),
@@ -122,49 +84,13 @@ pub struct GcReport {
     pub dry_run: bool,
 }
 
-pub(crate) async fn read_state(backend: &dyn Backend) -> Result<Option<(GcState, Version)>> {
-    match backend.get_versioned(GC_STATE_KEY).await? {
-        Some((bytes, version)) => {
-            let state = serde_json::from_slice(&bytes)
-                .map_err(|e| VaultError::corrupt(GC_STATE_KEY, format!("JSON: {e}")))?;
-            Ok(Some((state, version)))
-        }
-        None => Ok(None),
-    }
-}
-
-fn condemned_key(gc_id: &str) -> String {
-    format!("gc/{gc_id}/condemned")
-}
-
-fn rescue_prefix(gc_id: &str) -> String {
-    format!("gc/{gc_id}/rescued/")
-}
-
-pub(crate) fn rescue_key(gc_id: &str, id: &ChunkId) -> String {
-    format!("{}{}", rescue_prefix(gc_id), id.to_hex())
-}
-
-pub(crate) async fn read_condemned(backend: &dyn Backend, gc_id: &str) -> Result<HashSet<ChunkId>> {
-    let key = condemned_key(gc_id);
-    let bytes = backend.get(&key).await?;
-    bytes
-        .chunks(32)
-        .map(|b| {
-            <[u8; 32]>::try_from(b).map(ChunkId::from_bytes).map_err(|_| VaultError::corrupt(&key, "length"))
-        })
-        .collect()
-}
-
 /// Every chunk a committed point references, read from manifests and indexes without the
 /// key (structure only: GC never needs to trust content, only to not miss a reference).
 pub async fn referenced_chunks(vault: &Vault) -> Result<HashSet<ChunkId>> {
     let backend = vault.backend();
     let mut out = HashSet::new();
-    for object in backend.list(POINTS_PREFIX).await? {
-        if !object.key.ends_with(&format!("/{MANIFEST_NAME}")) {
-            continue;
-        }
+    for object in backend.list(&layout::points()).await? {
+        let ObjectClass::Manifest { vm, point } = ObjectClass::of(&object.key) else { continue };
         let bytes = match backend.get(&object.key).await {
             Ok(bytes) => bytes,
             // Pruned between the listing and now: it references nothing any more.
@@ -173,9 +99,8 @@ pub async fn referenced_chunks(vault: &Vault) -> Result<HashSet<ChunkId>> {
         };
         let unreadable = |e: VaultError| {
             VaultError::Invalid(format!(
-                "garbage collection cannot tell which chunks {} uses ({e}); nothing was deleted — run \
-                 `vmvault verify` to see what is damaged",
-                object.key.trim_end_matches(MANIFEST_NAME).trim_end_matches('/')
+                "garbage collection cannot tell which chunks {vm}/{point} uses ({e}); nothing was deleted — \
+                 run `vmvault verify` to see what is damaged"
             ))
         };
         let manifest = Manifest::decode_unverified(&bytes, &object.key).map_err(unreadable)?;
@@ -218,7 +143,7 @@ impl Collection {
             lease_s: options.lease.as_secs().max(1),
             holder: Some(Holder::this_process()),
         };
-        let expected = match read_state(backend.as_ref()).await? {
+        let expected = match lease::read_gc_state(backend.as_ref()).await? {
             Some((other, _)) if other.is_live(now) => {
                 return Err(VaultError::Busy {
                     what: "garbage collection".into(),
@@ -232,7 +157,8 @@ impl Collection {
             }
             None => None,
         };
-        let version = backend.compare_and_swap(GC_STATE_KEY, expected.as_ref(), encode(&state)?).await?;
+        let version =
+            backend.compare_and_swap(&layout::gc_state(), expected.as_ref(), encode(&state)?).await?;
         let mut collection = Collection {
             backend: Arc::clone(&backend),
             vault,
@@ -254,10 +180,10 @@ impl Collection {
         // Chunks first, references second: a point committed in between only adds references.
         let chunks: HashMap<ChunkId, u64> = self
             .backend
-            .list(CHUNKS_PREFIX)
+            .list(&layout::chunks())
             .await?
             .into_iter()
-            .filter_map(|o| chunk_id_of_key(&o.key).map(|id| (id, o.size)))
+            .filter_map(|o| layout::chunk_id_of(&o.key).map(|id| (id, o.size)))
             .collect();
         let referenced = referenced_chunks(&self.vault).await?;
         self.report.chunks = chunks.len() as u64;
@@ -269,7 +195,7 @@ impl Collection {
         for id in self.candidates.keys() {
             list.extend_from_slice(id.as_bytes());
         }
-        self.backend.put_if_absent(&condemned_key(&self.state.id), Bytes::from(list)).await?;
+        self.backend.put_if_absent(&layout::gc_condemned(&self.state.id), Bytes::from(list)).await?;
         self.backend.flush().await?;
         self.set_phase(GcPhase::Condemned).await?;
 
@@ -359,7 +285,7 @@ impl Collection {
         self.set_phase(GcPhase::Deleting).await?;
         let rescued: HashSet<ChunkId> = self
             .backend
-            .list(&rescue_prefix(&self.state.id))
+            .list(&layout::gc_rescues(&self.state.id))
             .await?
             .iter()
             .filter_map(|o| o.key.rsplit('/').next().and_then(|hex| hex.parse().ok()))
@@ -376,7 +302,7 @@ impl Collection {
             } else if referenced.contains(id) {
                 self.report.referenced_meanwhile += 1;
             } else {
-                self.backend.delete(&chunk_key(id)).await?;
+                self.backend.delete(&layout::chunk(id)).await?;
                 self.report.deleted += 1;
                 self.report.bytes_freed += size;
             }
@@ -392,10 +318,10 @@ impl Collection {
     /// Give up: remove the state and the lists; nothing more is deleted.
     pub async fn abandon(&mut self) {
         let _ = remove_leftovers(self.backend.as_ref(), &self.state.id).await;
-        if let Ok(Some((state, _))) = read_state(self.backend.as_ref()).await
+        if let Ok(Some((state, _))) = lease::read_gc_state(self.backend.as_ref()).await
             && state.id == self.state.id
         {
-            let _ = self.backend.delete(GC_STATE_KEY).await;
+            let _ = self.backend.delete(&layout::gc_state()).await;
         }
     }
 
@@ -408,7 +334,7 @@ impl Collection {
         self.state.heartbeat = Timestamp::now();
         self.version = self
             .backend
-            .compare_and_swap(GC_STATE_KEY, Some(&self.version), encode(&self.state)?)
+            .compare_and_swap(&layout::gc_state(), Some(&self.version), encode(&self.state)?)
             .await
             .map_err(|e| match e {
                 VaultError::Conflict { .. } => VaultError::Invalid(
@@ -432,7 +358,7 @@ pub async fn collect(vault: Vault, options: GcOptions) -> Result<GcReport> {
 }
 
 async fn remove_leftovers(backend: &dyn Backend, gc_id: &str) -> Result<()> {
-    for object in backend.list(&format!("gc/{gc_id}/")).await? {
+    for object in backend.list(&layout::gc_run(gc_id)).await? {
         backend.delete(&object.key).await?;
     }
     Ok(())
@@ -441,5 +367,5 @@ async fn remove_leftovers(backend: &dyn Backend, gc_id: &str) -> Result<()> {
 fn encode(state: &GcState) -> Result<Bytes> {
     serde_json::to_vec_pretty(state)
         .map(Bytes::from)
-        .map_err(|e| VaultError::Invalid(format!("{GC_STATE_KEY}: serialise: {e}")))
+        .map_err(|e| VaultError::Invalid(format!("{}: serialise: {e}", layout::gc_state())))
 }

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::VaultError;
-
 /// The name of a chunk: a keyed BLAKE3 hash of its plaintext (plain BLAKE3 in an unencrypted
 /// vault). A distinct type so a chunk id cannot be confused with a nonce, a key or a MAC.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,13 +45,23 @@ impl fmt::Debug for ChunkId {
     }
 }
 
+/// Text that is not an id: names what it should have been.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?} is not a {what}")]
+pub struct BadId {
+    /// The text given.
+    pub text: String,
+    /// What was expected.
+    pub what: &'static str,
+}
+
 impl FromStr for ChunkId {
-    type Err = VaultError;
+    type Err = BadId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(s, &mut bytes)
-            .map_err(|_| VaultError::Invalid(format!("{s:?} is not a chunk id (64 hex digits)")))?;
+            .map_err(|_| BadId { text: s.to_string(), what: "chunk id (64 hex digits)" })?;
         Ok(ChunkId(bytes))
     }
 }
@@ -63,10 +71,9 @@ impl FromStr for ChunkId {
 pub struct VaultId([u8; 16]);
 
 impl VaultId {
-    pub(crate) fn generate() -> crate::error::Result<Self> {
-        let mut bytes = [0u8; 16];
-        crate::error::random_bytes(&mut bytes)?;
-        Ok(VaultId(bytes))
+    /// An id from its bytes (a new vault's are random).
+    pub(crate) fn from_bytes(bytes: [u8; 16]) -> Self {
+        VaultId(bytes)
     }
 
     /// The raw bytes, mixed into derived keys of unencrypted vaults.
@@ -88,12 +95,12 @@ impl fmt::Debug for VaultId {
 }
 
 impl FromStr for VaultId {
-    type Err = VaultError;
+    type Err = BadId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut bytes = [0u8; 16];
         hex::decode_to_slice(s, &mut bytes)
-            .map_err(|_| VaultError::Invalid(format!("{s:?} is not a vault id (32 hex digits)")))?;
+            .map_err(|_| BadId { text: s.to_string(), what: "vault id (32 hex digits)" })?;
         Ok(VaultId(bytes))
     }
 }

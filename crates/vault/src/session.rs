@@ -15,73 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::catalog;
 use crate::error::{Result, VaultError};
-use crate::gc::{self, GcPhase};
 use crate::id::ChunkId;
-
-/// Prefix of session documents.
-pub const SESSIONS_PREFIX: &str = "sessions/";
-
-/// How long a session or a collection stays alive without a refresh.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
-
-/// Which machine and process hold a lease, so that a holder that died on this machine is
-/// recognised at once instead of after its lease runs out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Holder {
-    /// `/etc/machine-id` (else the host name).
-    pub machine: String,
-    /// Host name, for people.
-    pub host: String,
-    /// Process id.
-    pub pid: u32,
-    /// The process's start time in clock ticks since boot (tells a reused pid apart).
-    pub start: u64,
-}
-
-impl Holder {
-    /// This process.
-    pub fn this_process() -> Holder {
-        let pid = std::process::id();
-        Holder { machine: machine_id(), host: host_name(), pid, start: process_start(pid).unwrap_or(0) }
-    }
-
-    /// True when the holder ran on this machine and its process is gone.
-    pub fn is_gone(&self) -> bool {
-        self.machine == machine_id() && process_start(self.pid) != Some(self.start)
-    }
-}
-
-impl std::fmt::Display for Holder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} pid {}", self.host, self.pid)
-    }
-}
-
-fn machine_id() -> String {
-    std::fs::read_to_string("/etc/machine-id")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(host_name)
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
-}
-
-/// Field 22 of `/proc/<pid>/stat`; `None` when there is no such process.
-fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from its end.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
+use crate::layout::{self, ObjectKey};
+use crate::lease::{self, GcPhase, Holder, is_fresh};
 
 /// The stored form of a session.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -111,11 +53,6 @@ impl SessionRecord {
     }
 }
 
-pub(crate) fn is_fresh(heartbeat: Timestamp, lease_s: u64, now: Timestamp) -> bool {
-    let age = now.duration_since(heartbeat);
-    age < SignedDuration::from_secs(lease_s.min(i64::MAX as u64) as i64)
-}
-
 /// What a rescue achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rescue {
@@ -125,23 +62,22 @@ pub enum Rescue {
     Lost,
 }
 
-/// A live session. End it with [`Session::end`]; if dropped, its lease runs out.
+/// A live session. End it with [`Session::end`]. Dropped without that (an error path, a
+/// panic), it releases itself in the background; if even that cannot run, its lease runs out.
 pub struct Session {
     backend: Arc<dyn Backend>,
-    key: String,
+    key: ObjectKey,
+    job: String,
     condemned: Option<(String, HashSet<ChunkId>)>,
     heartbeat: tokio::task::JoinHandle<()>,
-}
-
-fn session_key(name: &str) -> String {
-    format!("{SESSIONS_PREFIX}{name}.json")
+    ended: bool,
 }
 
 impl Session {
     /// Start a session named `name` for `job`. Fails with [`VaultError::Busy`] while another
     /// live session holds the name.
     pub async fn begin(backend: Arc<dyn Backend>, name: &str, job: &str, lease: Duration) -> Result<Session> {
-        let key = session_key(name);
+        let key = layout::session(name);
         let now = Timestamp::now();
         let mut record = SessionRecord {
             name: name.to_string(),
@@ -162,12 +98,12 @@ impl Session {
 
         // Learn what a collection has condemned; never start while one is deleting.
         let condemned = loop {
-            match gc::read_state(backend.as_ref()).await? {
+            match lease::read_gc_state(backend.as_ref()).await? {
                 Some((state, _)) if state.is_live(Timestamp::now()) && state.phase == GcPhase::Deleting => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Some((state, _)) if state.is_live(Timestamp::now()) && state.phase == GcPhase::Condemned => {
-                    let ids = gc::read_condemned(backend.as_ref(), &state.id).await?;
+                    let ids = lease::read_condemned(backend.as_ref(), &state.id).await?;
                     break Some((state.id, ids));
                 }
                 _ => break None,
@@ -183,7 +119,7 @@ impl Session {
         }
 
         let heartbeat = tokio::spawn(refresh(Arc::clone(&backend), key.clone(), job.to_string(), lease));
-        Ok(Session { backend, key, condemned, heartbeat })
+        Ok(Session { backend, key, job: job.to_string(), condemned, heartbeat, ended: false })
     }
 
     /// Whether a collection has condemned this chunk: reusing it needs a [`Session::rescue`].
@@ -200,13 +136,13 @@ impl Session {
             return Ok(Rescue::Kept);
         }
         for id in &wanted {
-            self.backend.put_if_absent(&gc::rescue_key(gc_id, id), Bytes::new()).await?;
+            self.backend.put_if_absent(&layout::gc_rescue(gc_id, id), Bytes::new()).await?;
         }
         self.backend.flush().await?;
         // The collection reads rescues after it starts deleting: a rescue written while it
         // was still condemning is certainly seen.
         loop {
-            match gc::read_state(self.backend.as_ref()).await? {
+            match lease::read_gc_state(self.backend.as_ref()).await? {
                 Some((state, _)) if state.id == *gc_id && state.is_live(Timestamp::now()) => {
                     match state.phase {
                         GcPhase::Marking | GcPhase::Condemned => return Ok(Rescue::Kept),
@@ -219,7 +155,8 @@ impl Session {
     }
 
     /// End the session: the name is free again.
-    pub async fn end(self) -> Result<()> {
+    pub async fn end(mut self) -> Result<()> {
+        self.ended = true;
         self.heartbeat.abort();
         self.backend.delete(&self.key).await
     }
@@ -228,11 +165,27 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        if self.ended {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (backend, key, job) = (Arc::clone(&self.backend), self.key.clone(), self.job.clone());
+            runtime.spawn(async move { release(backend.as_ref(), &key, &job).await });
+        }
+    }
+}
+
+/// Delete a session's document if it is still this job's (after its lease, another may own it).
+async fn release(backend: &dyn Backend, key: &ObjectKey, job: &str) {
+    if let Ok(Some(record)) = catalog::read::<SessionRecord>(backend, key).await
+        && record.job == job
+    {
+        let _ = backend.delete(key).await;
     }
 }
 
 /// Keep a session alive: refresh its heartbeat four times per lease.
-async fn refresh(backend: Arc<dyn Backend>, key: String, job: String, lease: Duration) {
+async fn refresh(backend: Arc<dyn Backend>, key: ObjectKey, job: String, lease: Duration) {
     let period = (lease / 4).max(Duration::from_millis(250));
     loop {
         tokio::time::sleep(period).await;
@@ -253,10 +206,10 @@ async fn refresh(backend: Arc<dyn Backend>, key: String, job: String, lease: Dur
 
 /// Every session document, live or not.
 pub async fn list(backend: &dyn Backend) -> Result<Vec<SessionRecord>> {
-    catalog::read_all(backend, SESSIONS_PREFIX).await
+    catalog::read_all(backend, &layout::sessions()).await
 }
 
 /// A session by name.
 pub async fn get(backend: &dyn Backend, name: &str) -> Result<Option<SessionRecord>> {
-    catalog::read(backend, &session_key(name)).await
+    catalog::read(backend, &layout::session(name)).await
 }

@@ -10,37 +10,15 @@ use zeroize::Zeroizing;
 
 use crate::backend::{Backend, Put};
 use crate::blob;
-use crate::config::{CONFIG_KEY, Encryption, KEY_FILE_KEY, VaultConfig};
+use crate::config::{Encryption, VaultConfig};
 use crate::error::{Result, VaultError};
 use crate::id::{ChunkId, VaultId};
 use crate::index::FixedIndex;
 use crate::keyfile::{KdfParams, KeyFile, RecoveryKey};
 use crate::keys::{Keys, MasterKey, Passphrase};
+use crate::layout;
 use crate::manifest::Manifest;
 use crate::session::{Rescue, Session};
-
-/// Prefix under which chunks are stored.
-pub const CHUNKS_PREFIX: &str = "chunks/";
-
-/// Prefix of recovery points: `points/<vm>/<point>/` holds a point's manifest and indexes.
-pub const POINTS_PREFIX: &str = "points/";
-
-/// Name of a point's manifest object; a point exists exactly when this object does.
-pub const MANIFEST_NAME: &str = "manifest.json";
-
-/// Object key of a chunk: `chunks/<first two hex digits>/<64 hex digits>`.
-pub fn chunk_key(id: &ChunkId) -> String {
-    let hex = id.to_hex();
-    format!("{CHUNKS_PREFIX}{}/{hex}", &hex[..2])
-}
-
-/// Parse a chunk's object key back into its id; `None` for anything else.
-pub fn chunk_id_of_key(key: &str) -> Option<ChunkId> {
-    let rest = key.strip_prefix(CHUNKS_PREFIX)?;
-    let (fan, hex) = rest.split_once('/')?;
-    let id: ChunkId = hex.parse().ok()?;
-    (hex.starts_with(fan) && fan.len() == 2).then_some(id)
-}
 
 /// Uploads one [`UnlockedVault::put_sealed`] call keeps in flight.
 const UPLOADS_IN_FLIGHT: usize = 4;
@@ -49,7 +27,7 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 pub struct SealedChunk {
     /// Its id.
     pub id: ChunkId,
-    /// The bytes to store under [`chunk_key`].
+    /// The bytes to store under [`layout::chunk`].
     pub bytes: Bytes,
 }
 
@@ -129,7 +107,7 @@ impl Vault {
     /// Create a vault on an empty backend. Refuses if a vault is already there.
     pub async fn create(backend: Arc<dyn Backend>, encryption: InitEncryption) -> Result<UnlockedVault> {
         let location = backend.location();
-        if backend.head(CONFIG_KEY).await?.is_some() {
+        if backend.head(&layout::config()).await?.is_some() {
             return Err(VaultError::AlreadyInitialized { location });
         }
         let (mut config, keys, key_file) = match encryption {
@@ -151,10 +129,10 @@ impl Vault {
         config.point_key = Some(keys.point_key().to_hex());
         // The key file first, the config last: a vault exists once its config does.
         if let Some(key_file) = key_file {
-            backend.compare_and_swap(KEY_FILE_KEY, None, Bytes::from(key_file.encode())).await?;
+            backend.compare_and_swap(&layout::key_file(), None, Bytes::from(key_file.encode())).await?;
         }
         let config_bytes = Bytes::from(crate::signed::sign(&keys, &config)?);
-        if backend.put_if_absent(CONFIG_KEY, config_bytes.clone()).await? == Put::Existed {
+        if backend.put_if_absent(&layout::config(), config_bytes.clone()).await? == Put::Existed {
             return Err(VaultError::AlreadyInitialized { location });
         }
         backend.flush().await?;
@@ -163,7 +141,7 @@ impl Vault {
 
     /// Open an existing vault without its key.
     pub async fn open(backend: Arc<dyn Backend>) -> Result<Vault> {
-        let config_bytes = match backend.get(CONFIG_KEY).await {
+        let config_bytes = match backend.get(&layout::config()).await {
             Ok(bytes) => bytes,
             Err(VaultError::NotFound { .. }) => {
                 return Err(VaultError::NotAVault { location: backend.location() });
@@ -195,8 +173,9 @@ impl Vault {
     }
 
     async fn key_file(&self) -> Result<KeyFile> {
-        let bytes = self.backend.get(KEY_FILE_KEY).await?;
-        KeyFile::decode(&bytes, KEY_FILE_KEY)
+        let key = layout::key_file();
+        let bytes = self.backend.get(&key).await?;
+        KeyFile::decode(&bytes, &key)
     }
 
     /// Unlock an encrypted vault with its passphrase (one Argon2id derivation). Reads only.
@@ -225,7 +204,7 @@ impl Vault {
     fn with_keys(self, keys: Keys) -> Result<UnlockedVault> {
         self.config.verify(&keys, &self.config_bytes)?;
         if self.config.point_key()?.is_some_and(|key| key != keys.point_key()) {
-            return Err(VaultError::BadSignature { what: format!("{CONFIG_KEY} (point_key)") });
+            return Err(VaultError::BadSignature { what: format!("{} (point_key)", layout::config()) });
         }
         Ok(UnlockedVault { vault: self, keys })
     }
@@ -253,10 +232,10 @@ impl Vault {
     /// Facts about the vault for `vault info`.
     pub async fn info(&self) -> Result<VaultInfo> {
         let kdf = if self.is_encrypted() { Some(self.key_file().await?.kdf) } else { None };
-        let chunks = self.backend.list(CHUNKS_PREFIX).await?;
+        let chunks = self.backend.list(&layout::chunks()).await?;
         let (chunk_count, chunk_bytes) = chunks
             .iter()
-            .filter(|o| chunk_id_of_key(&o.key).is_some())
+            .filter(|o| layout::chunk_id_of(&o.key).is_some())
             .fold((0u64, 0u64), |(n, b), o| (n + 1, b + o.size));
         Ok(VaultInfo {
             location: self.location(),
@@ -274,9 +253,9 @@ impl Vault {
     /// Check every stored chunk's checksum and structure, without the key.
     pub async fn check_chunks(&self) -> Result<ChunkCheck> {
         let mut report = ChunkCheck::default();
-        for object in self.backend.list(CHUNKS_PREFIX).await? {
+        for object in self.backend.list(&layout::chunks()).await? {
             report.checked += 1;
-            let Some(id) = chunk_id_of_key(&object.key) else {
+            let Some(id) = layout::chunk_id_of(&object.key) else {
                 report.damaged.push(DamagedChunk {
                     error: VaultError::corrupt(&object.key, "not a chunk name"),
                     key: object.key,
@@ -346,8 +325,9 @@ impl UnlockedVault {
             self.keys.master().ok_or_else(|| VaultError::NotEncrypted { location: self.vault.location() })?;
         let file = KeyFile::wrap(master, new_passphrase, kdf)?;
         let backend = &self.vault.backend;
-        let current = backend.get_versioned(KEY_FILE_KEY).await?.map(|(_, v)| v);
-        backend.compare_and_swap(KEY_FILE_KEY, current.as_ref(), Bytes::from(file.encode())).await?;
+        let key = layout::key_file();
+        let current = backend.get_versioned(&key).await?.map(|(_, v)| v);
+        backend.compare_and_swap(&key, current.as_ref(), Bytes::from(file.encode())).await?;
         Ok(())
     }
 
@@ -361,7 +341,7 @@ impl UnlockedVault {
     /// Seal and store a chunk whose id the caller already computed (`keys().chunk_id`), unless
     /// the vault has it. Returns the stored bytes this call added (0 when it was already there).
     pub async fn store_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Result<u64> {
-        if self.vault.backend.head(&chunk_key(id)).await?.is_some() {
+        if self.vault.backend.head(&layout::chunk(id)).await?.is_some() {
             return Ok(0);
         }
         Ok(self.put_one(self.seal_chunk(*id, plaintext)?).await?.bytes)
@@ -411,7 +391,7 @@ impl UnlockedVault {
     /// Store one sealed chunk unless present (create-if-absent).
     async fn put_one(&self, chunk: SealedChunk) -> Result<Added> {
         let len = chunk.bytes.len() as u64;
-        Ok(match self.vault.backend.put_if_absent(&chunk_key(&chunk.id), chunk.bytes).await? {
+        Ok(match self.vault.backend.put_if_absent(&layout::chunk(&chunk.id), chunk.bytes).await? {
             Put::Created => Added { chunks: 1, bytes: len },
             Put::Existed => Added::default(),
         })
@@ -419,7 +399,7 @@ impl UnlockedVault {
 
     /// Fetch, check and open one chunk.
     pub async fn get_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let bytes = match self.vault.backend.get(&chunk_key(id)).await {
+        let bytes = match self.vault.backend.get(&layout::chunk(id)).await {
             Err(VaultError::NotFound { location, .. }) => {
                 return Err(VaultError::NotFound { location, key: format!("chunk {id}") });
             }

@@ -14,8 +14,9 @@ use crate::error::{Result, VaultError};
 use crate::id::ChunkId;
 use crate::index::FixedIndex;
 use crate::keys::Keys;
+use crate::layout::{self, ObjectClass};
 use crate::manifest::Manifest;
-use crate::vault::{MANIFEST_NAME, POINTS_PREFIX, Vault, chunk_key};
+use crate::vault::Vault;
 
 /// Which points to verify.
 #[derive(Clone, Debug, Default)]
@@ -93,20 +94,16 @@ pub async fn verify(vault: &Vault, keys: Option<&Keys>, scope: &VerifyScope) -> 
     }
     let backend = vault.backend();
     let prefix = match &scope.vm {
-        Some(vm) => format!("{POINTS_PREFIX}{vm}/"),
-        None => POINTS_PREFIX.to_string(),
+        Some(vm) => layout::points_of(vm),
+        None => layout::points(),
     };
     let mut report =
         VerifyReport { read_data: scope.read_data, signatures_checked: keys.is_some(), ..Default::default() };
     // chunk → (vm, point, disk) → offsets
     let mut uses: BTreeMap<ChunkId, Vec<ChunkUse>> = BTreeMap::new();
     for object in backend.list(&prefix).await? {
-        if !object.key.ends_with(&format!("/{MANIFEST_NAME}")) {
-            continue;
-        }
-        if let Some(point) = &scope.point
-            && !object.key.ends_with(&format!("/{point}/{MANIFEST_NAME}"))
-        {
+        let ObjectClass::Manifest { point, .. } = ObjectClass::of(&object.key) else { continue };
+        if scope.point.as_ref().is_some_and(|wanted| wanted != point) {
             continue;
         }
         report.points += 1;
@@ -147,7 +144,7 @@ pub async fn verify(vault: &Vault, keys: Option<&Keys>, scope: &VerifyScope) -> 
             return Err(VaultError::Cancelled);
         }
         report.chunks += 1;
-        let problem = match backend.get(&chunk_key(&id)).await {
+        let problem = match backend.get(&layout::chunk(&id)).await {
             Ok(bytes) => {
                 report.bytes_read += bytes.len() as u64;
                 check_chunk(keys.filter(|_| scope.read_data), &id, &bytes).err().map(|e| e.to_string())

@@ -4,7 +4,7 @@
 mod common;
 
 use jiff::Timestamp;
-use vault::vault::chunk_key;
+use vault::layout;
 use vault::{Consistency, FixedIndex, Manifest, ManifestDisk, Passphrase, PointKind, VaultError};
 
 use common::*;
@@ -36,7 +36,7 @@ async fn a_flipped_byte_in_a_stored_chunk_is_reported_with_its_id() {
         let vault = place.encrypted().await;
         let (id, added) = vault.put_chunk(&compressible_data(50_000)).await.unwrap();
         assert!(added > 0);
-        place.flip(&chunk_key(&id), 60).await;
+        place.flip(&layout::chunk(&id), 60).await;
         let err = place.reopen().await.get_chunk(&id).await.unwrap_err();
         assert!(matches!(err, VaultError::ChunkChecksum { .. }), "{}: {err}", place.at());
         assert!(err.to_string().contains(&id.to_hex()), "{err}");
@@ -50,9 +50,9 @@ async fn a_chunk_renamed_to_another_chunks_id_is_rejected() {
             let vault = if encrypted { place.encrypted().await } else { place.unencrypted().await };
             let (a, _) = vault.put_chunk(&random_data(1, 70_000)).await.unwrap();
             let (b, _) = vault.put_chunk(&random_data(2, 70_000)).await.unwrap();
-            let moved = place.read(&chunk_key(&b)).await;
-            place.remove(&chunk_key(&b)).await;
-            place.write(&chunk_key(&a), &moved).await;
+            let moved = place.read(&layout::chunk(&b)).await;
+            place.remove(&layout::chunk(&b)).await;
+            place.write(&layout::chunk(&a), &moved).await;
             let err = vault.get_chunk(&a).await.unwrap_err();
             assert!(
                 matches!(err, VaultError::ChunkAuthentication { .. }),

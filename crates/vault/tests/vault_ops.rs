@@ -168,7 +168,7 @@ async fn every_stored_chunk_checksum_verifies_without_the_key() {
         assert_eq!(report.checked, 6, "{}", place.at());
         assert!(report.damaged.is_empty());
 
-        place.flip(&vault::vault::chunk_key(&ids[3]), 1000).await;
+        place.flip(&vault::layout::chunk(&ids[3]), 1000).await;
         let report = locked.check_chunks().await.unwrap();
         assert_eq!(report.damaged.len(), 1, "{}", place.at());
         assert!(report.damaged[0].key.contains(&ids[3].to_hex()));

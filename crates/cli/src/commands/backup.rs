@@ -46,9 +46,10 @@ fn on_demand(until: Option<&str>) -> Result<BackupOptions> {
 /// `vmvault backup --group GROUP`: every member at one instant, one job each.
 pub async fn backup_group(context: &Context, group: &str, until: Option<&str>, json: bool) -> Result<()> {
     let vault = Arc::new(crate::commands::unlock(context).await?);
-    let outcomes =
-        engine::group::backup_group(vault, group, on_demand(until)?, |_| Arc::new(engine::NoProgress))
-            .await?;
+    let outcomes = engine::backup::group::backup_group(vault, group, on_demand(until)?, |_| {
+        Arc::new(engine::NoProgress)
+    })
+    .await?;
     let mut failed = Vec::new();
     let mut summaries = Vec::new();
     for outcome in outcomes {

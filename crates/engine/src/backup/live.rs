@@ -3,20 +3,24 @@
 //! consistency group at each step), the thaw at once, the post-script — and the consistency
 //! level all that earned.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use disk::live::LiveSnapshot;
 use disk::qmp::{GuestAgent, QmpClient};
-use vault::{Consistency, FixedIndex};
+use vault::Consistency;
 
-use super::{BitmapState, HeldDisk, Plan, QMP_TIMEOUT, plan_incremental, socket_dir};
-use crate::checkpoint::{BITMAP_PREFIX, Checkpoints, ImageIdentity, bitmap_name};
+use super::pending::Pending;
+use super::plan::{Bases, BitmapState, HeldDisk, Source, plan_disk};
+use super::read::socket_dir;
+use super::rendezvous::Step;
+use crate::checkpoint::{Checkpoints, ImageIdentity, bitmap_name};
 use crate::error::Result;
-use crate::group::Step;
 use crate::registry::DiskRecord;
 use crate::scripts::ScriptConfig;
+
+/// How long one QMP command may take.
+pub(super) const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the guest agent may take to freeze or thaw.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,8 +119,7 @@ impl Default for Quiesced {
 
 /// A running VM's snapshot, taken and thawed.
 pub(super) struct LiveTaken {
-    pub(super) held: Vec<HeldDisk>,
-    pub(super) live: LiveSnapshot,
+    pub(super) pending: Pending,
     pub(super) quiesced: Quiesced,
 }
 
@@ -143,15 +146,10 @@ pub(super) fn live_phase(
             let agent = if freeze_enabled { freeze(qga) } else { Freeze::Skipped(None) };
             // The guest pauses from a freeze that held; else only for the transaction.
             let started = if matches!(agent, Freeze::Held(_)) { before } else { Instant::now() };
-            let taken = meet(Step::Frozen).and_then(|()| plan.take(point_id)).and_then(|(held, live)| {
-                match meet(Step::Taken) {
-                    Ok(()) => Ok((held, live)),
-                    Err(e) => {
-                        live.finish(false, &bitmap_name(point_id), BITMAP_PREFIX);
-                        Err(e)
-                    }
-                }
-            });
+            // A pending point dropped on an error finishes the live snapshot unsuccessfully.
+            let taken = meet(Step::Frozen)
+                .and_then(|()| plan.take(point_id))
+                .and_then(|pending| meet(Step::Taken).map(|()| pending));
             let (frozen, notes) = thaw(agent);
             (taken, frozen, notes, Some(started.elapsed()))
         }
@@ -161,16 +159,10 @@ pub(super) fn live_phase(
         Some(config) => config.run_post(),
         None => Ok(None),
     };
-    let (held, live) = taken?;
-    let post = match post {
-        Ok(post) => post,
-        Err(e) => {
-            live.finish(false, &bitmap_name(point_id), BITMAP_PREFIX);
-            return Err(e);
-        }
-    };
+    let pending = taken?;
+    let post = post?;
     let consistency = judge(frozen, pre, post, &mut notes);
-    Ok(LiveTaken { held, live, quiesced: Quiesced { consistency, notes, freeze_to_thaw: window } })
+    Ok(LiveTaken { pending, quiesced: Quiesced { consistency, notes, freeze_to_thaw: window } })
 }
 
 /// A running VM's disks planned from QEMU's own bitmaps; nothing in QEMU changed yet.
@@ -180,12 +172,12 @@ pub(super) struct LivePlan {
     exports: Vec<(PathBuf, Option<String>)>,
 }
 
+/// Plan a running VM's disks from QEMU's own bitmaps.
 pub(super) fn plan_live(
     mut qmp: QmpClient,
     selected: Vec<DiskRecord>,
     checkpoints: &Checkpoints,
-    mut previous: BTreeMap<String, (String, FixedIndex)>,
-    mut base_indexes: BTreeMap<String, FixedIndex>,
+    mut bases: Bases,
 ) -> Result<LivePlan> {
     let mut held = Vec::new();
     let mut exports = Vec::new();
@@ -200,31 +192,17 @@ pub(super) fn plan_live(
                 name: b.name,
             })
             .collect();
-        let base = previous.remove(&record.label).map(|(_, i)| i).filter(|i| i.disk_size() == info.size);
         let checkpoint = checkpoints.disks.get(&record.label);
-        let plan = match plan_incremental(
-            &record.path,
-            info.size,
-            checkpoint,
-            &mut base_indexes,
-            &record.label,
-            || Ok(states),
-        )? {
-            Ok(plan) => plan,
-            Err(note) => Plan::Full { base, note },
-        };
-        let previous_bitmap = match &plan {
-            Plan::Incremental { bitmap, .. } => Some(bitmap.clone()),
-            Plan::Full { .. } => None,
-        };
-        exports.push((record.path.clone(), previous_bitmap));
+        let plan = plan_disk(&record.path, info.size, &record.label, checkpoint, &mut bases, || Ok(states))?;
+        exports.push((record.path.clone(), plan.bitmap().map(String::from)));
         held.push(HeldDisk {
             size: info.size,
             plan,
+            // Set once the snapshot exists.
+            source: Source::Image,
             new_bitmap: None,
             identity: ImageIdentity::of(&record.path).ok(),
             lock: None,
-            live_export: None,
             record,
         });
     }
@@ -232,16 +210,16 @@ pub(super) fn plan_live(
 }
 
 impl LivePlan {
-    /// The snapshot instant: one transaction freezes a view of every disk.
-    fn take(self, point_id: &str) -> Result<(Vec<HeldDisk>, LiveSnapshot)> {
+    /// The snapshot instant: one transaction freezes a view of every disk. Until the point
+    /// commits, the live snapshot owns the new bitmap (`finish` merges or keeps it).
+    fn take(self, point_id: &str) -> Result<Pending> {
         let LivePlan { qmp, mut held, exports } = self;
         let dir = socket_dir(point_id)?;
         let live = LiveSnapshot::start(qmp, &exports, &bitmap_name(point_id), &dir, QMP_TIMEOUT)?;
         for (disk, live_disk) in held.iter_mut().zip(live.disks()) {
-            disk.live_export = Some(live_disk.export.clone());
-            // Recorded as the checkpoint once the point commits; `finish` owns it until then.
-            disk.new_bitmap = None;
+            disk.source =
+                Source::Live { socket: live.socket().to_path_buf(), export: live_disk.export.clone() };
         }
-        Ok((held, live))
+        Ok(Pending::new(point_id, held, Some(live)))
     }
 }

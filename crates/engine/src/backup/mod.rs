@@ -1,35 +1,42 @@
-//! Backup of a VM: snapshot phase (a stopped VM's images locked and change tracking started;
-//! a running VM's disks frozen in one QMP transaction, see [`live`]), transfer phase (read only
-//! what is needed), commit (indexes, then the manifest, last).
+//! Backup of a VM: snapshot phase (a stopped VM's images locked and change tracking started,
+//! [`stopped`]; a running VM's disks frozen in one QMP transaction, [`live`]), transfer phase
+//! (read only what is needed, [`read`]), commit (indexes, then the manifest, last). Until the
+//! commit everything the backup changed on the host is held by a [`pending::Pending`], which
+//! undoes it when dropped — on any error, cancel or panic.
 
+pub mod group;
 mod live;
+mod pending;
+mod plan;
+mod read;
+pub mod rendezvous;
+mod stopped;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use disk::live::LiveSnapshot;
-use disk::nbd::NbdSource;
-use disk::qemu::{self, NbdExport};
 use disk::qmp::QmpClient;
-use disk::{BlockSource, DiskFormat, ImageLock};
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use serde::Serialize;
+use vault::layout;
 use vault::session::{Rescue, Session};
 use vault::{ChunkId, Consistency, FixedIndex, Manifest, ManifestDisk, PointGroup, PointKind, UnlockedVault};
 
-use crate::checkpoint::{self, BITMAP_PREFIX, Checkpoint, Checkpoints, ImageIdentity, bitmap_name};
+use crate::checkpoint::{self, BITMAP_PREFIX, Checkpoint, Checkpoints, bitmap_name};
 use crate::error::{EngineError, Result};
-use crate::group::{GroupSnapshot, Step};
-use crate::points::{self, index_key, manifest_key, new_point_id};
+use crate::points::{self, new_point_id};
 use crate::progress::Progress;
-use crate::protection::{self, ProtectedItem};
-use crate::registry::{self, DiskRecord};
-use crate::transfer::{BlockRead, Transfer, TransferStats, blocks_of, patched, whole};
-
-use live::{Quiesced, live_phase, plan_live};
+use crate::protection;
+use crate::registry::{self, DiskRecord, VmRecord};
+use crate::transfer::Transfer;
+use live::{QMP_TIMEOUT, Quiesced, live_phase, plan_live};
+use pending::{Committed, Pending};
+use plan::{Bases, Plan};
+use read::DiskResult;
+use rendezvous::{GroupRendezvous, Step};
 
 /// What to back up and how to label the point.
 #[derive(Clone, Debug)]
@@ -46,8 +53,8 @@ pub struct BackupOptions {
     pub job_id: String,
     /// Lease of the backup's writer session (how soon a crashed backup stops blocking others).
     pub session_lease: Duration,
-    /// The consistency group backup this one is a member of (see [`crate::group`]).
-    pub group: Option<Arc<GroupSnapshot>>,
+    /// The consistency group backup this one is a member of (see [`group`]).
+    pub group: Option<Arc<GroupRendezvous>>,
 }
 
 impl Default for BackupOptions {
@@ -58,7 +65,7 @@ impl Default for BackupOptions {
             retain_until: None,
             cancel: Arc::new(AtomicBool::new(false)),
             job_id: format!("backup-{}", std::process::id()),
-            session_lease: vault::session::DEFAULT_LEASE,
+            session_lease: vault::lease::DEFAULT_LEASE,
             group: None,
         }
     }
@@ -125,43 +132,6 @@ pub struct BackupSummary {
     pub group: Option<PointGroup>,
 }
 
-/// How long one QMP command may take.
-const QMP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// NBD connections an incremental backup reads through (qemu-nbd serves this many at once).
-const NBD_READERS: usize = disk::qemu::NBD_CLIENTS;
-
-/// How the transfer phase will read one disk.
-enum Plan {
-    Full { base: Option<FixedIndex>, note: Option<String> },
-    Incremental { bitmap: String, base: FixedIndex },
-}
-
-/// One disk held for the duration of a backup.
-struct HeldDisk {
-    record: DiskRecord,
-    size: u64,
-    plan: Plan,
-    new_bitmap: Option<String>,
-    identity: Option<ImageIdentity>,
-    lock: Option<ImageLock>,
-    /// For a running VM: the NBD export of this disk's frozen view.
-    live_export: Option<String>,
-}
-
-impl HeldDisk {
-    /// Remove the bitmap this backup added: the point was not committed.
-    fn abandon(&mut self) {
-        self.lock = None;
-        if let Some(bitmap) = self.new_bitmap.take() {
-            let _ = qemu::remove_bitmap(&self.record.path, &bitmap);
-        }
-    }
-}
-
-/// Most recovery points an item may have; a backup that would make more fails.
-pub const MAX_POINTS: usize = 9999;
-
 /// Back up a VM as a job: recorded, cancellable from another process, notes as warnings.
 pub async fn backup_job(
     vault: Arc<UnlockedVault>,
@@ -196,7 +166,7 @@ pub async fn backup(
     let session = Arc::new(
         Session::begin(
             Arc::clone(&backend),
-            &format!("backup-{}", vm.name),
+            &layout::backup_session_name(&vm.name),
             &options.job_id,
             options.session_lease,
         )
@@ -213,16 +183,91 @@ pub async fn backup(
     result
 }
 
+/// Everything decided before the snapshot phase.
+struct Prepared {
+    selected: Vec<DiskRecord>,
+    time: Timestamp,
+    point_id: String,
+    checkpoints: Checkpoints,
+    bases: Bases,
+}
+
+/// What the manifest and the summary say of the point.
+struct PointFacts<'a> {
+    vm: &'a str,
+    point_id: &'a str,
+    time: Timestamp,
+    consistency: Consistency,
+}
+
 async fn backup_in_session(
     vault: Arc<UnlockedVault>,
-    vm: registry::VmRecord,
+    vm: VmRecord,
     session: Arc<Session>,
     options: BackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupSummary> {
     let started = Instant::now();
-    let backend = vault.vault().backend().clone();
-    let item = protection::get(backend.as_ref(), &vm.name).await?;
+    let prepared = prepare(&vault, &vm, &session, &options).await?;
+    let qmp = connect_qmp(&vm, &prepared.selected)?;
+    let (time, point_id) = (prepared.time, prepared.point_id.clone());
+    let work = {
+        let (vault, session, progress) = (Arc::clone(&vault), Arc::clone(&session), Arc::clone(&progress));
+        let (vm, options, handle) = (vm.clone(), options.clone(), tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || {
+            let transfer = Transfer {
+                vault: &vault,
+                session: &session,
+                handle,
+                cancel: &options.cancel,
+                progress: progress.as_ref(),
+                workers: crate::transfer::worker_count(),
+            };
+            snapshot_and_read(&transfer, &vm, prepared, qmp, &options)
+        })
+    };
+    // A panic in the pipeline arrives here as an error: the pending point it held was
+    // dropped while unwinding, which undid everything it had changed.
+    let (pending, done, quiesced) =
+        work.await.map_err(|e| EngineError::Invalid(format!("backup worker failed: {e}")))??;
+    if options.cancel.load(Ordering::SeqCst) {
+        return Err(EngineError::Cancelled);
+    }
+    progress.phase("commit");
+    let group = options.group.as_ref().and_then(|g| g.point_group());
+    let facts = PointFacts { vm: &vm.name, point_id: &point_id, time, consistency: quiesced.consistency };
+    let committed = commit(&vault, &facts, pending, &done, &options, group.clone()).await?;
+    let mut notes = quiesced.notes;
+    let disks = after_commit(&vault, &facts, committed, &mut notes).await;
+    let summaries = summarise_disks(&disks, &done);
+    notes.extend(summaries.iter().filter_map(|d| d.note.as_ref().map(|n| format!("disk {}: {n}", d.label))));
+    Ok(BackupSummary {
+        point_id,
+        vm: vm.name.clone(),
+        time,
+        consistency: quiesced.consistency,
+        bytes_read: summaries.iter().map(|d| d.bytes_read).sum(),
+        bytes_new: summaries.iter().map(|d| d.bytes_new).sum(),
+        bytes_zero: summaries.iter().map(|d| d.bytes_zero).sum(),
+        logical_bytes: summaries.iter().map(|d| d.size).sum(),
+        duration_s: started.elapsed().as_secs_f64(),
+        disks: summaries,
+        notes,
+        freeze_to_thaw_ms: quiesced.freeze_to_thaw.map(|d| d.as_millis() as u64),
+        group,
+    })
+}
+
+/// Decide what to back up: the disks (minus the item's exclusions), the point's id, the limits,
+/// and the indexes it builds on (kept from a concurrent GC).
+async fn prepare(
+    vault: &UnlockedVault,
+    vm: &VmRecord,
+    session: &Session,
+    options: &BackupOptions,
+) -> Result<Prepared> {
+    let backend = vault.vault().backend().as_ref();
+    let item = protection::get(backend, &vm.name).await?;
     protection::check_not_soft_deleted(item.as_ref(), &vm.name)?;
     let excluded: &[String] = item.as_ref().map(|i| i.excluded_disks.as_slice()).unwrap_or_default();
     let selected: Vec<DiskRecord> = if options.disks.is_empty() {
@@ -232,203 +277,182 @@ async fn backup_in_session(
     };
     let time = Timestamp::now();
     let point_id = new_point_id(time)?;
-    let history = points::list(&vault, &vm.name).await?;
-    check_point_limits(backend.as_ref(), &vm.name, item.as_ref(), &history, &options, time).await?;
-    let checkpoints = checkpoint::load(backend.as_ref(), &vm.name).await?;
+    let history = points::list(vault, &vm.name).await?;
+    let per_day = crate::settings::load(backend).await?.on_demand_per_day;
+    let tz = match item.as_ref().and_then(|i| i.policy.as_deref()) {
+        Some(name) => crate::policy::get(backend, name).await.and_then(|p| p.tz()).unwrap_or(TimeZone::UTC),
+        None => TimeZone::UTC,
+    };
+    crate::limits::check_point_limits(&vm.name, &history, options.kind, per_day, &tz, time)?;
+    let checkpoints = checkpoint::load(backend, &vm.name).await?;
+    let bases = load_bases(vault, &selected, &history, &checkpoints).await?;
+    keep_bases(vault, session, bases.previous.values().chain(bases.checkpointed.values())).await?;
+    Ok(Prepared { selected, time, point_id, checkpoints, bases })
+}
 
-    // Previous indexes: the base of dedup for every disk, and of incrementals.
-    let mut previous: BTreeMap<String, (String, FixedIndex)> = BTreeMap::new();
-    for disk in &selected {
+/// Each selected disk's latest index, and the index of the point its checkpoint starts from.
+async fn load_bases(
+    vault: &UnlockedVault,
+    selected: &[DiskRecord],
+    history: &[Manifest],
+    checkpoints: &Checkpoints,
+) -> Result<Bases> {
+    let mut bases = Bases::default();
+    let mut latest_point = BTreeMap::new();
+    for disk in selected {
         if let Some(m) = history.iter().rev().find(|m| m.disks.iter().any(|d| d.label == disk.label)) {
-            previous.insert(
-                disk.label.clone(),
-                (m.point_id.clone(), points::disk_index(&vault, m, &disk.label).await?),
-            );
+            bases.previous.insert(disk.label.clone(), points::disk_index(vault, m, &disk.label).await?);
+            latest_point.insert(disk.label.clone(), m.point_id.clone());
         }
     }
-    let mut base_indexes: BTreeMap<String, FixedIndex> = BTreeMap::new();
-    for (label, cp) in &checkpoints.disks {
-        if !selected.iter().any(|d| &d.label == label) {
-            continue;
-        }
+    for (label, cp) in checkpoints.disks.iter().filter(|(l, _)| selected.iter().any(|d| &d.label == *l)) {
         // Usually the checkpoint is the previous point, whose index is already loaded.
-        let index = match previous.get(label) {
-            Some((point, index)) if *point == cp.point_id => Some(index.clone()),
+        let index = match (latest_point.get(label), bases.previous.get(label)) {
+            (Some(point), Some(index)) if *point == cp.point_id => Some(index.clone()),
             _ => match history.iter().find(|m| m.point_id == cp.point_id) {
-                Some(m) => points::disk_index(&vault, m, label).await.ok(),
+                Some(m) => points::disk_index(vault, m, label).await.ok(),
                 None => None,
             },
         };
         if let Some(index) = index {
-            base_indexes.insert(label.clone(), index);
+            bases.checkpointed.insert(label.clone(), index);
         }
     }
-    keep_bases(&vault, &session, previous.values().map(|(_, i)| i).chain(base_indexes.values())).await?;
+    Ok(bases)
+}
 
-    // A VM with a QMP socket that answers is running: back it up live. One that does not
-    // answer is treated as stopped (its images must then be free).
-    let qmp = match &vm.qmp {
-        Some(socket) => match QmpClient::connect(socket, QMP_TIMEOUT) {
-            Ok(client) => Some(client),
-            Err(e) if selected.iter().any(|d| disk::lock::is_in_use(&d.path).unwrap_or(false)) => {
-                return Err(EngineError::Invalid(format!(
-                    "VM {:?} is running but its QMP socket does not answer ({e}); check `vm show {}`",
-                    vm.name, vm.name
-                )));
-            }
-            Err(_) => None,
-        },
-        None => None,
-    };
+/// A VM whose QMP socket answers is running: it is backed up live. One that does not answer is
+/// treated as stopped (its images must then be free).
+fn connect_qmp(vm: &VmRecord, selected: &[DiskRecord]) -> Result<Option<QmpClient>> {
+    let Some(socket) = &vm.qmp else { return Ok(None) };
+    match QmpClient::connect(socket, QMP_TIMEOUT) {
+        Ok(client) => Ok(Some(client)),
+        Err(e) if selected.iter().any(|d| disk::lock::is_in_use(&d.path).unwrap_or(false)) => {
+            Err(EngineError::Invalid(format!(
+                "VM {:?} is running but its QMP socket does not answer ({e}); check `vm show {}`",
+                vm.name, vm.name
+            )))
+        }
+        Err(_) => Ok(None),
+    }
+}
 
-    let (vm_name, point, qga, scripts) =
-        (vm.name.clone(), point_id.clone(), vm.qga.clone(), vm.scripts.clone());
-    let group = options.group.clone();
-    let vault_for_work = Arc::clone(&vault);
-    let handle = tokio::runtime::Handle::current();
-    let cancel = Arc::clone(&options.cancel);
-    let session_for_work = Arc::clone(&session);
-    let progress_for_work = Arc::clone(&progress);
-    let work = tokio::task::spawn_blocking(move || {
-        let (session, progress) = (session_for_work, progress_for_work);
-        progress.phase("snapshot");
-        let meet = |step: Step| group.as_ref().map_or(Ok(()), |g| g.wait(&vm_name, step, &cancel));
-        let (mut held, live, quiesced) = match qmp {
-            Some(qmp) => {
-                let planned = plan_live(qmp, selected, &checkpoints, previous, base_indexes);
-                let taken = live_phase(planned, &point, qga.as_deref(), scripts.as_ref(), meet)?;
-                (taken.held, Some(taken.live), taken.quiesced)
-            }
-            None => {
-                let mut held =
-                    snapshot(&vm_name, &point, selected, &checkpoints, previous, base_indexes, &cancel)?;
-                // A stopped member has nothing to freeze, but keeps the group's steps.
-                if let Err(e) = [Step::Ready, Step::Frozen, Step::Taken].into_iter().try_for_each(&meet) {
-                    held.iter_mut().for_each(HeldDisk::abandon);
-                    return Err(e);
-                }
-                (held, None, Quiesced::default())
-            }
-        };
-        let abandon = |held: &mut Vec<HeldDisk>, live: Option<LiveSnapshot>| {
-            held.iter_mut().for_each(HeldDisk::abandon);
-            if let Some(live) = live {
-                live.finish(false, &bitmap_name(&point), BITMAP_PREFIX);
-            }
-        };
-        if cancel.load(Ordering::SeqCst) {
-            abandon(&mut held, live);
-            return Err(EngineError::Cancelled);
+/// The snapshot and transfer phases, on a blocking thread: hold the disks (frozen at one
+/// instant for a running VM, meeting the group at each step), then read them.
+fn snapshot_and_read(
+    transfer: &Transfer<'_>,
+    vm: &VmRecord,
+    prepared: Prepared,
+    qmp: Option<QmpClient>,
+    options: &BackupOptions,
+) -> Result<(Pending, Vec<DiskResult>, Quiesced)> {
+    let Prepared { selected, point_id, checkpoints, bases, .. } = prepared;
+    transfer.progress.phase("snapshot");
+    let cancel = &options.cancel;
+    let meet = |step: Step| options.group.as_ref().map_or(Ok(()), |g| g.wait(&vm.name, step, cancel));
+    let (pending, quiesced) = match qmp {
+        Some(qmp) => {
+            let planned = plan_live(qmp, selected, &checkpoints, bases);
+            let taken = live_phase(planned, &point_id, vm.qga.as_deref(), vm.scripts.as_ref(), meet)?;
+            (taken.pending, taken.quiesced)
         }
-        progress.phase("transfer");
-        let transfer = Transfer {
-            vault: &vault_for_work,
-            session: &session,
-            handle,
-            cancel: &cancel,
-            progress: progress.as_ref(),
-            workers: crate::transfer::worker_count(),
-        };
-        let result = transfer_all(&transfer, &mut held, &point, live.as_ref().map(LiveSnapshot::socket));
-        match result {
-            Ok(done) => Ok((held, done, live, quiesced)),
-            Err(e) => {
-                abandon(&mut held, live);
-                Err(e)
-            }
-        }
-    });
-    let (mut held, done, mut live, quiesced) =
-        work.await.map_err(|e| EngineError::Invalid(format!("backup worker failed: {e}")))??;
-    let new_bitmap = bitmap_name(&point_id);
-    let abandon_live = |live: &mut Option<LiveSnapshot>| {
-        if let Some(live) = live.take() {
-            live.finish(false, &new_bitmap, BITMAP_PREFIX);
+        None => {
+            let pending = stopped::hold_disks(&vm.name, &point_id, selected, &checkpoints, bases, cancel)?;
+            // A stopped member has nothing to freeze, but keeps the group's steps.
+            [Step::Ready, Step::Frozen, Step::Taken].into_iter().try_for_each(&meet)?;
+            (pending, Quiesced::default())
         }
     };
-
-    // Commit: indexes, then (after a flush) the manifest. A cancel that came in time stops it.
-    if options.cancel.load(Ordering::SeqCst) {
-        held.iter_mut().for_each(HeldDisk::abandon);
-        abandon_live(&mut live);
+    if cancel.load(Ordering::SeqCst) {
         return Err(EngineError::Cancelled);
     }
-    progress.phase("commit");
-    let point_group = options.group.as_ref().and_then(|g| g.point_group());
-    let commit = async {
-        let mut disks = Vec::new();
-        for (disk, (index, stats, _)) in held.iter().zip(&done) {
-            let key = index_key(&vm.name, &point_id, &disk.record.label);
-            let digest = vault.put_index(&key, index).await?;
-            disks.push(ManifestDisk {
-                label: disk.record.label.clone(),
-                size: disk.size,
-                index: key,
-                index_digest: digest,
-                stored_new: stats.bytes_new,
-            });
-        }
-        let manifest = Manifest {
-            format: vault::manifest::MANIFEST_FORMAT.into(),
-            version: vault::manifest::MANIFEST_VERSION,
-            point_id: point_id.clone(),
-            vm: vm.name.clone(),
-            time,
-            kind: options.kind,
-            consistency: quiesced.consistency,
-            retain_until: options.retain_until,
-            disks,
-            group: point_group.clone(),
-        };
-        vault.commit_manifest(&manifest_key(&vm.name, &point_id), &manifest).await
-    };
-    if let Err(e) = commit.await {
-        held.iter_mut().for_each(HeldDisk::abandon);
-        abandon_live(&mut live);
-        return Err(e.into());
-    }
+    transfer.progress.phase("transfer");
+    let done = read::read_all(transfer, &pending.disks, &point_id)?;
+    Ok((pending, done, quiesced))
+}
 
-    // After the commit: record the new checkpoints, then let go of the images and old bitmaps.
-    let mut notes = quiesced.notes;
+/// Commit: every disk's index, then (after a flush) the manifest. Only a commit that succeeded
+/// turns the pending point into a committed one.
+async fn commit(
+    vault: &UnlockedVault,
+    facts: &PointFacts<'_>,
+    pending: Pending,
+    done: &[DiskResult],
+    options: &BackupOptions,
+    group: Option<PointGroup>,
+) -> Result<Committed> {
+    let mut disks = Vec::new();
+    for (disk, (index, stats, _)) in pending.disks.iter().zip(done) {
+        let key = layout::index(facts.vm, facts.point_id, &disk.record.label);
+        let digest = vault.put_index(&key, index).await?;
+        disks.push(ManifestDisk {
+            label: disk.record.label.clone(),
+            size: disk.size,
+            index: key.into(),
+            index_digest: digest,
+            stored_new: stats.bytes_new,
+        });
+    }
+    let manifest = Manifest {
+        format: vault::manifest::MANIFEST_FORMAT.into(),
+        version: vault::manifest::MANIFEST_VERSION,
+        point_id: facts.point_id.to_string(),
+        vm: facts.vm.to_string(),
+        time: facts.time,
+        kind: options.kind,
+        consistency: facts.consistency,
+        retain_until: options.retain_until,
+        disks,
+        group,
+    };
+    vault.commit_manifest(&layout::manifest(facts.vm, facts.point_id), &manifest).await?;
+    Ok(pending.committed())
+}
+
+/// After the commit: record the new checkpoints, then let go of the images, the live snapshot
+/// and old bitmaps. Problems here are notes: the point exists.
+async fn after_commit(
+    vault: &UnlockedVault,
+    facts: &PointFacts<'_>,
+    committed: Committed,
+    notes: &mut Vec<String>,
+) -> Vec<plan::HeldDisk> {
+    let Committed { mut disks, live } = committed;
+    let new_bitmap = bitmap_name(facts.point_id);
     let mut new_checkpoints = BTreeMap::new();
-    for disk in &held {
-        let bitmap =
-            disk.new_bitmap.clone().or_else(|| disk.live_export.as_ref().map(|_| bitmap_name(&point_id)));
-        if let (Some(bitmap), Some(identity)) = (&bitmap, disk.identity) {
+    for disk in &disks {
+        let bitmap = disk.new_bitmap.clone().or_else(|| live.as_ref().map(|_| new_bitmap.clone()));
+        if let (Some(bitmap), Some(identity)) = (bitmap, disk.identity) {
             new_checkpoints.insert(
                 disk.record.label.clone(),
-                Checkpoint {
-                    bitmap: bitmap.clone(),
-                    point_id: point_id.clone(),
-                    image: identity,
-                    size: disk.size,
-                },
+                Checkpoint { bitmap, point_id: facts.point_id.to_string(), image: identity, size: disk.size },
             );
         }
     }
-    if let Err(e) = checkpoint::record(backend.as_ref(), &vm.name, &new_checkpoints).await {
+    let backend = vault.vault().backend().as_ref();
+    if let Err(e) = checkpoint::record(backend, facts.vm, &new_checkpoints).await {
         notes.push(format!("change tracking not recorded ({e}); the next backup reads every disk in full"));
     }
-    if let Some(live) = live.take() {
-        notes.extend(
-            live.finish(true, &new_bitmap, BITMAP_PREFIX)
-                .into_iter()
-                .map(|n| format!("live snapshot clean-up: {n}")),
-        );
-    }
-    for disk in &mut held {
-        disk.lock = None;
-        if let Some(keep) = &disk.new_bitmap
-            && disk.live_export.is_none()
-            && let Err(e) = remove_stale_bitmaps(&disk.record.path, keep)
-        {
-            notes.push(format!("disk {}: old bitmaps not removed: {e}", disk.record.label));
+    if let Some(live) = live {
+        let cleanup = live.finish(true, &new_bitmap, BITMAP_PREFIX);
+        notes.extend(cleanup.into_iter().map(|n| format!("live snapshot clean-up: {n}")));
+    } else {
+        for disk in &mut disks {
+            disk.lock = None;
+            if let Some(keep) = disk.new_bitmap.take()
+                && let Err(e) = stopped::remove_stale_bitmaps(&disk.record.path, &keep)
+            {
+                notes.push(format!("disk {}: old bitmaps not removed: {e}", disk.record.label));
+            }
         }
     }
+    disks
+}
 
-    let disk_summaries: Vec<DiskSummary> = held
+fn summarise_disks(disks: &[plan::HeldDisk], done: &[DiskResult]) -> Vec<DiskSummary> {
+    disks
         .iter()
-        .zip(&done)
+        .zip(done)
         .map(|(disk, (_, stats, note))| DiskSummary {
             label: disk.record.label.clone(),
             size: disk.size,
@@ -441,336 +465,7 @@ async fn backup_in_session(
             bytes_zero: stats.bytes_zero,
             note: note.clone(),
         })
-        .collect();
-    notes.extend(
-        disk_summaries.iter().filter_map(|d| d.note.as_ref().map(|n| format!("disk {}: {n}", d.label))),
-    );
-    Ok(BackupSummary {
-        point_id,
-        vm: vm.name.clone(),
-        time,
-        consistency: quiesced.consistency,
-        bytes_read: disk_summaries.iter().map(|d| d.bytes_read).sum(),
-        bytes_new: disk_summaries.iter().map(|d| d.bytes_new).sum(),
-        bytes_zero: disk_summaries.iter().map(|d| d.bytes_zero).sum(),
-        logical_bytes: disk_summaries.iter().map(|d| d.size).sum(),
-        duration_s: started.elapsed().as_secs_f64(),
-        disks: disk_summaries,
-        notes,
-        freeze_to_thaw_ms: quiesced.freeze_to_thaw.map(|d| d.as_millis() as u64),
-        group: point_group,
-    })
-}
-
-/// Snapshot phase for stopped disks: refuse images in use, start tracking writes with a new
-/// bitmap, then lock the images against writers for the rest of the backup.
-fn snapshot(
-    vm: &str,
-    point_id: &str,
-    selected: Vec<DiskRecord>,
-    checkpoints: &Checkpoints,
-    mut previous: BTreeMap<String, (String, FixedIndex)>,
-    mut base_indexes: BTreeMap<String, FixedIndex>,
-    cancel: &AtomicBool,
-) -> Result<Vec<HeldDisk>> {
-    let mut held: Vec<HeldDisk> = Vec::new();
-    let result = (|| {
-        for record in selected {
-            if cancel.load(Ordering::SeqCst) {
-                return Err(EngineError::Cancelled);
-            }
-            let info = disk::probe(&record.path)
-                .map_err(|e| EngineError::Invalid(format!("disk {} of VM {vm:?}: {e}", record.label)))?;
-            if disk::lock::is_in_use(&record.path)? {
-                return Err(disk::DiskError::InUse { path: record.path.clone() }.into());
-            }
-            let base =
-                previous.remove(&record.label).map(|(_, index)| index).filter(|i| i.disk_size() == info.size);
-            let mut disk = HeldDisk {
-                size: info.size,
-                plan: Plan::Full { base, note: None },
-                new_bitmap: None,
-                identity: None,
-                lock: None,
-                live_export: None,
-                record,
-            };
-            if info.format == DiskFormat::Qcow2 && !info.block_device {
-                let checkpoint = checkpoints.disks.get(&disk.record.label);
-                let path = disk.record.path.clone();
-                let plan = plan_incremental(
-                    &disk.record.path,
-                    info.size,
-                    checkpoint,
-                    &mut base_indexes,
-                    &disk.record.label,
-                    || offline_bitmaps(&path),
-                )?;
-                match plan {
-                    Ok(plan) => disk.plan = plan,
-                    Err(note) => {
-                        if let Plan::Full { note: n, .. } = &mut disk.plan {
-                            *n = note;
-                        }
-                    }
-                }
-                let bitmap = bitmap_name(point_id);
-                qemu::add_bitmap(&disk.record.path, &bitmap).map_err(|e| in_use_or(e, &disk.record.path))?;
-                disk.new_bitmap = Some(bitmap);
-                disk.identity = ImageIdentity::of(&disk.record.path).ok();
-            }
-            disk.lock = Some(ImageLock::acquire(&disk.record.path)?);
-            held.push(disk);
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => Ok(held),
-        Err(e) => {
-            held.iter_mut().for_each(HeldDisk::abandon);
-            Err(e)
-        }
-    }
-}
-
-fn in_use_or(e: disk::DiskError, path: &Path) -> EngineError {
-    match &e {
-        disk::DiskError::Tool { message, .. } if message.contains("lock") => {
-            disk::DiskError::InUse { path: path.to_path_buf() }.into()
-        }
-        _ => e.into(),
-    }
-}
-
-/// Decide whether a qcow2 disk can be read incrementally. `Ok(Err(note))` means: read it in
-/// full, for the reason in the note (`None` for a first backup).
-fn plan_incremental(
-    path: &Path,
-    size: u64,
-    checkpoint: Option<&Checkpoint>,
-    base_indexes: &mut BTreeMap<String, FixedIndex>,
-    label: &str,
-    bitmaps: impl FnOnce() -> Result<Vec<BitmapState>>,
-) -> Result<Result<Plan, Option<String>>> {
-    let Some(cp) = checkpoint else { return Ok(Err(None)) };
-    let full = |why: String| Ok(Err(Some(format!("full read: {why}"))));
-    if ImageIdentity::of(path).ok() != Some(cp.image) {
-        return full(format!("the image file was replaced since point {}", cp.point_id));
-    }
-    if cp.size != size {
-        return full(format!("the disk changed size since point {}", cp.point_id));
-    }
-    let bitmaps = bitmaps()?;
-    let Some(bitmap) = bitmaps.iter().find(|b| b.name == cp.bitmap) else {
-        return full(format!("change-tracking bitmap {} is missing", cp.bitmap));
-    };
-    if !bitmap.consistent {
-        return full(format!("change-tracking bitmap {} is inconsistent ({})", cp.bitmap, bitmap.state));
-    }
-    let Some(base) = base_indexes.remove(label) else {
-        return full(format!("point {} that the bitmap starts from is gone or unreadable", cp.point_id));
-    };
-    if base.disk_size() != size {
-        return full(format!("point {} has another disk size", cp.point_id));
-    }
-    Ok(Ok(Plan::Incremental { bitmap: cp.bitmap.clone(), base }))
-}
-
-/// What planning needs to know of a bitmap, from qemu-img (stopped) or QMP (running).
-struct BitmapState {
-    name: String,
-    consistent: bool,
-    state: String,
-}
-
-fn offline_bitmaps(path: &Path) -> Result<Vec<BitmapState>> {
-    Ok(qemu::bitmaps(path)?
-        .into_iter()
-        .map(|b| BitmapState {
-            consistent: b.is_consistent(),
-            state: if b.flags.is_empty() {
-                "flags: none".into()
-            } else {
-                format!("flags: {}", b.flags.join(", "))
-            },
-            name: b.name,
-        })
-        .collect())
-}
-
-type DiskResult = (FixedIndex, TransferStats, Option<String>);
-
-fn transfer_all(
-    transfer: &Transfer<'_>,
-    held: &mut [HeldDisk],
-    point_id: &str,
-    live_socket: Option<&Path>,
-) -> Result<Vec<DiskResult>> {
-    let mut out = Vec::new();
-    for disk in held.iter_mut() {
-        transfer.progress.start(&disk.record.label, disk.size);
-        out.push(transfer_disk(transfer, disk, point_id, live_socket)?);
-        transfer.progress.finish();
-    }
-    Ok(out)
-}
-
-/// Read a disk through an NBD export (qemu-nbd's or a running QEMU's): the dirty blocks of
-/// the plan's bitmap over its base, or every allocated block.
-fn transfer_nbd(
-    transfer: &Transfer<'_>,
-    size: u64,
-    plan: &Plan,
-    socket: &Path,
-    export: &str,
-) -> Result<(FixedIndex, TransferStats)> {
-    // qemu-nbd exits once its last client leaves (also when this process is killed): the
-    // first connection stays open until the readers are connected.
-    let bitmap = match plan {
-        Plan::Incremental { bitmap, .. } => Some(bitmap.as_str()),
-        Plan::Full { .. } => None,
-    };
-    let mut first = NbdSource::connect_named(socket, export, bitmap)?;
-    let (blocks, mut index, known): (Vec<BlockRead>, FixedIndex, HashSet<ChunkId>) = match plan {
-        Plan::Incremental { base, .. } => (
-            patched(&first.dirty()?, base),
-            base.clone(),
-            base.entries().iter().copied().filter(|id| !id.is_zero()).collect(),
-        ),
-        Plan::Full { base, .. } => (
-            whole(&blocks_of(&first.allocated()?, size)),
-            FixedIndex::zeroed(size)?,
-            base.iter().flat_map(|b| b.entries().iter().copied()).filter(|id| !id.is_zero()).collect(),
-        ),
-    };
-    // Several connections keep several reads in flight.
-    let sources = (0..NBD_READERS)
-        .map(|_| Ok(Box::new(NbdSource::connect_named(socket, export, None)?) as Box<dyn BlockSource>))
-        .collect::<Result<Vec<_>>>()?;
-    drop(first);
-    skip_progress(transfer, &index, &blocks);
-    let stats = transfer.run(sources, &blocks, &mut index, known)?;
-    Ok((index, stats))
-}
-
-fn transfer_disk(
-    transfer: &Transfer<'_>,
-    disk: &mut HeldDisk,
-    point_id: &str,
-    live_socket: Option<&Path>,
-) -> Result<DiskResult> {
-    let label = disk.record.label.clone();
-    let wrap = |e: EngineError| match e {
-        EngineError::Cancelled => e,
-        other => EngineError::Invalid(format!("disk {label}: {other}")),
-    };
-    match &disk.plan {
-        _ if disk.live_export.is_some() => {
-            let (socket, export) =
-                (live_socket.unwrap_or(Path::new("")), disk.live_export.clone().unwrap_or_default());
-            let note = match &disk.plan {
-                Plan::Full { note, .. } => note.clone(),
-                Plan::Incremental { .. } => None,
-            };
-            transfer_nbd(transfer, disk.size, &disk.plan, socket, &export).map(|(i, s)| (i, s, note)).map_err(
-                |e| match e {
-                    EngineError::Cancelled => e,
-                    other => EngineError::Invalid(format!(
-                        "disk {label}: reading the running VM's snapshot failed ({other}); did QEMU exit? \
-                         Nothing was committed"
-                    )),
-                },
-            )
-        }
-        Plan::Incremental { bitmap, .. } => {
-            let socket_dir = socket_dir(point_id)?;
-            let socket = socket_dir.join("nbd.sock");
-            let result = (|| {
-                let export = NbdExport::start(&disk.record.path, DiskFormat::Qcow2, Some(bitmap), &socket)?;
-                let (index, stats) = transfer_nbd(transfer, disk.size, &disk.plan, export.socket(), "")?;
-                drop(export);
-                Ok((index, stats, None))
-            })();
-            let _ = std::fs::remove_dir_all(&socket_dir);
-            result.map_err(wrap)
-        }
-        Plan::Full { base, note } => {
-            let mut source: Box<dyn BlockSource> = disk::open_source(&disk.record.path, disk.record.format)?;
-            let blocks = whole(&blocks_of(&source.allocated()?, disk.size));
-            let mut index = FixedIndex::zeroed(disk.size)?;
-            let known: HashSet<ChunkId> =
-                base.iter().flat_map(|b| b.entries().iter().copied()).filter(|id| !id.is_zero()).collect();
-            skip_progress(transfer, &index, &blocks);
-            let stats = transfer.run(vec![source], &blocks, &mut index, known).map_err(wrap)?;
-            Ok((index, stats, note.clone()))
-        }
-    }
-}
-
-/// Count the blocks that will not be read as done at once, so progress covers the whole disk.
-fn skip_progress(transfer: &Transfer<'_>, index: &FixedIndex, blocks: &[BlockRead]) {
-    let planned: u64 = blocks.iter().map(|b| index.block_len(b.block)).sum();
-    transfer.progress.advance(index.disk_size().saturating_sub(planned));
-}
-
-/// A private directory for the NBD socket of one backup.
-fn socket_dir(point_id: &str) -> Result<PathBuf> {
-    let base = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("vmvault-{point_id}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| EngineError::Invalid(format!("{}: {e}", dir.display())))?;
-    Ok(dir)
-}
-
-/// Remove every vmvault bitmap but `keep`: older checkpoints and ones left by failed backups.
-fn remove_stale_bitmaps(path: &Path, keep: &str) -> Result<()> {
-    for bitmap in qemu::bitmaps(path)? {
-        if bitmap.name.starts_with(BITMAP_PREFIX) && bitmap.name != keep {
-            qemu::remove_bitmap(path, &bitmap.name)?;
-        }
-    }
-    Ok(())
-}
-
-/// Refuse a backup that would exceed the item's point limits: [`MAX_POINTS`] points, and the
-/// vault's on-demand backups per calendar day (in the policy's zone, or UTC).
-async fn check_point_limits(
-    backend: &dyn vault::backend::Backend,
-    vm: &str,
-    item: Option<&ProtectedItem>,
-    history: &[Manifest],
-    options: &BackupOptions,
-    now: Timestamp,
-) -> Result<()> {
-    if history.len() >= MAX_POINTS {
-        return Err(EngineError::Limit(format!(
-            "VM {vm:?} has {} recovery points, the most an item may have; let old points expire \
-             (`vmvault unlock {vm}` if a delete lock holds them, then `vmvault prune {vm}`)",
-            history.len()
-        )));
-    }
-    if options.kind != PointKind::OnDemand {
-        return Ok(());
-    }
-    let per_day = crate::settings::load(backend).await?.on_demand_per_day;
-    let tz = match item.and_then(|i| i.policy.as_deref()) {
-        Some(name) => {
-            crate::policy::get(backend, name).await.and_then(|p| p.tz()).unwrap_or(jiff::tz::TimeZone::UTC)
-        }
-        None => jiff::tz::TimeZone::UTC,
-    };
-    let today = tz.to_datetime(now).date();
-    let taken = history
-        .iter()
-        .filter(|m| m.kind == PointKind::OnDemand && tz.to_datetime(m.time).date() == today)
-        .count();
-    if taken >= per_day as usize {
-        return Err(EngineError::Limit(format!(
-            "VM {vm:?} already has {taken} on-demand backups today ({today}, {}); at most {per_day} a day are \
-             allowed (vault setting `on_demand_per_day`)",
-            tz.iana_name().unwrap_or("UTC")
-        )));
-    }
-    Ok(())
+        .collect()
 }
 
 /// Keep the chunks of the points this backup builds on from a concurrent GC (they may have

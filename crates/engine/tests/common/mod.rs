@@ -130,7 +130,7 @@ impl Lab {
 
     /// How many chunks the vault stores.
     pub async fn chunk_count(&self) -> usize {
-        self.vault.vault().backend().list(vault::vault::CHUNKS_PREFIX).await.unwrap().len()
+        self.vault.vault().backend().list(&vault::layout::chunks()).await.unwrap().len()
     }
 
     /// Delete an object behind the vault's back.

@@ -28,6 +28,9 @@ use crate::tokens::{Token, TokenStore};
 /// Largest request body: a chunk (4 MiB of plaintext, sealed) with room to spare.
 pub const MAX_BODY: usize = 64 << 20;
 
+/// The route that answers which chunks of a batch the vault lacks (shared with the client).
+pub const MISSING_CHUNKS_PATH: &str = "/api/v1/chunks/missing";
+
 /// Most chunk ids one "missing" question may name.
 pub const MAX_MISSING_BATCH: usize = 4096;
 
@@ -180,7 +183,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
             get(get_object).head(head_object).put(put_object).delete(delete_object),
         )
         .route("/api/v1/list", get(list_objects))
-        .route("/api/v1/chunks/missing", post(missing_chunks))
+        .route(MISSING_CHUNKS_PATH, post(missing_chunks))
         .route("/api/v1/flush", post(flush))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/vms", get(list_vms))
@@ -293,7 +296,7 @@ async fn put_object(
     let expected = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()).map(|v| Version(v.to_string()));
     let access = if expected.is_some() { Access::Update } else { Access::Create };
     caller.check_object(&state, access, &key, Some(&body)).await?;
-    if let Some(id) = vault::vault::chunk_id_of_key(&key) {
+    if let Some(id) = vault::layout::chunk_id_of(&key) {
         vault::blob::check(&id, &body)?;
     }
     match query.mode {
@@ -382,7 +385,7 @@ async fn missing_chunks(
         let id: vault::ChunkId = hex
             .parse()
             .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{hex:?} is not a chunk id")))?;
-        caller.check(Access::Read, &vault::vault::chunk_key(&id))?;
+        caller.check(Access::Read, &vault::layout::chunk(&id))?;
         ids.push(id);
     }
     let missing = state.backend.missing_chunks(&ids).await?;
@@ -430,7 +433,7 @@ async fn list_vms(
     Ok(Json(
         vms.into_iter()
             .map(|vm| vm.name)
-            .filter(|name| grant.allows(Access::Read, &format!("catalog/vms/{name}.json")))
+            .filter(|name| grant.allows(Access::Read, &vault::layout::vm(name)))
             .collect(),
     ))
 }

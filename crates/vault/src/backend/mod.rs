@@ -21,7 +21,7 @@ pub use s3::{MULTIPART_FROM, S3Backend};
 
 use crate::error::{Result, VaultError};
 use crate::id::ChunkId;
-use crate::vault::chunk_key;
+use crate::layout;
 
 /// Lookups a backend runs at once when it answers "which chunks are missing" one by one.
 const LOOKUPS_IN_FLIGHT: usize = 16;
@@ -90,11 +90,14 @@ pub trait Backend: Send + Sync + 'static {
     /// The chunks of `ids` the vault does not hold, in the order given. A server answers a
     /// whole batch in one request; other backends look the chunks up several at a time.
     async fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
-        let found: Vec<(ChunkId, bool)> = futures::stream::iter(ids.iter().copied())
-            .map(|id| async move { Ok::<_, VaultError>((id, self.head(&chunk_key(&id)).await?.is_some())) })
-            .buffered(LOOKUPS_IN_FLIGHT)
-            .try_collect()
-            .await?;
+        let found: Vec<(ChunkId, bool)> =
+            futures::stream::iter(ids.iter().copied())
+                .map(|id| async move {
+                    Ok::<_, VaultError>((id, self.head(&layout::chunk(&id)).await?.is_some()))
+                })
+                .buffered(LOOKUPS_IN_FLIGHT)
+                .try_collect()
+                .await?;
         Ok(found.into_iter().filter(|(_, present)| !present).map(|(id, _)| id).collect())
     }
 }

@@ -1,0 +1,48 @@
+//! The point being made, until its manifest is committed: everything the backup changed on the
+//! host (image locks, a bitmap added to each stopped image, a running QEMU's snapshot and
+//! exports). Dropped without [`Pending::committed`] — an error, an early `?`, a cancel, a
+//! panic in a worker — it undoes all of it, so no path can leave a half-state behind.
+
+use disk::live::LiveSnapshot;
+
+use super::plan::HeldDisk;
+use crate::checkpoint::{BITMAP_PREFIX, bitmap_name};
+
+/// The disks and live snapshot of a point not yet committed.
+pub(super) struct Pending {
+    pub(super) disks: Vec<HeldDisk>,
+    live: Option<LiveSnapshot>,
+    point_id: String,
+}
+
+/// What a committed point still holds: released by the clean-up after the commit.
+pub(super) struct Committed {
+    pub(super) disks: Vec<HeldDisk>,
+    pub(super) live: Option<LiveSnapshot>,
+}
+
+impl Pending {
+    /// Hold these disks (and a running VM's snapshot) for the point `point_id`.
+    pub(super) fn new(point_id: &str, disks: Vec<HeldDisk>, live: Option<LiveSnapshot>) -> Pending {
+        Pending { disks, live, point_id: point_id.to_string() }
+    }
+
+    /// Add a disk held while the snapshot phase goes on.
+    pub(super) fn hold(&mut self, disk: HeldDisk) {
+        self.disks.push(disk);
+    }
+
+    /// The manifest is committed: nothing is undone any more.
+    pub(super) fn committed(mut self) -> Committed {
+        Committed { disks: std::mem::take(&mut self.disks), live: self.live.take() }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.disks.iter_mut().for_each(HeldDisk::abandon);
+        if let Some(live) = self.live.take() {
+            live.finish(false, &bitmap_name(&self.point_id), BITMAP_PREFIX);
+        }
+    }
+}
