@@ -284,10 +284,55 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            let message = format!("{error:#}").replace('\n', " ");
-            eprintln!("vmvault: error: {message}");
-            ExitCode::FAILURE
+        Err(error) => report(&error),
+    }
+}
+
+/// Print a failed command's error (one line) and its hint (its own line); the exit code says
+/// the error's kind (see the README).
+fn report(error: &anyhow::Error) -> ExitCode {
+    // Each cause once: a message that already says its cause is not followed by it again.
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message = format!("{message}: {cause}");
         }
+    }
+    eprintln!("vmvault: error: {}", message.replace('\n', " "));
+    let (kind, hint) = kind_and_hint(error);
+    if let Some(hint) = hint {
+        eprintln!("vmvault: hint: {hint}");
+    }
+    ExitCode::from(exit_code(kind))
+}
+
+/// The kind and hint of the first vmvault error in the chain.
+fn kind_and_hint(error: &anyhow::Error) -> (vault::ErrorKind, Option<String>) {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<engine::EngineError>() {
+            return (e.kind(), e.hint());
+        }
+        if let Some(e) = cause.downcast_ref::<vault::VaultError>() {
+            return (e.kind(), e.hint());
+        }
+    }
+    (vault::ErrorKind::Failed, None)
+}
+
+/// Exit codes by kind; 2 is also what a command line that does not parse exits with.
+fn exit_code(kind: vault::ErrorKind) -> u8 {
+    use vault::ErrorKind::*;
+    match kind {
+        Failed => 1,
+        Invalid => 2,
+        NotFound => 3,
+        Exists => 4,
+        Conflict | Refused | Busy => 5,
+        Denied => 6,
+        Unavailable => 7,
+        Limit => 8,
+        Cancelled => 9,
+        Damaged => 10,
     }
 }

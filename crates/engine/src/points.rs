@@ -15,9 +15,10 @@ pub fn new_point_id(time: Timestamp) -> Result<String> {
     Ok(format!("{}-{}", time.strftime("%Y%m%dT%H%M%SZ"), random_hex(2)?))
 }
 
-/// One line of `vmvault points`.
+/// A recovery point as people see it: what `vmvault points` lists and the API answers. Read
+/// from its manifest, which is the stored form ([`Manifest`]).
 #[derive(Clone, Debug, Serialize)]
-pub struct PointSummary {
+pub struct RecoveryPoint {
     /// Point id.
     pub id: String,
     /// Snapshot time.
@@ -38,9 +39,9 @@ pub struct PointSummary {
     pub group: Option<vault::PointGroup>,
 }
 
-impl From<&Manifest> for PointSummary {
+impl From<&Manifest> for RecoveryPoint {
     fn from(m: &Manifest) -> Self {
-        PointSummary {
+        RecoveryPoint {
             id: m.point_id.clone(),
             time: m.time,
             kind: m.kind,
@@ -103,6 +104,7 @@ impl PointReader<'_> {
 
     /// Every committed point of `vm`, oldest first.
     pub async fn list(&self, vm: &str) -> Result<Vec<Manifest>> {
+        crate::names::check_name("VM", vm)?;
         let point_key = match self {
             PointReader::Verified(_) => None,
             PointReader::Structure(vault) => vault.config().point_key()?,

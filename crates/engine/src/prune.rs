@@ -8,11 +8,12 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use vault::Manifest;
 
+use crate::catalog::item::{ProtectedItem, ProtectionState};
+use crate::catalog::policy::Policy;
+use crate::catalog::{Catalog, checkpoint};
 use crate::error::Result;
 use crate::points::PointReader;
-use crate::protection::{self, ProtectedItem, ProtectionState};
 use crate::retention::{PointFacts, Verdict, on_demand_verdict};
-use crate::{checkpoint, policy};
 use vault::layout;
 
 /// What cleanup decided for one point.
@@ -80,7 +81,7 @@ pub async fn verdicts(
             keep_all("protection stopped, data retained")
         }
         Some(ProtectedItem { policy: Some(name), .. }) => {
-            let policy = policy::get(vault.backend().as_ref(), name).await?;
+            let policy: Policy = Catalog::of(vault).get(name).await?;
             policy.retention.evaluate(&facts, &policy.tz()?, now)
         }
         _ => facts
@@ -112,7 +113,8 @@ pub async fn prune<'a>(
     };
     let mut reports = Vec::new();
     for name in names {
-        let item = protection::get(backend.as_ref(), &name).await?;
+        let catalog = Catalog::of(vault);
+        let item: Option<ProtectedItem> = catalog.find(&name).await?;
         let manifests = reader.list(&name).await?;
         let purge = item.as_ref().is_some_and(|i| {
             i.state == ProtectionState::SoftDeleted
@@ -141,14 +143,14 @@ pub async fn prune<'a>(
             }
             backend.flush().await?;
             if purge {
-                protection::forget(backend.as_ref(), &name).await?;
-                checkpoint::forget(backend.as_ref(), &name).await?;
+                catalog.forget::<ProtectedItem>(&name).await?;
+                checkpoint::forget(catalog, &name).await?;
             }
         }
         reports.push(report);
     }
     if vm.is_none() && !dry_run {
-        crate::jobs::forget_old(backend.as_ref(), now).await?;
+        crate::catalog::job::forget_old(Catalog::of(vault), now).await?;
     }
     Ok(reports)
 }

@@ -12,12 +12,13 @@ use serde::Serialize;
 use tokio::runtime::Handle;
 use vault::{FixedIndex, Manifest, UnlockedVault, VaultError};
 
+use crate::catalog::Catalog;
+use crate::catalog::vm::{DiskRecord, Nic, VmRecord};
 use crate::error::{EngineError, Result};
 use crate::libvirt;
 use crate::names::{check_name, new_mac, new_uuid};
 use crate::points;
 use crate::progress::Progress;
-use crate::registry::{self, DiskRecord, Nic, VmRecord};
 use crate::transfer::is_zero;
 
 /// What a disk restore wrote.
@@ -206,9 +207,9 @@ pub async fn restore_vm(
     progress: Arc<dyn Progress>,
 ) -> Result<RestoredVm> {
     check_name("VM", new_name)?;
-    let backend = vault.vault().backend().clone();
-    if registry::get(backend.as_ref(), new_name).await.is_ok() {
-        return Err(EngineError::VmExists(new_name.to_string()));
+    let catalog = Catalog::of(vault.vault());
+    if catalog.find::<VmRecord>(new_name).await?.is_some() {
+        return Err(EngineError::exists(crate::Record::Vm, new_name));
     }
     std::fs::create_dir_all(dir).map_err(|e| EngineError::Invalid(format!("{}: {e}", dir.display())))?;
     let dir =
@@ -276,7 +277,7 @@ pub async fn restore_vm(
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&qemu_script, std::fs::Permissions::from_mode(0o755));
     }
-    let record = registry::add(backend.as_ref(), record).await?;
+    let record = crate::services::vms::add(catalog, record).await?;
     Ok(RestoredVm { vm: record, disks, libvirt_xml, qemu_script })
 }
 

@@ -18,11 +18,12 @@ use serde::{Deserialize, Serialize};
 use vault::backend::Backend;
 use vault::catalog;
 
+use crate::catalog::Catalog;
+use crate::catalog::item::{ProtectedItem, ProtectionState};
+use crate::catalog::policy::Policy;
 use crate::error::{EngineError, Result};
 use crate::jobs::Operation;
 use crate::points::PointReader;
-use crate::policy;
-use crate::protection::{self, ProtectionState};
 use crate::schedule::{Schedule, Slot};
 use vault::layout::{self, ObjectKey};
 
@@ -127,7 +128,7 @@ struct Due {
     cleanup: bool,
 }
 
-async fn schedules(backend: &dyn Backend, options: &SchedulerOptions) -> Result<Vec<Due>> {
+async fn schedules(catalog: Catalog<'_>, options: &SchedulerOptions) -> Result<Vec<Due>> {
     let mut out = Vec::new();
     if options.cleanup {
         out.push(Due {
@@ -141,11 +142,11 @@ async fn schedules(backend: &dyn Backend, options: &SchedulerOptions) -> Result<
     if !options.backups {
         return Ok(out);
     }
-    for item in protection::list(backend).await? {
+    for item in catalog.list::<ProtectedItem>().await? {
         let Some(name) = item.policy.as_deref().filter(|_| item.state == ProtectionState::Protected) else {
             continue;
         };
-        let Ok(policy) = policy::get(backend, name).await else { continue };
+        let Ok(policy) = catalog.get::<Policy>(name).await else { continue };
         let Ok(tz) = policy.tz() else { continue };
         out.push(Due {
             name: item.vm.clone(),
@@ -160,7 +161,7 @@ async fn schedules(backend: &dyn Backend, options: &SchedulerOptions) -> Result<
 
 /// Run the scheduler until `options.until` (forever when `None`).
 pub async fn run<C: Clock, R: Runner>(
-    backend: Arc<dyn Backend>,
+    vault: &vault::Vault,
     clock: &C,
     runner: &R,
     options: &SchedulerOptions,
@@ -170,7 +171,8 @@ pub async fn run<C: Clock, R: Runner>(
         if options.until.is_some_and(|until| now >= until) {
             return Ok(());
         }
-        let all = schedules(backend.as_ref(), options).await?;
+        let backend = vault.backend();
+        let all = schedules(Catalog::of(vault), options).await?;
         for due in &all {
             let done = last_slot(backend.as_ref(), &due.name).await?.unwrap_or(Timestamp::MIN).max(due.since);
             // Due now, or missed while down and its day or window still open.

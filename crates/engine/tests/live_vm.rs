@@ -11,8 +11,9 @@ use common::*;
 use disk::DiskFormat;
 use disk::qmp::QmpClient;
 use engine::backup::{BackupOptions, ReadMode, backup};
+use engine::catalog::vm::{self, NewVm};
 use engine::limits::Limits;
-use engine::registry::{self, NewVm};
+use engine::services::{groups, vms};
 use engine::{Progress, points};
 use serde_json::json;
 use testkit::qemu::Qemu;
@@ -67,9 +68,7 @@ async fn a_running_vm_is_backed_up_at_the_snapshot_instant_then_incrementally() 
         qga: Some(lab.path("qga.sock")),
         ..Default::default()
     };
-    registry::add(lab.vault.vault().backend().as_ref(), registry::prepare(new, &Limits::default()).unwrap())
-        .await
-        .unwrap();
+    vms::add(lab.catalog(), vm::prepare(new, &Limits::default()).unwrap()).await.unwrap();
     let guest = Arc::new(Mutex::new(QmpClient::connect(&lab.path("guest.sock"), T).unwrap()));
     guest_write(&mut guest.lock().unwrap(), 0x11, "0", "1M");
     guest_write(&mut guest.lock().unwrap(), 0x22, "8M", "1M");
@@ -143,9 +142,7 @@ async fn qemu_killed_mid_transfer_fails_the_backup_and_the_next_one_reads_in_ful
         qmp: Some(lab.path("qmp.sock")),
         ..Default::default()
     };
-    registry::add(lab.vault.vault().backend().as_ref(), registry::prepare(new, &Limits::default()).unwrap())
-        .await
-        .unwrap();
+    vms::add(lab.catalog(), vm::prepare(new, &Limits::default()).unwrap()).await.unwrap();
     let mut guest = QmpClient::connect(&lab.path("guest.sock"), T).unwrap();
     guest_write(&mut guest, 0x61, "0", "4M");
     backup(Arc::clone(&lab.vault), "crash", BackupOptions::default(), Arc::new(engine::NoProgress))
@@ -208,8 +205,7 @@ async fn pre_and_post_scripts_decide_consistency_or_stop_the_backup() {
         qga: Some(lab.path("qga.sock")),
         ..Default::default()
     };
-    let backend = Arc::clone(lab.vault.vault().backend());
-    registry::add(backend.as_ref(), registry::prepare(new, &Limits::default()).unwrap()).await.unwrap();
+    vms::add(lab.catalog(), vm::prepare(new, &Limits::default()).unwrap()).await.unwrap();
     let log = lab.path("scripts.log");
     let ok_pre = script(lab.dir.path(), "pre.sh", &format!("echo \"pre $1\" >> {}", log.display()));
     let ok_post = script(lab.dir.path(), "post.sh", &format!("echo post >> {}", log.display()));
@@ -226,9 +222,11 @@ async fn pre_and_post_scripts_decide_consistency_or_stop_the_backup() {
         ..Default::default()
     };
     let run = |scripts: engine::scripts::ScriptConfig| {
-        let (vault, backend) = (Arc::clone(&lab.vault), Arc::clone(&backend));
+        let vault = Arc::clone(&lab.vault);
         async move {
-            registry::set_scripts(backend.as_ref(), "app", Some(scripts)).await.unwrap();
+            vms::set_scripts(engine::catalog::Catalog::of(vault.vault()), "app", Some(scripts))
+                .await
+                .unwrap();
             let options = BackupOptions { kind: vault::PointKind::Scheduled, ..Default::default() };
             backup(vault, "app", options, Arc::new(engine::NoProgress)).await
         }
@@ -297,9 +295,8 @@ async fn member(lab: &Lab, name: &'static str, scripts: Option<engine::scripts::
         qmp: Some(dir.join("qmp.sock")),
         ..Default::default()
     };
-    let backend = Arc::clone(lab.vault.vault().backend());
-    registry::add(backend.as_ref(), registry::prepare(new, &Limits::default()).unwrap()).await.unwrap();
-    registry::set_scripts(backend.as_ref(), name, scripts).await.unwrap();
+    vms::add(lab.catalog(), vm::prepare(new, &Limits::default()).unwrap()).await.unwrap();
+    vms::set_scripts(lab.catalog(), name, scripts).await.unwrap();
     let guest = Arc::new(Mutex::new(QmpClient::connect(&dir.join("guest.sock"), T).unwrap()));
     Member { name, image, guest, _qemu: qemu }
 }
@@ -307,10 +304,9 @@ async fn member(lab: &Lab, name: &'static str, scripts: Option<engine::scripts::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consistency_group_snapshots_its_members_at_one_instant() {
     let lab = Lab::new(false).await;
-    let backend = Arc::clone(lab.vault.vault().backend());
     let db = member(&lab, "db", None).await;
     let web = member(&lab, "web", None).await;
-    engine::group::create(backend.as_ref(), "shop", &["db".into(), "web".into()]).await.unwrap();
+    groups::create(lab.catalog(), "shop", &["db".into(), "web".into()]).await.unwrap();
     guest_write(&mut db.guest.lock().unwrap(), 0x11, "0", "1M");
     guest_write(&mut web.guest.lock().unwrap(), 0x21, "0", "1M");
 
@@ -371,7 +367,6 @@ fn quit(guest: &Mutex<QmpClient>, image: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_member_that_fails_before_the_snapshot_stops_the_whole_group() {
     let lab = Lab::new(false).await;
-    let backend = Arc::clone(lab.vault.vault().backend());
     let failing = script(lab.dir.path(), "fail.sh", "exit 4");
     let strict = engine::scripts::ScriptConfig {
         pre_script_location: Some(failing),
@@ -380,7 +375,7 @@ async fn a_group_member_that_fails_before_the_snapshot_stops_the_whole_group() {
     };
     let db = member(&lab, "db", Some(strict)).await;
     let web = member(&lab, "web", None).await;
-    engine::group::create(backend.as_ref(), "shop", &["db".into(), "web".into()]).await.unwrap();
+    groups::create(lab.catalog(), "shop", &["db".into(), "web".into()]).await.unwrap();
     guest_write(&mut web.guest.lock().unwrap(), 0x21, "0", "1M");
 
     let outcomes =

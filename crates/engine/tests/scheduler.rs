@@ -7,10 +7,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use engine::policy::{self, Policy};
-use engine::protection;
+use engine::catalog::policy::Policy;
 use engine::retention::Retention;
 use engine::scheduler::{self, Clock, Runner, SchedulerOptions};
+use engine::services::{policies, protection};
 use jiff::Timestamp;
 
 struct SimClock(Mutex<Timestamp>);
@@ -68,7 +68,6 @@ async fn protected(lab: &Lab, vm: &str, schedule: &str, zone: &str, since: Times
     let image = lab.path(&format!("{vm}.raw"));
     create(&image, "raw", "1M");
     lab.register(vm, &[("vda", &image)]).await;
-    let backend = lab.vault.vault().backend();
     let policy = Policy::new(
         &format!("{vm}-policy"),
         schedule,
@@ -76,17 +75,15 @@ async fn protected(lab: &Lab, vm: &str, schedule: &str, zone: &str, since: Times
         Retention::parse(Some("7"), None, None, None).unwrap(),
     )
     .unwrap();
-    policy::create(backend.as_ref(), &policy).await.unwrap();
-    protection::protect(backend.as_ref(), vm, &policy.name, &[], since).await.unwrap();
+    policies::create(lab.catalog(), &policy).await.unwrap();
+    protection::protect(lab.catalog(), vm, &policy.name, &[], since).await.unwrap();
 }
 
 async fn run(lab: &Lab, clock: &Arc<SimClock>, recorder: &Recorder, from: &str, until: &str) {
     *clock.0.lock().unwrap() = ts(from);
     let rescan = jiff::SignedDuration::from_hours(6);
     let options = SchedulerOptions { until: Some(ts(until)), rescan, ..Default::default() };
-    scheduler::run(Arc::clone(lab.vault.vault().backend()), clock.as_ref(), recorder, &options)
-        .await
-        .unwrap();
+    scheduler::run(lab.vault.vault(), clock.as_ref(), recorder, &options).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,12 +184,12 @@ async fn the_vault_runner_makes_scheduled_points_and_cleanups_as_jobs() {
     let clock = SimClock(Mutex::new(ts("2026-06-01T00:00:00Z")));
     let runner = scheduler::VaultRunner { vault: Arc::clone(&lab.vault), gc: Default::default() };
     let options = SchedulerOptions { until: Some(ts("2026-06-02T04:00:00Z")), ..Default::default() };
-    scheduler::run(Arc::clone(lab.vault.vault().backend()), &clock, &runner, &options).await.unwrap();
+    scheduler::run(lab.vault.vault(), &clock, &runner, &options).await.unwrap();
 
     let made = engine::points::list(&lab.vault, "vm").await.unwrap();
     assert_eq!(made.len(), 2);
     assert!(made.iter().all(|m| m.kind == vault::PointKind::Scheduled));
-    let jobs = engine::jobs::list(lab.vault.vault().backend().as_ref(), None, None).await.unwrap();
+    let jobs = engine::catalog::job::list(lab.catalog(), None, None).await.unwrap();
     let ops: Vec<String> = jobs
         .iter()
         .map(|j| serde_json::to_value(j.operation).unwrap().as_str().unwrap().to_string())
@@ -210,10 +207,10 @@ async fn a_servers_scheduler_runs_only_the_cleanup_without_the_key() {
     let runner = scheduler::CleanupRunner { vault: keyless, gc: Default::default() };
     let options =
         SchedulerOptions { until: Some(ts("2026-06-03T04:00:00Z")), backups: false, ..Default::default() };
-    scheduler::run(Arc::clone(lab.vault.vault().backend()), &clock, &runner, &options).await.unwrap();
+    scheduler::run(lab.vault.vault(), &clock, &runner, &options).await.unwrap();
 
     assert!(engine::points::list(&lab.vault, "vm").await.unwrap().is_empty(), "a server made a backup");
-    let jobs = engine::jobs::list(lab.vault.vault().backend().as_ref(), None, None).await.unwrap();
+    let jobs = engine::catalog::job::list(lab.catalog(), None, None).await.unwrap();
     let ops: Vec<String> = jobs
         .iter()
         .map(|j| serde_json::to_value(j.operation).unwrap().as_str().unwrap().to_string())

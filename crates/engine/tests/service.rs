@@ -10,10 +10,13 @@ use std::time::Duration;
 use common::*;
 use disk::DiskFormat;
 use engine::backup::{BackupOptions, backup};
-use engine::jobs::{self, Job, JobStatus, Operation};
-use engine::protection::{self, ProtectionState, StopMode};
+use engine::catalog::item::{ProtectedItem, ProtectionState};
+use engine::catalog::policy::Policy;
+use engine::jobs::{Job, JobStatus, Operation};
 use engine::retention::Retention;
-use engine::{EngineError, NoProgress, Progress, points, policy, prune};
+use engine::services::policies;
+use engine::services::protection::{self, StopMode};
+use engine::{EngineError, NoProgress, Progress, points, prune};
 use jiff::{SignedDuration, Timestamp};
 use vault::gc::{Collection, GcOptions};
 use vault::verify::{VerifyScope, verify};
@@ -165,7 +168,12 @@ fn cancel_from_outside(
     flag: &std::sync::atomic::AtomicBool,
 ) {
     let handle = tokio::runtime::Handle::current();
-    handle.block_on(jobs::request_cancel(lab_vault.vault().backend().as_ref(), job_id)).unwrap();
+    handle
+        .block_on(engine::catalog::job::request_cancel(
+            engine::catalog::Catalog::of(lab_vault.vault()),
+            job_id,
+        ))
+        .unwrap();
     for _ in 0..200 {
         if flag.load(std::sync::atomic::Ordering::SeqCst) {
             return;
@@ -212,7 +220,7 @@ async fn cancel_in_phase(store: Store, phase: &'static str) {
     // Nothing committed, nothing left behind, and the next backup works.
     assert!(points::list(&lab.vault, "vm").await.unwrap().is_empty());
     assert!(!sh("qemu-img", &["info", image.to_str().unwrap()]).contains("vmvault-"), "bitmap left behind");
-    let seen = jobs::get(lab.vault.vault().backend().as_ref(), &job.id()).await.unwrap();
+    let seen = engine::catalog::job::get(lab.catalog(), &job.id()).await.unwrap();
     assert_eq!(seen.status, JobStatus::Cancelled);
     let point = lab.backup("vm").await;
     lab.restore("vm", &point.point_id, "vda", &lab.path("r.qcow2"), DiskFormat::Qcow2).await;
@@ -280,8 +288,9 @@ async fn a_second_backup_of_the_same_vm_is_refused_while_the_first_runs(store: S
     let first = tokio::spawn(async move { backup(vault, "vm", options, hook).await });
     wait_for(reached).await;
     let second = backup(Arc::clone(&lab.vault), "vm", BackupOptions::default(), Arc::new(NoProgress)).await;
-    let message = second.map(|s| s.point_id).expect_err("refused").to_string();
-    assert!(message.contains("first-job") && message.contains("job wait"), "{message}");
+    let message = second.as_ref().map(|s| &s.point_id).expect_err("refused").to_string();
+    let hint = second.as_ref().err().and_then(EngineError::hint).unwrap_or_default();
+    assert!(message.contains("first-job") && hint.contains("job wait"), "{message} / {hint}");
     go.send(()).unwrap();
     first.await.unwrap().unwrap();
     assert_eq!(points::list(&lab.vault, "vm").await.unwrap().len(), 1);
@@ -340,14 +349,14 @@ async fn verify_names_the_points_a_deleted_and_a_corrupted_chunk_affect(store: S
 }
 
 async fn make_policy(lab: &Lab, name: &str, daily: &str) {
-    let p = policy::Policy::new(
+    let p = Policy::new(
         name,
         "daily 02:00",
         "Europe/Madrid",
         Retention::parse(Some(daily), None, None, None).unwrap(),
     )
     .unwrap();
-    policy::create(lab.vault.vault().backend().as_ref(), &p).await.unwrap();
+    policies::create(lab.catalog(), &p).await.unwrap();
 }
 
 async fn soft_deleted_data_can_be_undeleted_and_is_purged_after_the_period(store: Store) {
@@ -358,36 +367,37 @@ async fn soft_deleted_data_can_be_undeleted_and_is_purged_after_the_period(store
         qemu_io(&image, "qcow2", &format!("write -P {pattern} {}M 4M", i * 4));
     }
     lab.register("vm", &[("vda", &image)]).await;
-    let backend = Arc::clone(lab.vault.vault().backend());
     make_policy(&lab, "gold", "30").await;
-    protection::protect(backend.as_ref(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
+    protection::protect(lab.catalog(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
     let point = lab.backup("vm").await;
 
     let now = Timestamp::now();
-    let item = protection::unprotect(backend.as_ref(), "vm", StopMode::DeleteData, now).await.unwrap();
+    let item = protection::unprotect(lab.catalog(), "vm", StopMode::DeleteData, now).await.unwrap();
     assert_eq!(item.state, ProtectionState::SoftDeleted);
     assert_eq!(item.purge_after.unwrap(), now + SignedDuration::from_hours(14 * 24));
     let refused = backup(Arc::clone(&lab.vault), "vm", BackupOptions::default(), Arc::new(NoProgress)).await;
-    assert!(refused.err().unwrap().to_string().contains("undelete"));
+    let refused = refused.err().unwrap();
+    assert!(refused.to_string().contains("soft-deleted"), "{refused}");
+    assert!(refused.hint().unwrap_or_default().contains("undelete"), "{refused}");
     // Cleanup inside the period deletes nothing.
     let day13 = now + SignedDuration::from_hours(13 * 24);
     let report = prune::prune(lab.vault.as_ref(), Some("vm"), day13, false).await.unwrap();
     assert_eq!(report[0].expired().count(), 0);
 
-    let item = protection::undelete(backend.as_ref(), "vm").await.unwrap();
+    let item = protection::undelete(lab.catalog(), "vm").await.unwrap();
     assert_eq!(item.state, ProtectionState::StoppedRetain);
     lab.restore("vm", &point.point_id, "vda", &lab.path("r.qcow2"), DiskFormat::Qcow2).await;
     assert!(same(&image, &lab.path("r.qcow2")));
 
     // Delete again; after 14 days cleanup purges, and GC frees the space.
-    protection::unprotect(backend.as_ref(), "vm", StopMode::DeleteData, now).await.unwrap();
+    protection::unprotect(lab.catalog(), "vm", StopMode::DeleteData, now).await.unwrap();
     let chunks_before = lab.chunk_count().await;
     assert!(chunks_before >= 3);
     let day15 = now + SignedDuration::from_hours(15 * 24);
     let report = prune::prune(lab.vault.as_ref(), None, day15, false).await.unwrap();
     assert!(report[0].purged);
     assert!(points::list(&lab.vault, "vm").await.unwrap().is_empty());
-    assert!(protection::get(backend.as_ref(), "vm").await.unwrap().is_none());
+    assert!(lab.catalog().find::<ProtectedItem>("vm").await.unwrap().is_none());
     let freed = vault::gc::collect(open_keyless(&lab).await, GcOptions::default()).await.unwrap();
     assert_eq!(freed.deleted as usize, chunks_before);
     assert!(freed.bytes_freed > 0);
@@ -423,9 +433,8 @@ async fn a_shorter_retention_expires_points_only_at_the_next_cleanup(store: Stor
     let image = lab.path("vm.raw");
     create(&image, "raw", "16M");
     lab.register("vm", &[("vda", &image)]).await;
-    let backend = Arc::clone(lab.vault.vault().backend());
     make_policy(&lab, "gold", "30").await;
-    protection::protect(backend.as_ref(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
+    protection::protect(lab.catalog(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
     let now: Timestamp = "2026-06-15T12:00:00Z".parse().unwrap();
     for day in 0..11 {
         synthetic_point(&lab, "vm", now - SignedDuration::from_hours(24 * day), PointKind::Scheduled).await;
@@ -433,7 +442,7 @@ async fn a_shorter_retention_expires_points_only_at_the_next_cleanup(store: Stor
     assert_eq!(prune::prune(lab.vault.as_ref(), None, now, false).await.unwrap()[0].expired().count(), 0);
 
     // Longer retention would keep them anyway; shorter: nothing happens until the cleanup.
-    policy::update(backend.as_ref(), "gold", |p| {
+    policies::update(lab.catalog(), "gold", |p| {
         p.retention = Retention::parse(Some("3"), None, None, None)?;
         Ok(())
     })
@@ -462,7 +471,7 @@ async fn a_keyless_prune_stops_at_a_point_the_vault_key_did_not_sign(store: Stor
     lab.register("vm", &[("vda", &image)]).await;
     let backend = Arc::clone(lab.vault.vault().backend());
     make_policy(&lab, "gold", "3").await;
-    protection::protect(backend.as_ref(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
+    protection::protect(lab.catalog(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
     let now: Timestamp = "2026-06-15T12:00:00Z".parse().unwrap();
     for day in 0..5 {
         synthetic_point(&lab, "vm", now - SignedDuration::from_hours(24 * day), PointKind::Scheduled).await;
@@ -518,10 +527,9 @@ async fn the_fifth_on_demand_backup_of_a_day_and_the_ten_thousandth_point_are_re
     assert!(message.contains("at most 4 a day"), "{message}");
 
     // A delete lock keeps everything: at 9999 points the next backup is refused.
-    let backend = Arc::clone(lab.vault.vault().backend());
     make_policy(&lab, "gold", "1").await;
-    protection::protect(backend.as_ref(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
-    protection::set_delete_lock(backend.as_ref(), "vm", true).await.unwrap();
+    protection::protect(lab.catalog(), "vm", "gold", &[], Timestamp::now()).await.unwrap();
+    protection::set_delete_lock(lab.catalog(), "vm", true).await.unwrap();
     let start: Timestamp = "2000-01-01T00:00:00Z".parse().unwrap();
     for n in 0..(9999 - 4) {
         synthetic_point(&lab, "vm", start + SignedDuration::from_hours(n), PointKind::Scheduled).await;
@@ -534,7 +542,7 @@ async fn the_fifth_on_demand_backup_of_a_day_and_the_ten_thousandth_point_are_re
     assert!(message.contains("9999") && message.contains("unlock"), "{message}");
 
     // Unlocked, cleanup expires the old points and backups work again.
-    protection::set_delete_lock(backend.as_ref(), "vm", false).await.unwrap();
+    protection::set_delete_lock(lab.catalog(), "vm", false).await.unwrap();
     prune::prune(lab.vault.as_ref(), Some("vm"), Timestamp::now(), false).await.unwrap();
     backup(Arc::clone(&lab.vault), "vm", options, Arc::new(NoProgress)).await.unwrap();
 }
@@ -546,9 +554,9 @@ async fn cleanup_forgets_job_records_after_ninety_days(store: Store) {
     job.finish(&Ok::<(), EngineError>(())).await.unwrap();
     let now = Timestamp::now();
     prune::prune(lab.vault.as_ref(), None, now + SignedDuration::from_hours(24 * 89), false).await.unwrap();
-    assert_eq!(jobs::list(backend.as_ref(), None, None).await.unwrap().len(), 1);
+    assert_eq!(engine::catalog::job::list(lab.catalog(), None, None).await.unwrap().len(), 1);
     prune::prune(lab.vault.as_ref(), None, now + SignedDuration::from_hours(24 * 91), false).await.unwrap();
-    assert!(jobs::list(backend.as_ref(), None, None).await.unwrap().is_empty());
+    assert!(engine::catalog::job::list(lab.catalog(), None, None).await.unwrap().is_empty());
 }
 
 async fn gc_deletes_nothing_when_a_point_cannot_be_read(store: Store) {

@@ -168,18 +168,24 @@ fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, VaultError> {
     })
 }
 
+/// An HTTPS client that trusts a vault server as `trust` says, for tools that call the API
+/// directly (the CLI's backend is one).
+pub fn http_client(trust: &Trust) -> Result<reqwest::Client, VaultError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config(trust)?)
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(300))
+        .build()
+        .map_err(|e| VaultError::Invalid(format!("TLS client: {e}")))
+}
+
 impl RemoteBackend {
     /// The vault served at `url` (`https://HOST:PORT`), reached with `token`.
     pub fn new(url: &str, token: &str, trust: &Trust) -> Result<RemoteBackend, VaultError> {
         if !url.starts_with("https://") {
             return Err(VaultError::Invalid(format!("{url}: a vault server is reached over https://")));
         }
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config(trust)?)
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(|e| VaultError::Invalid(format!("{url}: {e}")))?;
+        let http = http_client(trust)?;
         Ok(RemoteBackend { base: url.trim_end_matches('/').to_string(), token: token.to_string(), http })
     }
 
@@ -244,15 +250,26 @@ impl RemoteBackend {
     async fn failed(&self, what: &str, response: reqwest::Response) -> VaultError {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
+        // The server's error body names what happened and, apart, what to do.
+        let message = match serde_json::from_str::<crate::api::ErrorBody>(&text) {
+            Ok(body) => match body.hint {
+                Some(hint) => format!("{} ({hint})", body.error),
+                None => body.error,
+            },
+            Err(_) => text.trim().to_string(),
+        };
         match status {
             StatusCode::NOT_FOUND => {
                 VaultError::NotFound { location: self.location(), key: what.to_string() }
             }
             StatusCode::PRECONDITION_FAILED => VaultError::Conflict { key: what.to_string() },
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => {
+                VaultError::Denied { location: self.location(), what: what.to_string(), reason: message }
+            }
             _ => VaultError::Storage {
                 location: self.location(),
                 key: what.to_string(),
-                message: format!("server answered {status}: {}", text.trim()),
+                message: format!("server answered {status}: {message}"),
             },
         }
     }

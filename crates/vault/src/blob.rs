@@ -56,7 +56,7 @@ pub fn seal(keys: &Keys, id: &ChunkId, plaintext: &[u8]) -> Result<Vec<u8>> {
             };
             compressor.compress(plaintext)
         })
-        .map_err(|e| VaultError::Invalid(format!("zstd: {e}")))?;
+        .map_err(|e| VaultError::Failed(format!("zstd: {e}")))?;
     let body: &[u8] = if compressed.len() < plaintext.len() {
         flags |= FLAG_COMPRESSED;
         &compressed
@@ -81,7 +81,7 @@ pub fn seal(keys: &Keys, id: &ChunkId, plaintext: &[u8]) -> Result<Vec<u8>> {
                     &aad,
                     &mut out[BLOB_HEADER_LEN..],
                 )
-                .map_err(|_| VaultError::Invalid("chunk encryption failed".into()))?;
+                .map_err(|_| VaultError::Failed("chunk encryption failed".into()))?;
             out.extend_from_slice(&tag);
         }
         None => {

@@ -32,9 +32,13 @@ pub async fn read_all<T: DeserializeOwned>(backend: &dyn Backend, prefix: &str) 
     Ok(out)
 }
 
-/// Create a document that must not exist yet; [`VaultError::Conflict`] if it does.
+/// Create a document that must not exist yet; [`VaultError::Exists`] if it does.
 pub async fn create<T: Serialize>(backend: &dyn Backend, key: &str, value: &T) -> Result<()> {
-    backend.compare_and_swap(key, None, Bytes::from(encode(value, key)?)).await.map(|_| ())
+    match backend.compare_and_swap(key, None, Bytes::from(encode(value, key)?)).await {
+        Ok(_) => Ok(()),
+        Err(VaultError::Conflict { .. }) => Err(VaultError::Exists { key: key.to_string() }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Read-modify-write a document: `change` gets the current value (or `None`) and returns the
@@ -63,8 +67,8 @@ where
 }
 
 fn encode<T: Serialize>(value: &T, key: &str) -> Result<Vec<u8>> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| VaultError::Invalid(format!("{key}: serialise: {e}")))?;
+    let mut bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| VaultError::Failed(format!("{key}: serialise: {e}")))?;
     bytes.extend_from_slice(b"\n");
     Ok(bytes)
 }

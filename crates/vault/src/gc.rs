@@ -11,13 +11,8 @@
 //! 4. **Delete** the chunks condemned in step 1, not rescued, and not referenced by any point
 //!    committed meanwhile.
 //!
-//! Why no chunk a backup will reference is deleted: a backup references a chunk that it
-//! wrote (then the chunk did not exist at step 1, so it is not condemned), that a committed
-//! point references (then it is marked at step 1 or 3 — and if that point is pruned during
-//! the backup, the backup rescued it or was waited for), or that it found present and
-//! reused. A reuse by a session that saw the condemned list is rescued before step 3 or
-//! redone after step 4 (the chunk is written again); a session that could not have seen the
-//! list is waited for in step 2, and commits its manifest before step 3's re-check.
+//! Why no chunk a backup will reference is deleted, step by step against every other
+//! operation, is the concurrency table of docs/ARCHITECTURE.md.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -98,10 +93,10 @@ pub async fn referenced_chunks(vault: &Vault) -> Result<HashSet<ChunkId>> {
             Err(e) => return Err(e),
         };
         let unreadable = |e: VaultError| {
-            VaultError::Invalid(format!(
-                "garbage collection cannot tell which chunks {vm}/{point} uses ({e}); nothing was deleted — \
-                 run `vmvault verify` to see what is damaged"
-            ))
+            VaultError::corrupt(
+                format!("recovery point {vm}/{point}"),
+                format!("garbage collection cannot tell which chunks it uses: {e}; nothing was deleted"),
+            )
         };
         let manifest = Manifest::decode_unverified(&bytes, &object.key).map_err(unreadable)?;
         for disk in &manifest.disks {
@@ -244,7 +239,7 @@ impl Collection {
                 return Err(VaultError::Cancelled);
             }
             if start.elapsed() >= self.options.max_wait {
-                return Err(VaultError::Invalid(format!(
+                return Err(VaultError::Blocked(format!(
                     "garbage collection waited {} s for backups that started before it ({}); nothing was \
                      deleted — run it again when they have finished",
                     start.elapsed().as_secs(),
@@ -262,7 +257,7 @@ impl Collection {
     pub async fn sweep(mut self) -> Result<GcReport> {
         if !self.waiting.is_empty() {
             self.abandon().await;
-            return Err(VaultError::Invalid(format!(
+            return Err(VaultError::Blocked(format!(
                 "garbage collection cannot delete while older backups run ({})",
                 self.waiting_for().join(", ")
             )));
@@ -337,7 +332,7 @@ impl Collection {
             .compare_and_swap(&layout::gc_state(), Some(&self.version), encode(&self.state)?)
             .await
             .map_err(|e| match e {
-                VaultError::Conflict { .. } => VaultError::Invalid(
+                VaultError::Conflict { .. } => VaultError::Blocked(
                     "garbage collection lost its lease (another collection took over); nothing more was deleted"
                         .into(),
                 ),
@@ -367,5 +362,5 @@ async fn remove_leftovers(backend: &dyn Backend, gc_id: &str) -> Result<()> {
 fn encode(state: &GcState) -> Result<Bytes> {
     serde_json::to_vec_pretty(state)
         .map(Bytes::from)
-        .map_err(|e| VaultError::Invalid(format!("{}: serialise: {e}", layout::gc_state())))
+        .map_err(|e| VaultError::Failed(format!("{}: serialise: {e}", layout::gc_state())))
 }

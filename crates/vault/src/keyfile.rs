@@ -71,7 +71,7 @@ impl KeyFile {
         let header = file.header();
         let tag = Aes256Gcm::new(kek.as_ref().into())
             .encrypt_in_place_detached(Nonce::from_slice(&nonce), &header, &mut buf)
-            .map_err(|_| VaultError::Invalid("key wrapping failed".into()))?;
+            .map_err(|_| VaultError::Failed("key wrapping failed".into()))?;
         file.wrapped[..32].copy_from_slice(&buf);
         file.wrapped[32..].copy_from_slice(&tag);
         Ok(file)
@@ -157,7 +157,7 @@ fn derive_kek(passphrase: &Passphrase, kdf: &KdfParams, salt: &[u8]) -> Result<Z
     let mut kek = Zeroizing::new([0u8; 32]);
     argon
         .hash_password_into(passphrase.as_bytes(), salt, kek.as_mut())
-        .map_err(|e| VaultError::Invalid(format!("Argon2id: {e}")))?;
+        .map_err(|e| VaultError::Failed(format!("Argon2id: {e}")))?;
     Ok(kek)
 }
 

@@ -1,10 +1,10 @@
 //! The vmvault vault: where recovery points live, and everything needed to trust them.
 //!
 //! # Layout
-//! A vault is a set of objects in a [`backend::Backend`] (a local directory or a bucket):
-//! `config` (identity, signed), `keys/master.key` (the wrapped master key),
-//! `chunks/xx/<id>` (chunk blobs), point files (fixed indexes and signed manifests) and
-//! catalog documents. docs/FORMAT.md gives every byte.
+//! A vault is a set of objects in a [`backend::Backend`] (a local directory or a bucket),
+//! every one named by [`layout`]: the config (identity, signed), the wrapped master key,
+//! chunk blobs, point files (fixed indexes and signed manifests), catalog documents, leases
+//! and job records. docs/FORMAT.md gives every byte.
 //!
 //! # Commit order
 //! A backup writes chunks (create-if-absent), then each disk's fixed index, then calls
@@ -13,18 +13,12 @@
 //! crash or a cancel at any moment leaves either the whole point or only unreferenced
 //! objects that garbage collection may remove.
 //!
-//! # Why garbage collection cannot delete a chunk in use
-//! GC ([`gc`]) takes no lock. It lists every chunk, then every committed manifest and its
-//! indexes, and *condemns* the unreferenced chunks by publishing their ids. It then waits for
-//! each backup session ([`session`]) that started before it could see that list; sessions that
-//! saw it *rescue* any condemned chunk they reuse instead of writing it. Then it seals (new
-//! sessions wait while it deletes), lists manifests again, and deletes only chunks that were
-//! condemned, not rescued, and still unreferenced. A backup references chunks it wrote (not
-//! condemned: they did not exist when the list was made), chunks of committed points (marked,
-//! or rescued if the point is pruned meanwhile), or chunks it found present (rescued, waited
-//! for, or written again when a rescue came too late) — so none of them is deleted. Sessions
-//! and the collection are leases, refreshed while their process lives: a crashed process
-//! blocks nothing for long, and nobody ever unlocks anything by hand.
+//! # Concurrency
+//! Nothing takes a lock that outlives its process: writes are create-if-absent or one
+//! document's compare-and-swap, and backups ([`session`]) and collections ([`gc`]) hold
+//! leases ([`lease`]). Why GC never deletes a chunk a committed point or a running backup
+//! will reference, and why every other pair of operations is safe, is the concurrency table
+//! of docs/ARCHITECTURE.md — the one place that argument is written.
 //!
 //! # Threat model
 //! The storage (a disk, a bucket, a vault server) is not trusted with content: chunks are
@@ -60,7 +54,7 @@ pub mod vault;
 pub mod verify;
 
 pub use config::{Encryption, VaultConfig};
-pub use error::{Result, VaultError};
+pub use error::{ErrorKind, Result, VaultError};
 pub use id::{ChunkId, VaultId};
 pub use index::FixedIndex;
 pub use keyfile::{KdfParams, RecoveryKey};

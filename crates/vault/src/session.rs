@@ -8,7 +8,8 @@
 //! On start a session reads the GC state (see [`crate::gc`]). If a collection has condemned
 //! chunks, the session keeps that list and *rescues* any condemned chunk it reuses instead of
 //! writing, so the collection spares it; if a collection is deleting, the session waits until
-//! it has finished before it reuses anything.
+//! it has finished before it reuses anything. Why that is enough is the concurrency table of
+//! docs/ARCHITECTURE.md.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -195,7 +196,7 @@ async fn refresh(backend: Arc<dyn Backend>, key: ObjectKey, job: String, lease: 
                     record.heartbeat = Timestamp::now();
                     Ok(record)
                 }
-                _ => Err(VaultError::Invalid(format!("{key}: session taken over"))),
+                _ => Err(VaultError::Conflict { key: key.to_string() }),
             })
             .await;
         if result.is_err() {

@@ -57,12 +57,12 @@ pub fn read_point<T: DeserializeOwned>(bytes: &[u8], key: &PointKey, what: &str)
 }
 
 fn to_object<T: Serialize>(doc: &T) -> Result<serde_json::Map<String, Value>> {
-    match serde_json::to_value(doc).map_err(|e| VaultError::Invalid(format!("serialise: {e}")))? {
+    match serde_json::to_value(doc).map_err(|e| VaultError::Failed(format!("serialise: {e}")))? {
         Value::Object(mut map) => {
             map.remove(MAC_FIELD);
             Ok(map)
         }
-        _ => Err(VaultError::Invalid("a signed document must be a JSON object".into())),
+        _ => Err(VaultError::Failed("a signed document must be a JSON object".into())),
     }
 }
 
@@ -71,7 +71,7 @@ fn with_mac(keys: &Keys, mut map: serde_json::Map<String, Value>) -> Result<Vec<
     map.insert(MAC_FIELD.to_string(), Value::String(mac.to_hex()));
     let value = Value::Object(map);
     let mut out =
-        serde_json::to_vec_pretty(&value).map_err(|e| VaultError::Invalid(format!("serialise: {e}")))?;
+        serde_json::to_vec_pretty(&value).map_err(|e| VaultError::Failed(format!("serialise: {e}")))?;
     out.push(b'\n');
     Ok(out)
 }

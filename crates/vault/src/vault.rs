@@ -425,7 +425,7 @@ impl UnlockedVault {
         if backend.put_if_absent(key, bytes.clone()).await? == Put::Existed
             && backend.get(key).await? != bytes
         {
-            return Err(VaultError::Invalid(format!("{key}: a manifest already exists under this name")));
+            return Err(VaultError::Exists { key: key.to_string() });
         }
         backend.flush().await
     }

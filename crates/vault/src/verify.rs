@@ -109,6 +109,11 @@ pub async fn verify(vault: &Vault, keys: Option<&Keys>, scope: &VerifyScope) -> 
         report.points += 1;
         let manifest = match load_manifest(vault, keys, &object.key).await {
             Ok(m) => m,
+            // Pruned between the listing and now: not a point any more, not damage.
+            Err(VaultError::NotFound { .. }) => {
+                report.points -= 1;
+                continue;
+            }
             Err(e) => {
                 report.damage.push(Damage {
                     object: object.key.clone(),
@@ -152,11 +157,28 @@ pub async fn verify(vault: &Vault, keys: Option<&Keys>, scope: &VerifyScope) -> 
             Err(VaultError::NotFound { .. }) => Some("missing from the vault".to_string()),
             Err(e) => return Err(e),
         };
-        if let Some(problem) = problem {
+        // A chunk of points pruned (and collected) since the listing is not damage: only the
+        // uses whose manifest is still there count.
+        let chunk_uses = match problem {
+            Some(_) => still_committed(vault, chunk_uses).await?,
+            None => chunk_uses,
+        };
+        if let Some(problem) = problem.filter(|_| !chunk_uses.is_empty()) {
             report.damage.push(Damage { object: format!("chunk {id}"), problem, affects: chunk_uses });
         }
     }
     Ok(report)
+}
+
+/// The uses whose point still exists.
+async fn still_committed(vault: &Vault, uses: Vec<ChunkUse>) -> Result<Vec<ChunkUse>> {
+    let mut out = Vec::new();
+    for chunk_use in uses {
+        if vault.backend().head(&layout::manifest(&chunk_use.vm, &chunk_use.point)).await?.is_some() {
+            out.push(chunk_use);
+        }
+    }
+    Ok(out)
 }
 
 async fn load_manifest(vault: &Vault, keys: Option<&Keys>, key: &str) -> Result<Manifest> {

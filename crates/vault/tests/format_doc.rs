@@ -95,3 +95,51 @@ fn point_kind_and_consistency_names_match_their_json() {
         assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
     }
 }
+
+/// Every object key `vault::layout` builds is a row of docs/FORMAT.md's table of objects,
+/// written with placeholders, and every row of the table is a key layout builds.
+#[test]
+fn the_documented_object_keys_are_the_ones_layout_builds() {
+    use vault::layout;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/FORMAT.md");
+    let text = std::fs::read_to_string(path).expect("docs/FORMAT.md");
+    let documented: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .flat_map(|l| {
+            l.split('|').nth(1).unwrap_or_default().split(',').map(|k| k.trim().trim_matches('`').to_string())
+        })
+        .filter(|k| k.contains('/') || k == "config")
+        .collect();
+    let chunk =
+        layout::chunk(&vault::ChunkId::from_bytes([0xab; 32])).to_string().replace(&"ab".repeat(32), "<id>");
+    let built: Vec<String> = vec![
+        layout::config().into(),
+        layout::key_file().into(),
+        chunk.replacen("ab/", "<hh>/", 1),
+        layout::index("<vm>", "<point>", "<disk>").into(),
+        layout::manifest("<vm>", "<point>").into(),
+        layout::vm("<vm>").into(),
+        layout::checkpoints("<vm>").into(),
+        layout::policy("<name>").into(),
+        layout::item("<vm>").into(),
+        layout::group("<name>").into(),
+        layout::settings().into(),
+        layout::schedule_claim("<vm>").into(),
+        layout::cleanup_claim().into(),
+        layout::job("<id>").into(),
+        layout::job_cancel("<id>").into(),
+        layout::session(&layout::backup_session_name("<vm>")).into(),
+        layout::gc_state().into(),
+        layout::gc_condemned("<gc id>").into(),
+        layout::gc_rescue("<gc id>", &vault::ChunkId::from_bytes([0xab; 32]))
+            .to_string()
+            .replace(&"ab".repeat(32), "<id>"),
+    ];
+    for key in &built {
+        assert!(documented.contains(key), "docs/FORMAT.md does not document the object {key}");
+    }
+    for key in &documented {
+        assert!(built.contains(key), "docs/FORMAT.md documents {key}, which vault::layout does not build");
+    }
+}

@@ -1,10 +1,12 @@
 //! `vmvault backup` and `vmvault points`.
 
+use engine::catalog::Catalog;
+use engine::catalog::vm::VmRecord;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use engine::backup::{BackupOptions, BackupSummary};
-use engine::points::{self, PointSummary};
+use engine::points::{self, RecoveryPoint};
 use vault::PointKind;
 
 use crate::Context;
@@ -114,9 +116,9 @@ fn print_summary(s: &BackupSummary) {
 /// `vmvault points NAME`.
 pub async fn list_points(context: &Context, vm: &str, json: bool) -> Result<()> {
     let vault = crate::commands::unlock(context).await?;
-    engine::registry::get(vault.vault().backend().as_ref(), vm).await?;
-    let summaries: Vec<PointSummary> =
-        points::list(&vault, vm).await?.iter().map(PointSummary::from).collect();
+    Catalog::of(vault.vault()).get::<VmRecord>(vm).await?;
+    let summaries: Vec<RecoveryPoint> =
+        points::list(&vault, vm).await?.iter().map(RecoveryPoint::from).collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&summaries)?);
         return Ok(());

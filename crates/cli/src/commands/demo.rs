@@ -12,8 +12,9 @@ use ::vault::{InitEncryption, KdfParams, Passphrase, UnlockedVault, Vault};
 use anyhow::{Context as _, Result, bail};
 use disk::DiskFormat;
 use engine::backup::{BackupOptions, BackupSummary};
+use engine::catalog::Catalog;
+use engine::catalog::vm::{self, NewVm, Nic};
 use engine::limits::Limits;
-use engine::registry::{self, NewVm, Nic};
 use engine::{points, restore};
 
 use crate::commands::vault::human_bytes;
@@ -208,7 +209,7 @@ pub async fn run_demo(dir: Option<PathBuf>) -> Result<()> {
         nics: vec![Nic { mac: "52:54:00:de:4d:01".into(), network: Some("default".into()) }],
         ..Default::default()
     };
-    registry::add(vault.vault().backend().as_ref(), registry::prepare(new, &Limits::default())?).await?;
+    engine::services::vms::add(Catalog::of(vault.vault()), vm::prepare(new, &Limits::default())?).await?;
 
     // 3. Full backup, scattered writes, incremental backup.
     let progress = crate::progress::for_terminal(false);

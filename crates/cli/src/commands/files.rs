@@ -1,6 +1,8 @@
 //! `vmvault files parts|ls|get|cat|find`: single files out of a recovery point, read in
 //! process from the vault without restoring the disk.
 
+use engine::catalog::Catalog;
+use engine::catalog::item::ProtectedItem;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,8 +109,8 @@ pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
     let vault = Arc::new(crate::commands::unlock(context).await?);
     let source = command.source().clone();
     let backend = Arc::clone(vault.vault().backend());
-    let item = engine::protection::get(backend.as_ref(), &source.name).await?;
-    engine::protection::check_not_soft_deleted(item.as_ref(), &source.name)?;
+    let item = Catalog::of(vault.vault()).find::<ProtectedItem>(&source.name).await?;
+    engine::services::protection::check_not_soft_deleted(item.as_ref(), &source.name)?;
     let disk =
         PointDisk::open(Arc::clone(&vault), &source.name, &source.point, source.disk.as_deref()).await?;
     if let FilesCommand::Get { paths, to, json, .. } = command {
@@ -308,8 +310,8 @@ pub async fn mount(context: &Context, vm: &str, point: &str, disk: Option<&str>,
         );
     }
     let vault = Arc::new(crate::commands::unlock(context).await?);
-    let item = engine::protection::get(vault.vault().backend().as_ref(), vm).await?;
-    engine::protection::check_not_soft_deleted(item.as_ref(), vm)?;
+    let item = Catalog::of(vault.vault()).find::<ProtectedItem>(vm).await?;
+    engine::services::protection::check_not_soft_deleted(item.as_ref(), vm)?;
     let disk = PointDisk::open(Arc::clone(&vault), vm, point, disk).await?;
     let uri = match &listen {
         Listen::Unix(path) => format!("nbd+unix:///?socket={}", path.display()),

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use engine::group::{self, ConsistencyGroup};
+use engine::catalog::Catalog;
+use engine::catalog::group::ConsistencyGroup;
+use engine::services::groups;
 
 use crate::Context;
 use crate::commands::emit;
@@ -40,10 +42,10 @@ pub enum GroupCommand {
 
 pub async fn run(context: &Context, command: GroupCommand) -> Result<()> {
     let vault = crate::commands::open(context).await?;
-    let backend = vault.backend().as_ref();
+    let catalog = Catalog::of(&vault);
     match command {
         GroupCommand::Create { name, vms } => {
-            let created = group::create(backend, &name, &vms).await?;
+            let created = groups::create(catalog, &name, &vms).await?;
             println!(
                 "Consistency group {} created: {}. Back it up with `vmvault backup --group {}`.",
                 created.name,
@@ -51,15 +53,17 @@ pub async fn run(context: &Context, command: GroupCommand) -> Result<()> {
                 created.name
             );
         }
-        GroupCommand::List { json } => emit(json, &group::list(backend).await?, |groups| {
+        GroupCommand::List { json } => emit(json, &catalog.list::<ConsistencyGroup>().await?, |groups| {
             if groups.is_empty() {
                 println!("No consistency groups. Create one with `vmvault group create NAME VM VM…`.");
             }
             groups.iter().for_each(print_group);
         })?,
-        GroupCommand::Show { name, json } => emit(json, &group::get(backend, &name).await?, print_group)?,
+        GroupCommand::Show { name, json } => {
+            emit(json, &catalog.get::<ConsistencyGroup>(&name).await?, print_group)?
+        }
         GroupCommand::Delete { name } => {
-            group::delete(backend, &name).await?;
+            groups::delete(catalog, &name).await?;
             println!("Consistency group {name} deleted; its VMs and their points stay.");
         }
     }

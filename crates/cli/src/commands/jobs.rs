@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use engine::jobs::{self, JobRecord, JobStatus};
+use engine::catalog::{Catalog, job};
+use engine::jobs::{JobRecord, JobStatus};
 
 use crate::Context;
 use crate::commands::vault::human_bytes;
@@ -35,7 +36,7 @@ pub enum JobCommand {
 pub async fn list(context: &Context, vm: Option<&str>, status: Option<&str>, json: bool) -> Result<()> {
     let vault = crate::commands::open(context).await?;
     let status = status.map(JobStatus::parse).transpose()?;
-    let all = jobs::list(vault.backend().as_ref(), vm, status).await?;
+    let all = job::list(Catalog::of(&vault), vm, status).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
@@ -67,10 +68,10 @@ fn percent(job: &JobRecord) -> String {
 
 pub async fn run(context: &Context, command: JobCommand) -> Result<()> {
     let vault = crate::commands::open(context).await?;
-    let backend = vault.backend().as_ref();
+    let catalog = Catalog::of(&vault);
     match command {
         JobCommand::Show { id, json } => {
-            let job = jobs::get(backend, &id).await?;
+            let job = job::get(catalog, &id).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&job)?);
             } else {
@@ -78,14 +79,14 @@ pub async fn run(context: &Context, command: JobCommand) -> Result<()> {
             }
         }
         JobCommand::Wait { id } => {
-            let job = jobs::wait(backend, &id, Duration::from_millis(500)).await?;
+            let job = job::wait(catalog, &id, Duration::from_millis(500)).await?;
             print_job(&job);
             if !matches!(job.status, JobStatus::Completed | JobStatus::CompletedWithWarnings) {
                 bail!("job {id} ended {}", job.status.as_str());
             }
         }
         JobCommand::Cancel { id } => {
-            jobs::request_cancel(backend, &id).await?;
+            job::request_cancel(catalog, &id).await?;
             println!(
                 "Cancel requested; job {id} stops within a few seconds and commits nothing (`vmvault job wait {id}`)."
             );

@@ -186,9 +186,8 @@ pub async fn serve(context: &Context, cleanup_at: &str) -> Result<()> {
         "vmvault: scheduler running on {} (cleanup daily at {cleanup_at} UTC); jobs appear in `vmvault jobs`.",
         vault.vault().location()
     );
-    let backend = Arc::clone(vault.vault().backend());
     tokio::select! {
-        result = engine::scheduler::run(backend, &SystemClock, &runner, &options) => result?,
+        result = engine::scheduler::run(vault.vault(), &SystemClock, &runner, &options) => result?,
         _ = tokio::signal::ctrl_c() => eprintln!("vmvault: scheduler stopped."),
     }
     Ok(())

@@ -2,9 +2,12 @@
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use engine::policy::{self, Policy};
-use engine::protection::{self, StopMode};
+use engine::catalog::Catalog;
+use engine::catalog::item::ProtectedItem;
+use engine::catalog::policy::Policy;
 use engine::retention::Retention;
+use engine::services::policies;
+use engine::services::protection::{self, StopMode};
 use jiff::Timestamp;
 
 use crate::Context;
@@ -101,11 +104,11 @@ pub enum PolicyCommand {
 
 pub async fn run(context: &Context, command: PolicyCommand) -> Result<()> {
     let vault = crate::commands::open(context).await?;
-    let backend = vault.backend().as_ref();
+    let catalog = Catalog::of(&vault);
     match command {
         PolicyCommand::Create { name, schedule, timezone, rules } => {
             let policy = Policy::new(&name, &schedule, &timezone, rules.retention()?)?;
-            policy::create(backend, &policy).await?;
+            policies::create(catalog, &policy).await?;
             println!(
                 "Created policy {name}: {} ({}); keeps {}.",
                 policy.schedule,
@@ -114,7 +117,7 @@ pub async fn run(context: &Context, command: PolicyCommand) -> Result<()> {
             );
         }
         PolicyCommand::List { json } => {
-            let all = policy::list(backend).await?;
+            let all = catalog.list::<Policy>().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else if all.is_empty() {
@@ -135,7 +138,7 @@ pub async fn run(context: &Context, command: PolicyCommand) -> Result<()> {
             }
         }
         PolicyCommand::Show { name, next, from, json } => {
-            let policy = policy::get(backend, &name).await?;
+            let policy: Policy = catalog.get(&name).await?;
             let from = match from {
                 Some(text) => text.parse::<Timestamp>().map_err(|_| {
                     anyhow::anyhow!("--from {text:?}: give an RFC 3339 time such as 2026-03-28T12:00:00Z")
@@ -177,7 +180,7 @@ pub async fn run(context: &Context, command: PolicyCommand) -> Result<()> {
             if schedule.is_none() && timezone.is_none() && retention.is_none() {
                 bail!("nothing to change: give --schedule, --timezone or --keep-* rules");
             }
-            let policy = policy::update(backend, &name, |p| {
+            let policy = policies::update(catalog, &name, |p| {
                 if let Some(s) = &schedule {
                     p.schedule = s.clone();
                 }
@@ -198,7 +201,7 @@ pub async fn run(context: &Context, command: PolicyCommand) -> Result<()> {
             );
         }
         PolicyCommand::Delete { name } => {
-            policy::delete(backend, &name).await?;
+            policies::delete(catalog, &name).await?;
             println!("Deleted policy {name}.");
         }
     }
@@ -208,7 +211,7 @@ pub async fn run(context: &Context, command: PolicyCommand) -> Result<()> {
 /// `vmvault protect NAME --policy P`.
 pub async fn protect(context: &Context, vm: &str, policy: &str, exclude: &[String]) -> Result<()> {
     let vault = crate::commands::open(context).await?;
-    let item = protection::protect(vault.backend().as_ref(), vm, policy, exclude, Timestamp::now()).await?;
+    let item = protection::protect(Catalog::of(&vault), vm, policy, exclude, Timestamp::now()).await?;
     print!("VM {vm} is protected by policy {policy}");
     if !item.excluded_disks.is_empty() {
         print!(" (disks excluded: {})", item.excluded_disks.join(", "));
@@ -221,7 +224,7 @@ pub async fn protect(context: &Context, vm: &str, policy: &str, exclude: &[Strin
 pub async fn unprotect(context: &Context, vm: &str, delete_data: bool) -> Result<()> {
     let vault = crate::commands::open(context).await?;
     let mode = if delete_data { StopMode::DeleteData } else { StopMode::RetainData };
-    let item = protection::unprotect(vault.backend().as_ref(), vm, mode, Timestamp::now()).await?;
+    let item = protection::unprotect(Catalog::of(&vault), vm, mode, Timestamp::now()).await?;
     match item.purge_after {
         Some(purge) if delete_data => println!(
             "Protection of VM {vm} stopped; its data is soft-deleted and will be purged after {purge}. \
@@ -235,7 +238,7 @@ pub async fn unprotect(context: &Context, vm: &str, delete_data: bool) -> Result
 /// `vmvault undelete NAME`.
 pub async fn undelete(context: &Context, vm: &str) -> Result<()> {
     let vault = crate::commands::open(context).await?;
-    protection::undelete(vault.backend().as_ref(), vm).await?;
+    protection::undelete(Catalog::of(&vault), vm).await?;
     println!(
         "VM {vm}'s data is back: protection stopped, data retained. Protect it again with `vmvault protect {vm} --policy P`."
     );
@@ -245,7 +248,7 @@ pub async fn undelete(context: &Context, vm: &str) -> Result<()> {
 /// `vmvault lock NAME` / `vmvault unlock NAME`.
 pub async fn set_lock(context: &Context, vm: &str, locked: bool) -> Result<()> {
     let vault = crate::commands::open(context).await?;
-    protection::set_delete_lock(vault.backend().as_ref(), vm, locked).await?;
+    protection::set_delete_lock(Catalog::of(&vault), vm, locked).await?;
     if locked {
         println!("VM {vm} has a delete lock: no point expires and its data cannot be deleted.");
     } else {
@@ -257,7 +260,7 @@ pub async fn set_lock(context: &Context, vm: &str, locked: bool) -> Result<()> {
 /// `vmvault items`: every protected item and its state.
 pub async fn items(context: &Context, json: bool) -> Result<()> {
     let vault = crate::commands::open(context).await?;
-    let all = protection::list(vault.backend().as_ref()).await?;
+    let all = Catalog::of(&vault).list::<ProtectedItem>().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());

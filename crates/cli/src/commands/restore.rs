@@ -6,8 +6,11 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::Subcommand;
 use disk::DiskFormat;
+use engine::catalog::Catalog;
+use engine::catalog::item::ProtectedItem;
+use engine::catalog::vm::VmRecord;
 use engine::jobs::{Job, Operation, run_job};
-use engine::{points, protection, registry, restore};
+use engine::{points, restore};
 use vault::UnlockedVault;
 
 use crate::Context;
@@ -73,8 +76,8 @@ pub async fn run(context: &Context, command: RestoreCommand) -> Result<()> {
     let vault = Arc::new(crate::commands::unlock(context).await?);
     let backend = vault.vault().backend().clone();
     let name = command.vm().to_string();
-    let item = protection::get(backend.as_ref(), &name).await?;
-    protection::check_not_soft_deleted(item.as_ref(), &name)?;
+    let item = Catalog::of(vault.vault()).find::<ProtectedItem>(&name).await?;
+    engine::services::protection::check_not_soft_deleted(item.as_ref(), &name)?;
     let progress = crate::progress::for_terminal(false);
     let (lines, job) = run_job(Arc::clone(&backend), Operation::Restore, Some(&name), progress, |job| {
         restore(vault, command, Arc::new(job))
@@ -93,11 +96,10 @@ async fn restore(
     command: RestoreCommand,
     progress: Arc<Job>,
 ) -> engine::Result<Vec<String>> {
-    let backend = vault.vault().backend().clone();
     let mut out = Vec::new();
     match command {
         RestoreCommand::Disk { name, point, disk, to, format } => {
-            let vm = registry::get(backend.as_ref(), &name).await?;
+            let vm: VmRecord = Catalog::of(vault.vault()).get(&name).await?;
             let manifest = points::find(&vault, &name, &point).await?;
             progress.set_point(&manifest.point_id);
             let format =
@@ -115,7 +117,7 @@ async fn restore(
             ));
         }
         RestoreCommand::Vm { name, point, new_name, to } => {
-            let vm = registry::get(backend.as_ref(), &name).await?;
+            let vm: VmRecord = Catalog::of(vault.vault()).get(&name).await?;
             let manifest = points::find(&vault, &name, &point).await?;
             progress.set_point(&manifest.point_id);
             let r = restore::restore_vm(vault, &vm, &manifest, &new_name, &to, progress).await?;
@@ -133,7 +135,7 @@ async fn restore(
             out.push(format!("  qemu:    {}", r.qemu_script.display()));
         }
         RestoreCommand::Replace { name, point, disks } => {
-            let vm = registry::get(backend.as_ref(), &name).await?;
+            let vm: VmRecord = Catalog::of(vault.vault()).get(&name).await?;
             let manifest = points::find(&vault, &name, &point).await?;
             progress.set_point(&manifest.point_id);
             for r in restore::restore_replace(vault, &vm, &manifest, &disks, progress).await? {

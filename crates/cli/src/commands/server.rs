@@ -134,14 +134,16 @@ async fn serve(
             backups: false,
             ..Default::default()
         };
-        let runner = engine::scheduler::CleanupRunner { vault, gc: vault::gc::GcOptions::default() };
-        let backend = std::sync::Arc::clone(&backend);
+        let runner = engine::scheduler::CleanupRunner {
+            vault: std::sync::Arc::clone(&vault),
+            gc: vault::gc::GcOptions::default(),
+        };
         eprintln!(
             "Daily cleanup (retention, purge, GC) at {at} UTC inside the server; jobs appear in `vmvault jobs`."
         );
         tokio::spawn(async move {
             if let Err(e) =
-                engine::scheduler::run(backend, &engine::scheduler::SystemClock, &runner, &options).await
+                engine::scheduler::run(&vault, &engine::scheduler::SystemClock, &runner, &options).await
             {
                 eprintln!("{} scheduler stopped: {e}", jiff::Timestamp::now());
             }

@@ -37,7 +37,7 @@ pub async fn run(context: &Context, command: VaultCommand) -> Result<()> {
         VaultCommand::Info { json } => info(context, json).await,
         VaultCommand::Set { soft_delete_days, on_demand_per_day } => {
             let vault = crate::commands::open(context).await?;
-            let settings = engine::settings::update(vault.backend().as_ref(), |s| {
+            let settings = engine::catalog::settings::update(engine::catalog::Catalog::of(&vault), |s| {
                 if let Some(days) = soft_delete_days {
                     s.soft_delete_days = days;
                 }
@@ -81,7 +81,7 @@ async fn init(context: &Context, no_encryption: bool) -> Result<()> {
 async fn info(context: &Context, json: bool) -> Result<()> {
     let vault = crate::commands::open(context).await?;
     let info = vault.info().await?;
-    let settings = engine::settings::load(vault.backend().as_ref()).await?;
+    let settings = engine::catalog::settings::load(engine::catalog::Catalog::of(&vault)).await?;
     if json {
         let mut value = serde_json::to_value(&info)?;
         value["settings"] = serde_json::to_value(&settings)?;

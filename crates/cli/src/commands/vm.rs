@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
+use engine::catalog::Catalog;
+use engine::catalog::vm::{self, NewVm, Nic, VmRecord};
 use engine::limits::Limits;
-use engine::registry::{self, NewVm, Nic, VmRecord};
+use engine::services::vms;
 
 use crate::Context;
 use crate::commands::vault::human_bytes;
@@ -77,7 +79,7 @@ pub enum VmCommand {
 
 pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
     let vault = crate::commands::open(context).await?;
-    let backend = vault.backend().as_ref();
+    let catalog = Catalog::of(&vault);
     match command {
         VmCommand::Add { name, disks, vcpus, memory, nics, qmp, qga } => {
             let disks = disks
@@ -95,16 +97,16 @@ pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
                 })
                 .collect();
             let new = NewVm { name, uuid: None, disks, vcpus, memory_mib: memory, nics, qmp, qga };
-            let record = registry::add(backend, registry::prepare(new, &Limits::default())?).await?;
+            let record = vms::add(catalog, vm::prepare(new, &Limits::default())?).await?;
             print_registered(&record);
         }
         VmCommand::ImportLibvirt { file } => {
             let new = engine::libvirt::parse_domain(&file)?;
-            let record = registry::add(backend, registry::prepare(new, &Limits::default())?).await?;
+            let record = vms::add(catalog, vm::prepare(new, &Limits::default())?).await?;
             print_registered(&record);
         }
         VmCommand::List { json } => {
-            let vms = registry::list(backend).await?;
+            let vms = catalog.list::<VmRecord>().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&vms)?);
             } else if vms.is_empty() {
@@ -125,7 +127,7 @@ pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
             }
         }
         VmCommand::Show { name, json } => {
-            let vm = registry::get(backend, &name).await?;
+            let vm: VmRecord = catalog.get(&name).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&vm)?);
             } else {
@@ -138,7 +140,7 @@ pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
             } else {
                 config.as_deref().map(engine::scripts::ScriptConfig::load).transpose()?
             };
-            registry::set_scripts(backend, &name, scripts.clone()).await?;
+            vms::set_scripts(catalog, &name, scripts.clone()).await?;
             match scripts {
                 Some(s) => println!(
                     "VM {name}: pre-script {}, post-script {}, timeout {} s, continue on failure: {}, freeze: {}.",
@@ -158,8 +160,7 @@ pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
             }
         }
         VmCommand::Remove { name } => {
-            registry::remove(backend, &name).await?;
-            engine::checkpoint::forget(backend, &name).await?;
+            vms::remove(catalog, &name).await?;
             println!("VM {name} removed from the registry; its recovery points stay in the vault.");
         }
     }

@@ -7,6 +7,8 @@ use vault::UnlockedVault;
 
 use super::rendezvous::GroupRendezvous;
 use super::{BackupOptions, BackupSummary, backup_job};
+use crate::catalog::Catalog;
+use crate::catalog::group::ConsistencyGroup;
 use crate::error::{EngineError, Result};
 use crate::jobs::JobRecord;
 use crate::progress::Progress;
@@ -26,7 +28,7 @@ pub async fn backup_group(
     options: BackupOptions,
     progress: impl Fn(&str) -> Arc<dyn Progress>,
 ) -> Result<Vec<MemberOutcome>> {
-    let group = crate::group::get(vault.vault().backend().as_ref(), name).await?;
+    let group: ConsistencyGroup = Catalog::of(vault.vault()).get(name).await?;
     let snapshot = GroupRendezvous::new(&group);
     let mut running = Vec::new();
     for vm in &group.members {

@@ -14,9 +14,9 @@ use super::pending::Pending;
 use super::plan::{Bases, BitmapState, HeldDisk, Source, plan_disk};
 use super::read::socket_dir;
 use super::rendezvous::Step;
-use crate::checkpoint::{Checkpoints, ImageIdentity, bitmap_name};
+use crate::catalog::checkpoint::{Checkpoints, ImageIdentity, bitmap_name};
+use crate::catalog::vm::DiskRecord;
 use crate::error::Result;
-use crate::registry::DiskRecord;
 use crate::scripts::ScriptConfig;
 
 /// How long one QMP command may take.

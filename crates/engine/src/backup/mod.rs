@@ -25,12 +25,14 @@ use vault::layout;
 use vault::session::{Rescue, Session};
 use vault::{ChunkId, Consistency, FixedIndex, Manifest, ManifestDisk, PointGroup, PointKind, UnlockedVault};
 
-use crate::checkpoint::{self, BITMAP_PREFIX, Checkpoint, Checkpoints, bitmap_name};
+use crate::catalog::checkpoint::{self, BITMAP_PREFIX, Checkpoint, Checkpoints, bitmap_name};
+use crate::catalog::item::ProtectedItem;
+use crate::catalog::policy::Policy;
+use crate::catalog::vm::{DiskRecord, VmRecord};
+use crate::catalog::{Catalog, settings};
 use crate::error::{EngineError, Result};
 use crate::points::{self, new_point_id};
 use crate::progress::Progress;
-use crate::protection;
-use crate::registry::{self, DiskRecord, VmRecord};
 use crate::transfer::Transfer;
 use live::{QMP_TIMEOUT, Quiesced, live_phase, plan_live};
 use pending::{Committed, Pending};
@@ -161,7 +163,7 @@ pub async fn backup(
     progress: Arc<dyn Progress>,
 ) -> Result<BackupSummary> {
     let backend = vault.vault().backend().clone();
-    let vm = registry::get(backend.as_ref(), vm_name).await?;
+    let vm: VmRecord = Catalog::of(vault.vault()).get(vm_name).await?;
     // One backup of a VM at a time; the session also keeps what it reuses from GC.
     let session = Arc::new(
         Session::begin(
@@ -266,9 +268,9 @@ async fn prepare(
     session: &Session,
     options: &BackupOptions,
 ) -> Result<Prepared> {
-    let backend = vault.vault().backend().as_ref();
-    let item = protection::get(backend, &vm.name).await?;
-    protection::check_not_soft_deleted(item.as_ref(), &vm.name)?;
+    let catalog = Catalog::of(vault.vault());
+    let item: Option<ProtectedItem> = catalog.find(&vm.name).await?;
+    crate::services::protection::check_not_soft_deleted(item.as_ref(), &vm.name)?;
     let excluded: &[String] = item.as_ref().map(|i| i.excluded_disks.as_slice()).unwrap_or_default();
     let selected: Vec<DiskRecord> = if options.disks.is_empty() {
         vm.disks.iter().filter(|d| !excluded.contains(&d.label)).cloned().collect()
@@ -278,13 +280,13 @@ async fn prepare(
     let time = Timestamp::now();
     let point_id = new_point_id(time)?;
     let history = points::list(vault, &vm.name).await?;
-    let per_day = crate::settings::load(backend).await?.on_demand_per_day;
+    let per_day = settings::load(catalog).await?.on_demand_per_day;
     let tz = match item.as_ref().and_then(|i| i.policy.as_deref()) {
-        Some(name) => crate::policy::get(backend, name).await.and_then(|p| p.tz()).unwrap_or(TimeZone::UTC),
+        Some(name) => catalog.get::<Policy>(name).await.and_then(|p| p.tz()).unwrap_or(TimeZone::UTC),
         None => TimeZone::UTC,
     };
     crate::limits::check_point_limits(&vm.name, &history, options.kind, per_day, &tz, time)?;
-    let checkpoints = checkpoint::load(backend, &vm.name).await?;
+    let checkpoints = checkpoint::load(catalog, &vm.name).await?;
     let bases = load_bases(vault, &selected, &history, &checkpoints).await?;
     keep_bases(vault, session, bases.previous.values().chain(bases.checkpointed.values())).await?;
     Ok(Prepared { selected, time, point_id, checkpoints, bases })
@@ -429,8 +431,7 @@ async fn after_commit(
             );
         }
     }
-    let backend = vault.vault().backend().as_ref();
-    if let Err(e) = checkpoint::record(backend, facts.vm, &new_checkpoints).await {
+    if let Err(e) = checkpoint::record(Catalog::of(vault.vault()), facts.vm, &new_checkpoints).await {
         notes.push(format!("change tracking not recorded ({e}); the next backup reads every disk in full"));
     }
     if let Some(live) = live {

@@ -6,7 +6,7 @@
 use disk::live::LiveSnapshot;
 
 use super::plan::HeldDisk;
-use crate::checkpoint::{BITMAP_PREFIX, bitmap_name};
+use crate::catalog::checkpoint::{BITMAP_PREFIX, bitmap_name};
 
 /// The disks and live snapshot of a point not yet committed.
 pub(super) struct Pending {

@@ -8,9 +8,9 @@ use disk::ImageLock;
 use disk::qemu;
 use vault::FixedIndex;
 
-use crate::checkpoint::{Checkpoint, ImageIdentity};
+use crate::catalog::checkpoint::{Checkpoint, ImageIdentity};
+use crate::catalog::vm::DiskRecord;
 use crate::error::Result;
-use crate::registry::DiskRecord;
 
 /// What the transfer phase reads of one disk.
 pub(super) enum Plan {

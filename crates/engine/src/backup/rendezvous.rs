@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use vault::PointGroup;
 
+use crate::catalog::group::ConsistencyGroup;
 use crate::error::{EngineError, Result};
-use crate::group::ConsistencyGroup;
 
 /// A rendezvous of a group's snapshot phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use disk::{DiskFormat, ImageLock, qemu};
 
 use super::pending::Pending;
 use super::plan::{Bases, HeldDisk, Plan, Source, offline_bitmaps, plan_disk};
-use crate::checkpoint::{BITMAP_PREFIX, Checkpoints, ImageIdentity, bitmap_name};
+use crate::catalog::checkpoint::{BITMAP_PREFIX, Checkpoints, ImageIdentity, bitmap_name};
+use crate::catalog::vm::DiskRecord;
 use crate::error::{EngineError, Result};
-use crate::registry::DiskRecord;
 
 /// Hold every selected disk of a stopped VM; what was held is released if one fails.
 pub(super) fn hold_disks(

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use engine::NoProgress;
 use engine::backup::{BackupOptions, BackupSummary};
+use engine::catalog::Catalog;
+use engine::catalog::vm::{self, NewVm};
 use engine::limits::Limits;
-use engine::registry::{self, NewVm};
 use vault::backend::LocalBackend;
 use vault::{InitEncryption, KdfParams, Passphrase, UnlockedVault, Vault};
 
@@ -92,6 +93,11 @@ impl Lab {
         Lab { dir, vault }
     }
 
+    /// The lab vault's catalog.
+    pub fn catalog(&self) -> Catalog<'_> {
+        Catalog::of(self.vault.vault())
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -104,8 +110,8 @@ impl Lab {
             memory_mib: 512,
             ..Default::default()
         };
-        let record = registry::prepare(new, &Limits::default()).unwrap();
-        registry::add(self.vault.vault().backend().as_ref(), record).await.unwrap();
+        let record = vm::prepare(new, &Limits::default()).unwrap();
+        engine::services::vms::add(self.catalog(), record).await.unwrap();
     }
 
     pub async fn backup(&self, vm: &str) -> BackupSummary {

@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, AppState, Caller};
+use vault::ErrorKind;
+
+use super::caller::{ApiError, AppState, Caller, log_denied};
 
 /// Only an admin token for every VM may run cleanups on the server.
 fn check_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {
@@ -17,24 +19,13 @@ fn check_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {
     if token.role == crate::auth::Role::Admin && token.vms.is_empty() {
         return Ok(());
     }
-    eprintln!(
-        "{} denied: token {} (role {}) may not run {what}",
-        jiff::Timestamp::now(),
-        token.name,
-        token.role.as_str()
-    );
-    Err(ApiError(
+    log_denied(token, &format!("run {what}"));
+    Err(ApiError::with_status(
         StatusCode::FORBIDDEN,
-        format!(
-            "token {:?} (role {}) may not run {what}: it takes an admin token for every VM",
-            token.name,
-            token.role.as_str()
-        ),
+        ErrorKind::Denied,
+        format!("token {:?} (role {}) may not run {what}", token.name, token.role.as_str()),
+        Some("it takes an admin token for every VM".into()),
     ))
-}
-
-fn engine_error(e: engine::EngineError) -> ApiError {
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 /// What to clean up.
@@ -65,6 +56,9 @@ pub(super) async fn prune(
     Json(request): Json<PruneRequest>,
 ) -> Result<Json<PruneAnswer>, ApiError> {
     check_admin(&caller, "prune")?;
+    if let Some(vm) = &request.vm {
+        engine::names::check_name("VM", vm)?;
+    }
     let vault = vault::Vault::open(Arc::clone(&state.backend)).await?;
     let vm = request.vm.clone();
     let (reports, job) = engine::jobs::run_job(
@@ -76,8 +70,7 @@ pub(super) async fn prune(
             engine::prune::prune(&vault, vm.as_deref(), jiff::Timestamp::now(), request.dry_run).await
         },
     )
-    .await
-    .map_err(engine_error)?;
+    .await?;
     Ok(Json(PruneAnswer { reports, job: job.id }))
 }
 
@@ -124,7 +117,6 @@ pub(super) async fn gc(
             Ok(vault::gc::collect(vault, options).await?)
         },
     )
-    .await
-    .map_err(engine_error)?;
+    .await?;
     Ok(Json(GcAnswer { report, job: job.id }))
 }

@@ -56,7 +56,7 @@ impl LocalBackend {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || f(&inner))
             .await
-            .map_err(|e| VaultError::Invalid(format!("storage worker failed: {e}")))?
+            .map_err(|e| VaultError::Failed(format!("storage worker failed: {e}")))?
     }
 }
 

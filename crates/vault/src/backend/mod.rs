@@ -102,13 +102,25 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
-/// Refuse keys that could name something outside the vault or a temporary file.
+/// Longest object key, and longest part of one, a backend accepts (vmvault's are far shorter).
+pub const MAX_KEY_LEN: usize = 1024;
+const MAX_PART_LEN: usize = 255;
+
+/// Refuse keys that could name something outside the vault or a temporary file, or that no
+/// file system could hold.
 pub fn check_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
         && key.split('/').all(|part| {
             !part.is_empty()
+                && part.len() <= MAX_PART_LEN
                 && !part.starts_with('.')
                 && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
         });
-    if ok { Ok(()) } else { Err(VaultError::Invalid(format!("{key:?} is not a valid vault object key"))) }
+    if ok {
+        return Ok(());
+    }
+    let shown: String = key.chars().take(80).collect();
+    let more = if shown.len() < key.len() { "…" } else { "" };
+    Err(VaultError::Invalid(format!("{shown:?}{more} is not a valid vault object key")))
 }

@@ -12,11 +12,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use vault::backend::Backend;
-use vault::catalog;
-
-use crate::error::{EngineError, Result};
 use vault::layout::{self, ObjectKey};
+
+use super::Catalog;
+use crate::error::{EngineError, Result};
 
 /// Prefix of the bitmaps vmvault owns.
 pub const BITMAP_PREFIX: &str = "vmvault-";
@@ -63,18 +62,18 @@ pub struct Checkpoints {
     pub disks: BTreeMap<String, Checkpoint>,
 }
 
-fn key(vm: &str) -> ObjectKey {
+fn object_key(vm: &str) -> ObjectKey {
     layout::checkpoints(vm)
 }
 
 /// The VM's checkpoints (empty if it has none yet).
-pub async fn load(backend: &dyn Backend, vm: &str) -> Result<Checkpoints> {
-    Ok(catalog::read(backend, &key(vm)).await?.unwrap_or_default())
+pub async fn load(catalog: Catalog<'_>, vm: &str) -> Result<Checkpoints> {
+    Ok(vault::catalog::read(catalog.backend(), &object_key(vm)).await?.unwrap_or_default())
 }
 
 /// Record new checkpoints for some disks, keeping the others.
-pub async fn record(backend: &dyn Backend, vm: &str, new: &BTreeMap<String, Checkpoint>) -> Result<()> {
-    catalog::update(backend, &key(vm), |current: Option<Checkpoints>| {
+pub async fn record(catalog: Catalog<'_>, vm: &str, new: &BTreeMap<String, Checkpoint>) -> Result<()> {
+    vault::catalog::update(catalog.backend(), &object_key(vm), |current: Option<Checkpoints>| {
         let mut all = current.unwrap_or_default();
         all.disks.extend(new.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok::<_, EngineError>(all)
@@ -84,7 +83,7 @@ pub async fn record(backend: &dyn Backend, vm: &str, new: &BTreeMap<String, Chec
 }
 
 /// Forget a VM's checkpoints (the VM was removed).
-pub async fn forget(backend: &dyn Backend, vm: &str) -> Result<()> {
-    backend.delete(&key(vm)).await?;
+pub async fn forget(catalog: Catalog<'_>, vm: &str) -> Result<()> {
+    catalog.backend().delete(&object_key(vm)).await?;
     Ok(())
 }

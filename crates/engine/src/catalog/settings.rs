@@ -2,11 +2,10 @@
 //! and how many on-demand backups an item may take a day. Stored in `catalog/settings.json`.
 
 use serde::{Deserialize, Serialize};
-use vault::backend::Backend;
-use vault::catalog;
-
-use crate::error::{EngineError, Result};
 use vault::layout;
+
+use super::Catalog;
+use crate::error::{EngineError, Result};
 
 /// Fewest days soft-deleted data is kept; soft delete cannot be shortened below this or turned off.
 pub const MIN_SOFT_DELETE_DAYS: u32 = 14;
@@ -43,13 +42,13 @@ impl Settings {
 }
 
 /// The vault's settings (the defaults until someone changes them).
-pub async fn load(backend: &dyn Backend) -> Result<Settings> {
-    Ok(catalog::read(backend, &layout::settings()).await?.unwrap_or_default())
+pub async fn load(catalog: Catalog<'_>) -> Result<Settings> {
+    Ok(vault::catalog::read(catalog.backend(), &layout::settings()).await?.unwrap_or_default())
 }
 
 /// Change settings; refuses values that would weaken soft delete.
-pub async fn update(backend: &dyn Backend, change: impl Fn(&mut Settings)) -> Result<Settings> {
-    catalog::update(backend, &layout::settings(), |current: Option<Settings>| {
+pub async fn update(catalog: Catalog<'_>, change: impl Fn(&mut Settings)) -> Result<Settings> {
+    vault::catalog::update(catalog.backend(), &layout::settings(), |current: Option<Settings>| {
         let mut settings = current.unwrap_or_default();
         change(&mut settings);
         settings.check()?;

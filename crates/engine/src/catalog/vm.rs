@@ -1,18 +1,17 @@
-//! The VM registry: which VMs vmvault knows, their disks and hardware. Stored in the vault's
-//! catalog (`catalog/vms/<name>.json`), so a fresh install pointed at the vault knows them too.
+//! Registered VMs: their disks and hardware, in `catalog/vms/<name>.json`, so a fresh
+//! install pointed at the vault knows them too.
 
 use std::path::{Path, PathBuf};
 
 use disk::DiskFormat;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use vault::backend::Backend;
-use vault::catalog;
+use vault::layout::{self, ObjectKey, Prefix};
 
-use crate::error::{EngineError, Result};
+use super::Record;
+use crate::error::{EngineError, Record as RecordKind, Result};
 use crate::limits::Limits;
 use crate::names::{check_name, new_uuid};
-use vault::layout::{self, ObjectKey};
 
 /// One disk of a VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,8 +97,17 @@ pub struct NewVm {
     pub qga: Option<PathBuf>,
 }
 
-fn vm_key(name: &str) -> ObjectKey {
-    layout::vm(name)
+impl Record for VmRecord {
+    const KIND: RecordKind = RecordKind::Vm;
+    fn object_key(name: &str) -> ObjectKey {
+        layout::vm(name)
+    }
+    fn prefix() -> Prefix {
+        layout::vms()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// Build a record from what the operator gave: probe each disk, apply the limits.
@@ -153,63 +161,4 @@ pub fn check_mac(mac: &str) -> Result<()> {
     } else {
         Err(EngineError::Invalid(format!("{mac:?} is not a MAC address (like 52:54:00:12:34:56)")))
     }
-}
-
-/// Register a VM; refuses a name already taken.
-pub async fn add(backend: &dyn Backend, record: VmRecord) -> Result<VmRecord> {
-    match catalog::create(backend, &vm_key(&record.name), &record).await {
-        Ok(()) => Ok(record),
-        Err(e) if e.is_retryable() => Err(EngineError::VmExists(record.name)),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// A registered VM.
-pub async fn get(backend: &dyn Backend, name: &str) -> Result<VmRecord> {
-    check_name("VM", name)?;
-    catalog::read(backend, &vm_key(name)).await?.ok_or_else(|| EngineError::NoSuchVm(name.to_string()))
-}
-
-/// All registered VMs, by name.
-pub async fn list(backend: &dyn Backend) -> Result<Vec<VmRecord>> {
-    let mut out: Vec<VmRecord> = catalog::read_all(backend, &layout::vms()).await?;
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-/// Set (or, with `None`, clear) the pre/post-snapshot scripts of a VM.
-pub async fn set_scripts(
-    backend: &dyn Backend,
-    name: &str,
-    scripts: Option<crate::scripts::ScriptConfig>,
-) -> Result<VmRecord> {
-    get(backend, name).await?;
-    catalog::update(backend, &vm_key(name), |current: Option<VmRecord>| {
-        let mut vm = current.ok_or_else(|| EngineError::NoSuchVm(name.to_string()))?;
-        vm.scripts = scripts.clone();
-        Ok(vm)
-    })
-    .await
-}
-
-/// Forget a VM. Its recovery points stay in the vault. A protected VM must be unprotected
-/// first, so no schedule is left pointing at nothing.
-pub async fn remove(backend: &dyn Backend, name: &str) -> Result<()> {
-    get(backend, name).await?;
-    if let Some(item) = crate::protection::get(backend, name).await?
-        && item.state == crate::protection::ProtectionState::Protected
-    {
-        return Err(EngineError::Invalid(format!(
-            "VM {name:?} is protected by policy {}; run `vmvault unprotect {name} --retain-data` first",
-            item.policy.as_deref().unwrap_or("?")
-        )));
-    }
-    if let Some(group) = crate::group::of_vm(backend, name).await?.first() {
-        return Err(EngineError::Invalid(format!(
-            "VM {name:?} is a member of consistency group {group}; run `vmvault group delete {group}` first"
-        )));
-    }
-    backend.delete(&vm_key(name)).await?;
-    backend.flush().await?;
-    Ok(())
 }

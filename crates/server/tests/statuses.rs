@@ -1,0 +1,217 @@
+//! What the API answers for requests a client may get wrong: 404 for an unknown VM, policy,
+//! point or job, 409 for a name that exists, 400 for an invalid name, 412 for a lost race,
+//! 403 for a role that may not — each with a JSON body naming the error's kind — and never a
+//! 500 for anything a client can send. A real server on loopback over TLS, a real vault with
+//! a real backup in it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use engine::NoProgress;
+use engine::backup::BackupOptions;
+use engine::catalog::Catalog;
+use engine::catalog::policy::Policy;
+use engine::catalog::vm::{self, NewVm};
+use engine::limits::Limits;
+use engine::retention::Retention;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use server::auth::Role;
+use server::client::{Trust, http_client};
+use server::run::{ServerConfig, serve};
+use server::tls::Identity;
+use server::tokens::TokenStore;
+use vault::backend::LocalBackend;
+use vault::{InitEncryption, Vault};
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    admin: String,
+    reader: String,
+    point: String,
+    vault_dir: String,
+}
+
+impl Api {
+    async fn send(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, String) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        self.send(&self.admin, reqwest::Method::GET, path, None).await
+    }
+
+    /// An error answer: the status, and the body's kind, which must say the same.
+    async fn error(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, String) {
+        let (status, text) = self.send(token, method, path, body).await;
+        let body: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {status} {text:?}: {e}"));
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {text}");
+        (status, body["kind"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+fn sh(cmd: &str, args: &[&str]) {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A vault with VM `web` (one backup) and policy `gold`, served on loopback.
+async fn setup(dir: &Path) -> Api {
+    let image = dir.join("web.raw");
+    sh("qemu-img", &["create", "-q", "-f", "raw", image.to_str().unwrap(), "16M"]);
+    sh("qemu-io", &["-f", "raw", "-c", "write -P 0x5a 0 4M", image.to_str().unwrap()]);
+    let backend = Arc::new(LocalBackend::new(dir.join("vault")));
+    let vault = Arc::new(Vault::create(backend.clone(), InitEncryption::None).await.unwrap());
+    let catalog = Catalog::of(vault.vault());
+    let new = NewVm { name: "web".into(), disks: vec![(Some("vda".into()), image)], ..Default::default() };
+    engine::services::vms::add(catalog, vm::prepare(new, &Limits::default()).unwrap()).await.unwrap();
+    let retention = Retention::parse(Some("7"), None, None, None).unwrap();
+    let gold = Policy::new("gold", "daily 02:00", "UTC", retention).unwrap();
+    engine::services::policies::create(catalog, &gold).await.unwrap();
+    let point =
+        engine::backup::backup(Arc::clone(&vault), "web", BackupOptions::default(), Arc::new(NoProgress))
+            .await
+            .unwrap()
+            .point_id;
+
+    let state = dir.join("state");
+    let identity = Identity::self_signed(&state, &["localhost".to_string()]).unwrap();
+    let fingerprint = identity.fingerprint().unwrap();
+    let tokens = TokenStore::new(&state);
+    let (_, admin) = tokens.create("admin", Role::Admin, &[]).unwrap();
+    let (_, reader) = tokens.create("reader", Role::Reader, &[]).unwrap();
+    let config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), backend, state, identity };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(serve(config, move |bound| {
+        let _ = tx.send(bound);
+    }));
+    let bound = rx.await.unwrap();
+    let http = http_client(&Trust::Fingerprint(fingerprint)).unwrap();
+    let vault_dir = dir.join("vault").display().to_string();
+    Api { base: format!("https://{bound}"), http, admin, reader, point, vault_dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_by_the_kind_of_error() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let api = setup(dir.path()).await;
+
+    // What exists is found.
+    assert_eq!(api.get("/api/v1/vms/web").await.0, StatusCode::OK);
+    let (status, text) = api.get("/api/v1/vms/web/points").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains(&api.point), "{text}");
+    assert_eq!(api.get(&format!("/api/v1/vms/web/points/{}", api.point)).await.0, StatusCode::OK);
+    assert_eq!(api.get("/api/v1/policies/gold").await.0, StatusCode::OK);
+
+    // 404 for an unknown VM, policy, point or job.
+    for path in [
+        "/api/v1/vms/nosuch",
+        "/api/v1/vms/nosuch/points",
+        "/api/v1/vms/web/points/20990101T000000Z-0000",
+        "/api/v1/policies/nosuch",
+        "/api/v1/jobs/20990101T000000Z-000000",
+        "/api/v1/objects/points/web/nosuch/manifest.json",
+    ] {
+        assert_eq!(
+            api.error(&api.admin, Method::GET, path, None).await,
+            (StatusCode::NOT_FOUND, "not-found".into()),
+            "{path}"
+        );
+    }
+
+    // 409 for a name that exists; 201 for one that does not.
+    let policy = |name: &str| {
+        let retention = Retention::parse(Some("3"), None, None, None).unwrap();
+        serde_json::to_value(Policy::new(name, "daily 03:00", "UTC", retention).unwrap()).unwrap()
+    };
+    let created = api.send(&api.admin, Method::POST, "/api/v1/policies", Some(policy("silver"))).await;
+    assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+    for name in ["gold", "silver"] {
+        let answer = api.error(&api.admin, Method::POST, "/api/v1/policies", Some(policy(name))).await;
+        assert_eq!(answer, (StatusCode::CONFLICT, "exists".into()), "{name}");
+    }
+
+    // 400 for an invalid name, wherever a name goes.
+    let long = "v".repeat(70);
+    for path in
+        ["/api/v1/vms/-web", &format!("/api/v1/vms/{long}"), "/api/v1/policies/.gold", "/api/v1/jobs/-x"]
+    {
+        assert_eq!(
+            api.error(&api.admin, Method::GET, path, None).await,
+            (StatusCode::BAD_REQUEST, "invalid".into()),
+            "{path}"
+        );
+    }
+    let mut bad_policy = policy("bronze");
+    bad_policy["name"] = json!("bad/name");
+    let answer = api.error(&api.admin, Method::POST, "/api/v1/policies", Some(bad_policy)).await;
+    assert_eq!(answer, (StatusCode::BAD_REQUEST, "invalid".into()));
+    let mut bad_zone = policy("bronze");
+    bad_zone["timezone"] = json!("Mars/Olympus");
+    let answer = api.error(&api.admin, Method::POST, "/api/v1/policies", Some(bad_zone)).await;
+    assert_eq!(answer, (StatusCode::BAD_REQUEST, "invalid".into()));
+    let prune = json!({"vm": "../etc", "dry_run": true});
+    let answer = api.error(&api.admin, Method::POST, "/api/v1/prune", Some(prune)).await;
+    assert_eq!(answer, (StatusCode::BAD_REQUEST, "invalid".into()));
+
+    // 412 for a swap that lost a race; 403 for a role that may not.
+    let stale = api
+        .http
+        .put(format!("{}/api/v1/objects/catalog/settings.json?mode=swap", api.base))
+        .bearer_auth(&api.admin)
+        .header(server::api::VERSION_HEADER, "no-such-version")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    let answer = api.error(&api.reader, Method::POST, "/api/v1/policies", Some(policy("bronze"))).await;
+    assert_eq!(answer, (StatusCode::FORBIDDEN, "denied".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_client_sends_makes_the_server_fail() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let api = setup(dir.path()).await;
+    let long_key = format!("chunks/ab/{}", "a".repeat(7000));
+    let odd: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("/api/v1/objects/{long_key}"), None),
+        (Method::PUT, format!("/api/v1/objects/{long_key}?mode=create-if-absent"), None),
+        (Method::GET, "/api/v1/objects/points/web/%2e%2e/manifest.json".into(), None),
+        (Method::GET, "/api/v1/objects/.hidden".into(), None),
+        (Method::GET, "/api/v1/list?prefix=../".into(), None),
+        (Method::POST, "/api/v1/prune".into(), Some(json!({"vm": "", "dry_run": true}))),
+        (Method::POST, "/api/v1/prune".into(), Some(json!({"vm": "x".repeat(300), "dry_run": true}))),
+        (Method::POST, "/api/v1/chunks/missing".into(), Some(json!({"ids": ["zz"]}))),
+        (Method::POST, "/api/v1/policies".into(), Some(json!({"name": "x"}))),
+        (Method::GET, format!("/api/v1/vms/web/points/{}", "p".repeat(300)), None),
+        (Method::GET, "/api/v1/vms/web%00/points".into(), None),
+    ];
+    for (method, path, body) in odd {
+        let (status, text) = api.send(&api.admin, method.clone(), &path, body).await;
+        assert!(!status.is_server_error(), "{method} {path}: {status} {text}");
+        assert!(!text.contains(&api.vault_dir), "{method} {path}: the answer shows the vault's path: {text}");
+    }
+}
