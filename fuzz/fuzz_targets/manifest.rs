@@ -8,5 +8,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = Manifest::decode_unverified(data, "fuzz");
     let keys = Keys::unencrypted(&"00112233445566778899aabbccddeeff".parse::<VaultId>().unwrap());
     let _ = Manifest::decode(&keys, data, "fuzz");
-    let _ = Manifest::decode_signed(data, &keys.point_key(), "fuzz");
+    let _ = Manifest::decode_signed(data, &keys.point_public(), "fuzz");
 });

@@ -88,14 +88,15 @@ impl PointReader<'_> {
         }
     }
 
-    /// One manifest; `point_key` is the config's, for a reader without the key.
-    async fn manifest(&self, key: &str, point_key: Option<&PointKey>) -> Result<Manifest> {
+    /// One manifest; `verifier` is the config's public point key, for a reader without the
+    /// vault's key.
+    async fn manifest(&self, key: &str, verifier: Option<&PointKey>) -> Result<Manifest> {
         Ok(match self {
             PointReader::Verified(vault) => vault.get_manifest(key).await?,
             PointReader::Structure(vault) => {
                 let bytes = vault.backend().get(key).await?;
-                match point_key {
-                    Some(point_key) => Manifest::decode_signed(&bytes, point_key, key)?,
+                match verifier {
+                    Some(verifier) => Manifest::decode_signed(&bytes, verifier, key)?,
                     None => Manifest::decode_unverified(&bytes, key)?,
                 }
             }
@@ -105,14 +106,14 @@ impl PointReader<'_> {
     /// Every committed point of `vm`, oldest first.
     pub async fn list(&self, vm: &str) -> Result<Vec<Manifest>> {
         crate::names::check_name("VM", vm)?;
-        let point_key = match self {
+        let verifier = match self {
             PointReader::Verified(_) => None,
-            PointReader::Structure(vault) => vault.config().point_key()?,
+            PointReader::Structure(vault) => vault.config().point_public()?,
         };
         let mut out = Vec::new();
         for object in self.vault().backend().list(&layout::points_of(vm)).await? {
             if matches!(ObjectClass::of(&object.key), ObjectClass::Manifest { .. }) {
-                out.push(self.manifest(&object.key, point_key.as_ref()).await?);
+                out.push(self.manifest(&object.key, verifier.as_ref()).await?);
             }
         }
         out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.point_id.cmp(&b.point_id)));

@@ -50,7 +50,7 @@ impl PruneReport {
 pub async fn vms_with_points(vault: &vault::Vault) -> Result<Vec<String>> {
     let mut names = BTreeSet::new();
     for object in vault.backend().list(&layout::points()).await? {
-        if let Some(vm) = layout::vm_of_point_key(&object.key) {
+        if let Some(vm) = layout::vm_under_points(&object.key) {
             names.insert(vm.to_string());
         }
     }

@@ -176,6 +176,30 @@ struct Shared<'a> {
     chunks_new: AtomicU64,
 }
 
+impl<'a> Shared<'a> {
+    fn new(transfer: &'a Transfer<'a>, known: HashSet<ChunkId>, blocks: usize) -> Shared<'a> {
+        Shared {
+            transfer,
+            known: Mutex::new(known),
+            results: Mutex::new(Vec::with_capacity(blocks)),
+            failure: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            bytes_zero: AtomicU64::new(0),
+            bytes_new: AtomicU64::new(0),
+            chunks_new: AtomicU64::new(0),
+        }
+    }
+}
+
+/// `size` block buffers, handed out through a channel: a reader waits when all are in use.
+fn buffer_pool(size: usize) -> (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) {
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(size);
+    for _ in 0..size {
+        let _ = free_tx.send(Vec::with_capacity(vault::index::CHUNK_SIZE as usize));
+    }
+    (free_tx, free_rx)
+}
+
 impl Transfer<'_> {
     /// Read `blocks` and set their entries in `index`, one reader thread per source (all views
     /// of the same disk: one keeps reads sequential, several overlap scattered reads). `known`
@@ -187,23 +211,11 @@ impl Transfer<'_> {
         index: &mut FixedIndex,
         known: HashSet<ChunkId>,
     ) -> Result<TransferStats> {
-        let shared = Shared {
-            transfer: self,
-            known: Mutex::new(known),
-            results: Mutex::new(Vec::with_capacity(blocks.len())),
-            failure: Mutex::new(None),
-            stop: AtomicBool::new(false),
-            bytes_zero: AtomicU64::new(0),
-            bytes_new: AtomicU64::new(0),
-            chunks_new: AtomicU64::new(0),
-        };
+        let shared = Shared::new(self, known, blocks.len());
         let workers = self.workers.max(1);
         let pool_size = workers * 2 + 2;
         let (work_tx, work_rx) = sync_channel::<Work>(pool_size);
-        let (free_tx, free_rx) = sync_channel::<Vec<u8>>(pool_size);
-        for _ in 0..pool_size {
-            let _ = free_tx.send(Vec::with_capacity(vault::index::CHUNK_SIZE as usize));
-        }
+        let (free_tx, free_rx) = buffer_pool(pool_size);
         let work_rx = Mutex::new(work_rx);
         let free_rx = Mutex::new(free_rx);
         let cursor = AtomicUsize::new(0);

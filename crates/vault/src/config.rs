@@ -66,7 +66,7 @@ impl VaultConfig {
     }
 
     /// The public point key, if the vault has one.
-    pub fn point_key(&self) -> Result<Option<PointKey>> {
+    pub fn point_public(&self) -> Result<Option<PointKey>> {
         self.point_key
             .as_deref()
             .map(|hex| {
@@ -100,7 +100,7 @@ impl VaultConfig {
                 format!("chunk size {} is not supported", config.chunk_size),
             ));
         }
-        config.point_key()?;
+        config.point_public()?;
         Ok(config)
     }
 

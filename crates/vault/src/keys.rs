@@ -147,7 +147,7 @@ impl Keys {
     }
 
     /// The public key that verifies points signed with [`Keys::sign_point`].
-    pub fn point_key(&self) -> PointKey {
+    pub fn point_public(&self) -> PointKey {
         self.points.public()
     }
 

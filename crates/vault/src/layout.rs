@@ -444,16 +444,16 @@ impl<'a> ObjectClass<'a> {
     }
 }
 
-/// Parse a chunk's key back into its id; `None` for anything else.
+/// Parse a chunk's key back into its id; `None` for anything else, including a key that
+/// names an id in another spelling (upper-case hex) than the one [`chunk`] writes.
 pub fn chunk_id_of(key: &str) -> Option<ChunkId> {
-    let rest = key.strip_prefix(CHUNKS)?;
-    let (fan, hex) = rest.split_once('/')?;
+    let hex = key.strip_prefix(CHUNKS)?.split_once('/')?.1;
     let id: ChunkId = hex.parse().ok()?;
-    (hex.starts_with(fan) && fan.len() == 2).then_some(id)
+    (chunk(&id).as_str() == key).then_some(id)
 }
 
 /// For a key listed under [`points`], the VM it belongs to.
-pub fn vm_of_point_key(key: &str) -> Option<&str> {
+pub fn vm_under_points(key: &str) -> Option<&str> {
     ObjectClass::of(key).vm().filter(|_| key.starts_with(POINTS))
 }
 
@@ -503,8 +503,8 @@ mod tests {
         }
         assert_eq!(ObjectClass::of("points/web/p1/notes.txt"), ObjectClass::PointOther { vm: "web" });
         assert_eq!(ObjectClass::of("points/web"), ObjectClass::PointOther { vm: "web" });
-        assert_eq!(vm_of_point_key("points/web/p1/manifest.json"), Some("web"));
-        assert_eq!(vm_of_point_key("catalog/vms/web.json"), None);
+        assert_eq!(vm_under_points("points/web/p1/manifest.json"), Some("web"));
+        assert_eq!(vm_under_points("catalog/vms/web.json"), None);
     }
 
     #[test]

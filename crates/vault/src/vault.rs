@@ -126,7 +126,7 @@ impl Vault {
                 (config, keys, None)
             }
         };
-        config.point_key = Some(keys.point_key().to_hex());
+        config.point_key = Some(keys.point_public().to_hex());
         // The key file first, the config last: a vault exists once its config does.
         if let Some(key_file) = key_file {
             backend.compare_and_swap(&layout::key_file(), None, Bytes::from(key_file.encode())).await?;
@@ -203,7 +203,7 @@ impl Vault {
 
     fn with_keys(self, keys: Keys) -> Result<UnlockedVault> {
         self.config.verify(&keys, &self.config_bytes)?;
-        if self.config.point_key()?.is_some_and(|key| key != keys.point_key()) {
+        if self.config.point_public()?.is_some_and(|key| key != keys.point_public()) {
             return Err(VaultError::BadSignature { what: format!("{} (point_key)", layout::config()) });
         }
         Ok(UnlockedVault { vault: self, keys })
