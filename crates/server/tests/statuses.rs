@@ -14,7 +14,7 @@ use engine::catalog::policy::Policy;
 use engine::catalog::vm::{self, NewVm};
 use engine::limits::Limits;
 use engine::retention::Retention;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use server::auth::Role;
 use server::client::{Trust, http_client};
@@ -37,7 +37,7 @@ impl Api {
     async fn send(
         &self,
         token: &str,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, String) {
@@ -50,14 +50,14 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> (StatusCode, String) {
-        self.send(&self.admin, reqwest::Method::GET, path, None).await
+        self.send(&self.admin, Method::GET, path, None).await
     }
 
     /// An error answer: the status, and the body's kind, which must say the same.
     async fn error(
         &self,
         token: &str,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, String) {
@@ -110,12 +110,15 @@ async fn setup(dir: &Path) -> Api {
     Api { base: format!("https://{bound}"), http, admin, reader, point, vault_dir }
 }
 
+fn policy(name: &str) -> Value {
+    let retention = Retention::parse(Some("3"), None, None, None).unwrap();
+    serde_json::to_value(Policy::new(name, "daily 03:00", "UTC", retention).unwrap()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_answers_by_the_kind_of_error() {
-    use reqwest::Method;
+async fn an_unknown_vm_policy_point_or_job_is_404() {
     let dir = tempfile::tempdir().unwrap();
     let api = setup(dir.path()).await;
-
     // What exists is found.
     assert_eq!(api.get("/api/v1/vms/web").await.0, StatusCode::OK);
     let (status, text) = api.get("/api/v1/vms/web/points").await;
@@ -123,8 +126,6 @@ async fn the_api_answers_by_the_kind_of_error() {
     assert!(text.contains(&api.point), "{text}");
     assert_eq!(api.get(&format!("/api/v1/vms/web/points/{}", api.point)).await.0, StatusCode::OK);
     assert_eq!(api.get("/api/v1/policies/gold").await.0, StatusCode::OK);
-
-    // 404 for an unknown VM, policy, point or job.
     for path in [
         "/api/v1/vms/nosuch",
         "/api/v1/vms/nosuch/points",
@@ -133,49 +134,51 @@ async fn the_api_answers_by_the_kind_of_error() {
         "/api/v1/jobs/20990101T000000Z-000000",
         "/api/v1/objects/points/web/nosuch/manifest.json",
     ] {
-        assert_eq!(
-            api.error(&api.admin, Method::GET, path, None).await,
-            (StatusCode::NOT_FOUND, "not-found".into()),
-            "{path}"
-        );
+        let answer = api.error(&api.admin, Method::GET, path, None).await;
+        assert_eq!(answer, (StatusCode::NOT_FOUND, "not-found".into()), "{path}");
     }
+}
 
-    // 409 for a name that exists; 201 for one that does not.
-    let policy = |name: &str| {
-        let retention = Retention::parse(Some("3"), None, None, None).unwrap();
-        serde_json::to_value(Policy::new(name, "daily 03:00", "UTC", retention).unwrap()).unwrap()
-    };
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_exists_is_409() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = setup(dir.path()).await;
     let created = api.send(&api.admin, Method::POST, "/api/v1/policies", Some(policy("silver"))).await;
     assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
     for name in ["gold", "silver"] {
         let answer = api.error(&api.admin, Method::POST, "/api/v1/policies", Some(policy(name))).await;
         assert_eq!(answer, (StatusCode::CONFLICT, "exists".into()), "{name}");
     }
+}
 
-    // 400 for an invalid name, wherever a name goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_name_is_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = setup(dir.path()).await;
     let long = "v".repeat(70);
     for path in
         ["/api/v1/vms/-web", &format!("/api/v1/vms/{long}"), "/api/v1/policies/.gold", "/api/v1/jobs/-x"]
     {
-        assert_eq!(
-            api.error(&api.admin, Method::GET, path, None).await,
-            (StatusCode::BAD_REQUEST, "invalid".into()),
-            "{path}"
-        );
+        let answer = api.error(&api.admin, Method::GET, path, None).await;
+        assert_eq!(answer, (StatusCode::BAD_REQUEST, "invalid".into()), "{path}");
     }
-    let mut bad_policy = policy("bronze");
-    bad_policy["name"] = json!("bad/name");
-    let answer = api.error(&api.admin, Method::POST, "/api/v1/policies", Some(bad_policy)).await;
-    assert_eq!(answer, (StatusCode::BAD_REQUEST, "invalid".into()));
+    let mut bad_name = policy("bronze");
+    bad_name["name"] = json!("bad/name");
     let mut bad_zone = policy("bronze");
     bad_zone["timezone"] = json!("Mars/Olympus");
-    let answer = api.error(&api.admin, Method::POST, "/api/v1/policies", Some(bad_zone)).await;
-    assert_eq!(answer, (StatusCode::BAD_REQUEST, "invalid".into()));
+    for body in [bad_name, bad_zone] {
+        let answer = api.error(&api.admin, Method::POST, "/api/v1/policies", Some(body.clone())).await;
+        assert_eq!(answer, (StatusCode::BAD_REQUEST, "invalid".into()), "{body}");
+    }
     let prune = json!({"vm": "../etc", "dry_run": true});
     let answer = api.error(&api.admin, Method::POST, "/api/v1/prune", Some(prune)).await;
     assert_eq!(answer, (StatusCode::BAD_REQUEST, "invalid".into()));
+}
 
-    // 412 for a swap that lost a race; 403 for a role that may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_race_is_412_and_a_role_that_may_not_is_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = setup(dir.path()).await;
     let stale = api
         .http
         .put(format!("{}/api/v1/objects/catalog/settings.json?mode=swap", api.base))
@@ -192,7 +195,6 @@ async fn the_api_answers_by_the_kind_of_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_a_client_sends_makes_the_server_fail() {
-    use reqwest::Method;
     let dir = tempfile::tempdir().unwrap();
     let api = setup(dir.path()).await;
     let long_key = format!("chunks/ab/{}", "a".repeat(7000));

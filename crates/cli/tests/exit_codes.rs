@@ -1,0 +1,57 @@
+//! A failed command tells its kind by its exit code, says what happened in one line and what
+//! to do on a second, `vmvault: hint: …`, line — so a script can tell "no such VM" from "the
+//! vault did not answer" without reading the text.
+
+mod common;
+
+use common::{Lab, stderr_line};
+
+fn code(lab: &Lab, args: &[&str]) -> (i32, String) {
+    let out = lab.run(args);
+    (out.status.code().unwrap_or(-1), stderr_line(&out))
+}
+
+#[test]
+fn each_kind_of_failure_has_its_exit_code_and_its_hint_its_own_line() {
+    let lab = Lab::local(None);
+    // No vault yet: not found, and how to make one.
+    let (status, err) = code(&lab, &["vm", "list"]);
+    assert_eq!(status, 3, "{err}");
+    assert!(err.lines().nth(1).is_some_and(|hint| hint.contains("vmvault vault init")), "{err}");
+    lab.ok(&["vault", "init", "--no-encryption"]);
+    let (status, err) = code(&lab, &["vault", "init", "--no-encryption"]);
+    assert_eq!(status, 4, "a vault exists: {err}");
+
+    let image = lab.path("web.raw");
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "raw", image.to_str().unwrap(), "16M"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let disk = format!("vda={}", image.display());
+    lab.ok(&["vm", "add", "web", "--disk", &disk]);
+    lab.ok(&["policy", "create", "gold", "--schedule", "daily 02:30", "--timezone", "UTC", "--keep-daily", "7"]);
+    lab.ok(&["protect", "web", "--policy", "gold"]);
+
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["vm", "show", "nosuch"], 3, "vmvault vm list"),
+        (&["points", "nosuch"], 3, ""),
+        (&["job", "show", "20990101T000000Z-000000"], 3, "vmvault jobs"),
+        (&["vm", "add", "web", "--disk", &disk], 4, "vm remove web"),
+        (&["vm", "show", "bad/name"], 2, ""),
+        (&["vm", "remove", "web"], 5, "unprotect web"),
+        (&["policy", "delete", "gold"], 5, "vmvault protect"),
+        (&["undelete", "web"], 5, ""),
+    ];
+    for (args, expected, hint) in cases {
+        let (status, err) = code(&lab, args);
+        assert_eq!(status, *expected, "vmvault {args:?}: {err}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(first.starts_with("vmvault: error: "), "{err}");
+        if !hint.is_empty() {
+            let second = err.lines().nth(1).unwrap_or_default();
+            assert!(second.starts_with("vmvault: hint: ") && second.contains(hint), "vmvault {args:?}: {err}");
+            assert!(!first.contains(hint), "the hint is also in the message: {err}");
+        }
+    }
+}
