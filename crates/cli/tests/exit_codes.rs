@@ -30,7 +30,17 @@ fn each_kind_of_failure_has_its_exit_code_and_its_hint_its_own_line() {
     assert!(out.status.success());
     let disk = format!("vda={}", image.display());
     lab.ok(&["vm", "add", "web", "--disk", &disk]);
-    lab.ok(&["policy", "create", "gold", "--schedule", "daily 02:30", "--timezone", "UTC", "--keep-daily", "7"]);
+    lab.ok(&[
+        "policy",
+        "create",
+        "gold",
+        "--schedule",
+        "daily 02:30",
+        "--timezone",
+        "UTC",
+        "--keep-daily",
+        "7",
+    ]);
     lab.ok(&["protect", "web", "--policy", "gold"]);
 
     let cases: &[(&[&str], i32, &str)] = &[
@@ -50,7 +60,10 @@ fn each_kind_of_failure_has_its_exit_code_and_its_hint_its_own_line() {
         assert!(first.starts_with("vmvault: error: "), "{err}");
         if !hint.is_empty() {
             let second = err.lines().nth(1).unwrap_or_default();
-            assert!(second.starts_with("vmvault: hint: ") && second.contains(hint), "vmvault {args:?}: {err}");
+            assert!(
+                second.starts_with("vmvault: hint: ") && second.contains(hint),
+                "vmvault {args:?}: {err}"
+            );
             assert!(!first.contains(hint), "the hint is also in the message: {err}");
         }
     }
