@@ -38,6 +38,8 @@ fn cancel_key(id: &str) -> ObjectKey {
 
 struct Shared {
     backend: Arc<dyn Backend>,
+    /// Held while a write is made, so writes leave this process in order.
+    writing: tokio::sync::Mutex<()>,
     record: Mutex<JobRecord>,
     current_disk: Mutex<Option<usize>>,
     cancel: Arc<AtomicBool>,
@@ -53,12 +55,21 @@ impl Shared {
         self.edit(|r| r.clone())
     }
 
+    /// Store the record as it is now. Writes are made one at a time, each reads the stored
+    /// record first (compare-and-swap), and a record that reached its final state is never
+    /// replaced by an earlier one: a progress or heartbeat write that lands after `finish`
+    /// — a detached write, a request still in flight — cannot make a job read as running or
+    /// failed again.
     async fn write(&self) -> Result<()> {
+        let _one_at_a_time = self.writing.lock().await;
         let mut record = self.snapshot();
         record.heartbeat = Timestamp::now();
         let key = record_key(&record.id);
-        catalog::update(self.backend.as_ref(), &key, |_: Option<JobRecord>| {
-            Ok::<_, EngineError>(record.clone())
+        catalog::update(self.backend.as_ref(), &key, |stored: Option<JobRecord>| {
+            Ok::<_, EngineError>(match stored {
+                Some(stored) if stored.status.is_final() && !record.status.is_final() => stored,
+                _ => record.clone(),
+            })
         })
         .await?;
         Ok(())
@@ -110,6 +121,7 @@ impl Job {
         };
         let shared = Arc::new(Shared {
             backend,
+            writing: tokio::sync::Mutex::new(()),
             record: Mutex::new(record),
             current_disk: Mutex::new(None),
             cancel: Arc::new(AtomicBool::new(false)),
