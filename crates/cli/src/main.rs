@@ -1,5 +1,18 @@
 //! `vmvault`: back up and restore QEMU/KVM virtual machines into an encrypted vault.
 
+/// `println!` through [`output`]: a closed pipe ends the command quietly.
+macro_rules! println {
+    () => { $crate::output::write(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::output::write(format_args!($($arg)*), true) };
+}
+
+/// `print!` through [`output`].
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::output::write(format_args!($($arg)*), false) };
+}
+
+mod output;
+
 mod agent;
 mod commands;
 mod location;
@@ -291,6 +304,13 @@ fn main() -> ExitCode {
 /// Print a failed command's error (one line) and its hint (its own line); the exit code says
 /// the error's kind (see the README).
 fn report(error: &anyhow::Error) -> ExitCode {
+    // A reader that stopped reading (`| head`) ends the command quietly, as for `ls | head`.
+    let closed_pipe = |c: &(dyn std::error::Error + 'static)| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    };
+    if error.chain().any(closed_pipe) {
+        return ExitCode::SUCCESS;
+    }
     // Each cause once: a message that already says its cause is not followed by it again.
     let mut message = error.to_string();
     for cause in error.chain().skip(1) {

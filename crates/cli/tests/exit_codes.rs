@@ -52,6 +52,8 @@ fn each_kind_of_failure_has_its_exit_code_and_its_hint_its_own_line() {
         (&["vm", "remove", "web"], 5, "unprotect web"),
         (&["policy", "delete", "gold"], 5, "vmvault protect"),
         (&["undelete", "web"], 5, ""),
+        (&["backup", "web", "--retain-until", "9999-12-31"], 8, ""),
+        (&["backup", "web", "--retain-until", "2001-01-01"], 2, ""),
     ];
     for (args, expected, hint) in cases {
         let (status, err) = code(&lab, args);
@@ -67,4 +69,44 @@ fn each_kind_of_failure_has_its_exit_code_and_its_hint_its_own_line() {
             assert!(!first.contains(hint), "the hint is also in the message: {err}");
         }
     }
+}
+
+#[test]
+fn a_reader_that_stops_reading_ends_the_command_quietly() {
+    let lab = Lab::local(None);
+    lab.ok(&["vault", "init", "--no-encryption"]);
+    for args in [&["jobs", "--json"][..], &["vault", "info"], &["vm", "list"]] {
+        let mut child = lab
+            .cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The pipe closes before the command writes a byte: its first write meets EPIPE.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "vmvault {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "vmvault {args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_file_that_looks_like_no_disk_is_added_only_with_force() {
+    let lab = Lab::local(None);
+    lab.ok(&["vault", "init", "--no-encryption"]);
+    let empty = lab.path("empty.raw");
+    std::fs::write(&empty, b"").unwrap();
+    let text = lab.path("notes.txt");
+    std::fs::write(&text, "this is a note, not a disk\n".repeat(100_000)).unwrap();
+    let zeros = lab.path("zeros.raw");
+    std::fs::File::create(&zeros).unwrap().set_len(16 << 20).unwrap();
+    for (name, file) in [("empty", &empty), ("notes", &text)] {
+        let disk = format!("vda={}", file.display());
+        let (status, err) = code(&lab, &["vm", "add", name, "--disk", &disk]);
+        assert_eq!(status, 2, "{err}");
+        assert!(err.contains("does not look like a disk") && err.contains("--force"), "{err}");
+        lab.ok(&["vm", "add", name, "--disk", &disk, "--force"]);
+    }
+    lab.ok(&["vm", "add", "blank", "--disk", &format!("vda={}", zeros.display())]);
 }

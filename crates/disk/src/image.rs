@@ -82,6 +82,25 @@ pub fn probe(path: &Path) -> Result<ImageInfo> {
     Ok(ImageInfo { path: path.to_path_buf(), format: DiskFormat::Raw, size, block_device })
 }
 
+/// Whether a file's first 4 KiB read as text (valid UTF-8, no NUL, lines and mostly
+/// printable characters): a file given as a raw disk by mistake, not a disk. A disk starts
+/// with a boot sector, a partition table, a superblock or zeros.
+pub fn looks_like_text(path: &Path) -> Result<bool> {
+    let mut file = File::open(path).map_err(|e| DiskError::io(path, e))?;
+    let mut head = [0u8; 4096];
+    let got = read_up_to(&mut file, &mut head).map_err(|e| DiskError::io(path, e))?;
+    let head = &head[..got];
+    // A character cut at the end of the 4 KiB is still text.
+    let valid = match std::str::from_utf8(head) {
+        Ok(_) => head,
+        Err(e) if e.error_len().is_none() => &head[..e.valid_up_to()],
+        Err(_) => return Ok(false),
+    };
+    let Ok(text) = std::str::from_utf8(valid) else { return Ok(false) };
+    let printable = text.chars().filter(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t')).count();
+    Ok(got > 0 && !head.contains(&0) && text.contains('\n') && printable * 100 >= text.chars().count() * 95)
+}
+
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut total = 0;
     while total < buf.len() {

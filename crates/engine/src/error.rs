@@ -79,6 +79,10 @@ pub enum EngineError {
     #[error("{message}")]
     Refused { message: String, hint: Option<String> },
 
+    /// A file given as a raw disk that looks like no disk.
+    #[error("{}: does not look like a disk ({why})", path.display())]
+    Suspicious { path: std::path::PathBuf, why: String },
+
     #[error("{0}")]
     Limit(String),
 
@@ -132,7 +136,9 @@ impl EngineError {
             EngineError::Exists { .. } => ErrorKind::Exists,
             EngineError::Refused { .. } => ErrorKind::Refused,
             EngineError::Limit(_) => ErrorKind::Limit,
-            EngineError::Invalid(_) | EngineError::Libvirt { .. } => ErrorKind::Invalid,
+            EngineError::Invalid(_) | EngineError::Libvirt { .. } | EngineError::Suspicious { .. } => {
+                ErrorKind::Invalid
+            }
             EngineError::Failed(_) => ErrorKind::Failed,
             EngineError::RestoreDisk { source, .. } => source.kind(),
             EngineError::Cancelled => ErrorKind::Cancelled,
@@ -161,6 +167,9 @@ impl EngineError {
                 Some("change it with `vmvault policy set` or pick another name".into())
             }
             EngineError::NoSuchPoint { vm, .. } => Some(format!("see `vmvault points {vm}`")),
+            EngineError::Suspicious { .. } => {
+                Some("if it really is the VM's disk, add it with --force".into())
+            }
             EngineError::Refused { hint, .. } => hint.clone(),
             EngineError::RestoreDisk { source, .. } => source.hint(),
             _ => None,

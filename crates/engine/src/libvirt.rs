@@ -83,7 +83,7 @@ pub fn parse_domain(path: &Path) -> Result<NewVm> {
     }
     // libvirt keeps QEMU's monitor to itself (its socket is not in the XML): give --qmp for
     // live backups of libvirt VMs.
-    Ok(NewVm { name, uuid, disks, vcpus, memory_mib, nics, qmp: None, qga })
+    Ok(NewVm { name, uuid, disks, vcpus, memory_mib, nics, qmp: None, qga, force: false })
 }
 
 fn escape(text: &str) -> String {

@@ -50,6 +50,15 @@ impl Limits {
     }
 }
 
+/// Longest an on-demand point may be kept (Azure's limit for on-demand retention).
+pub const MAX_RETAIN_YEARS: i64 = 99;
+
+/// The latest `--retain-until` an on-demand backup made at `now` may ask for.
+pub fn latest_retain_until(now: Timestamp) -> Timestamp {
+    now.checked_add(jiff::SignedDuration::from_hours(24 * 365 * MAX_RETAIN_YEARS + 24 * 24))
+        .unwrap_or(Timestamp::MAX)
+}
+
 /// Most recovery points an item may have; a backup that would make more fails.
 pub const MAX_POINTS: usize = 9999;
 

@@ -1,5 +1,6 @@
 //! `vmvault backup` and `vmvault points`.
 
+use engine::EngineError;
 use engine::catalog::Catalog;
 use engine::catalog::vm::VmRecord;
 use std::sync::Arc;
@@ -39,8 +40,19 @@ fn on_demand(until: Option<&str>) -> Result<BackupOptions> {
         Some(text) => parse_until(text)?,
         None => engine::retention::default_retain_until(jiff::Timestamp::now()),
     };
-    if retain_until <= jiff::Timestamp::now() {
-        bail!("--retain-until {retain_until} is in the past");
+    let now = jiff::Timestamp::now();
+    if retain_until <= now {
+        return Err(EngineError::Invalid(format!("--retain-until {retain_until} is in the past")).into());
+    }
+    let latest = engine::limits::latest_retain_until(now);
+    if retain_until > latest {
+        return Err(EngineError::Limit(format!(
+            "--retain-until {}: an on-demand point is kept at most {} years, until {} at the latest",
+            until.unwrap_or_default(),
+            engine::limits::MAX_RETAIN_YEARS,
+            latest.strftime("%Y-%m-%d")
+        ))
+        .into());
     }
     Ok(BackupOptions { kind: PointKind::OnDemand, retain_until: Some(retain_until), ..Default::default() })
 }
@@ -153,7 +165,11 @@ pub fn parse_until(text: &str) -> Result<jiff::Timestamp> {
         return Ok(t);
     }
     if let Ok(d) = text.parse::<jiff::civil::Date>() {
-        return Ok(d.at(23, 59, 59, 0).to_zoned(jiff::tz::TimeZone::UTC)?.timestamp());
+        // The last day jiff can hold has no end of day in UTC: no retention reaches it anyway.
+        return Ok(d
+            .at(23, 59, 59, 0)
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map_or(jiff::Timestamp::MAX, |z| z.timestamp()));
     }
     bail!("--retain-until {text:?}: give a date (2027-01-31) or an RFC 3339 time (2027-01-31T12:00:00Z)")
 }

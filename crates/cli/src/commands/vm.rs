@@ -36,6 +36,9 @@ pub enum VmCommand {
         /// Guest agent socket (qemu-ga), to freeze filesystems during the snapshot.
         #[arg(long, value_name = "SOCKET")]
         qga: Option<PathBuf>,
+        /// Accept a raw disk that looks like no disk (smaller than 1 MiB, or text).
+        #[arg(long)]
+        force: bool,
     },
     /// Register a VM from a libvirt domain XML file (`virsh dumpxml NAME > FILE`).
     ImportLibvirt {
@@ -81,7 +84,7 @@ pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
     let vault = crate::commands::open(context).await?;
     let catalog = Catalog::of(&vault);
     match command {
-        VmCommand::Add { name, disks, vcpus, memory, nics, qmp, qga } => {
+        VmCommand::Add { name, disks, vcpus, memory, nics, qmp, qga, force } => {
             let disks = disks
                 .iter()
                 .map(|d| match d.split_once('=') {
@@ -96,7 +99,7 @@ pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
                     None => Nic { mac: n.to_lowercase(), network: None },
                 })
                 .collect();
-            let new = NewVm { name, uuid: None, disks, vcpus, memory_mib: memory, nics, qmp, qga };
+            let new = NewVm { name, uuid: None, disks, vcpus, memory_mib: memory, nics, qmp, qga, force };
             let record = vms::add(catalog, vm::prepare(new, &Limits::default())?).await?;
             print_registered(&record);
         }

@@ -95,7 +95,12 @@ pub struct NewVm {
     pub qmp: Option<PathBuf>,
     /// Guest agent socket.
     pub qga: Option<PathBuf>,
+    /// Accept a raw disk that looks like no disk (smaller than 1 MiB, or text).
+    pub force: bool,
 }
+
+/// A raw disk smaller than this is refused without `force`: no installer makes one.
+pub const SMALLEST_RAW_DISK: u64 = 1 << 20;
 
 impl Record for VmRecord {
     const KIND: RecordKind = RecordKind::Vm;
@@ -127,6 +132,9 @@ pub fn prepare(new: NewVm, limits: &Limits) -> Result<VmRecord> {
         let path = absolute(&path)?;
         let info = disk::probe(&path)?;
         limits.check_disk_size(&path, info.size)?;
+        if info.format == DiskFormat::Raw && !info.block_device && !new.force {
+            check_looks_like_a_disk(&path, info.size)?;
+        }
         disks.push(DiskRecord { label, path, format: info.format, size: info.size });
     }
     for nic in &new.nics {
@@ -147,6 +155,18 @@ pub fn prepare(new: NewVm, limits: &Limits) -> Result<VmRecord> {
         scripts: None,
         registered: Timestamp::now(),
     })
+}
+
+/// Refuse a raw file that is almost certainly not the disk meant: too small, or text.
+fn check_looks_like_a_disk(path: &Path, size: u64) -> Result<()> {
+    let why = if size < SMALLEST_RAW_DISK {
+        format!("only {size} bytes, smaller than any real disk")
+    } else if disk::image::looks_like_text(path)? {
+        "its first bytes are text, not a boot sector, partition table or filesystem".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(EngineError::Suspicious { path: path.to_path_buf(), why })
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
