@@ -110,3 +110,30 @@ fn a_file_that_looks_like_no_disk_is_added_only_with_force() {
     }
     lab.ok(&["vm", "add", "blank", "--disk", &format!("vda={}", zeros.display())]);
 }
+
+#[test]
+fn verify_names_what_it_was_asked_about_and_the_point_a_damaged_manifest_is() {
+    let lab = Lab::local(None);
+    lab.ok(&["vault", "init", "--no-encryption"]);
+    let image = lab.path("web.raw");
+    std::fs::File::create(&image).unwrap().set_len(8 << 20).unwrap();
+    lab.ok(&["vm", "add", "web", "--disk", &format!("vda={}", image.display())]);
+    let (status, err) = code(&lab, &["verify", "nosuch"]);
+    assert_eq!(status, 3, "an unknown VM is not a clean verify: {err}");
+    let (status, err) = code(&lab, &["verify", "web", "--point", "20990101T000000Z-0000"]);
+    assert_eq!(status, 3, "{err}");
+    // A registered VM without points checks 0 points, truthfully.
+    assert!(lab.ok(&["verify", "web"]).contains("Checked 0 points"));
+
+    let point = lab.json(&["backup", "web", "--json"])["point_id"].as_str().unwrap().to_string();
+    let manifest = lab.path(&format!("vault/points/web/{point}/manifest.json"));
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&manifest, bytes).unwrap();
+    let out = lab.run(&["verify", "web"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), stderr_line(&out));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("affects VM web point {point}")), "{stdout}");
+    assert!(stderr.contains(&format!("web/{point}")), "the error names the point: {stderr}");
+}

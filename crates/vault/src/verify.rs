@@ -115,11 +115,15 @@ pub async fn verify(vault: &Vault, keys: Option<&Keys>, scope: &VerifyScope) -> 
                 continue;
             }
             Err(e) => {
-                report.damage.push(Damage {
-                    object: object.key.clone(),
-                    problem: e.to_string(),
-                    affects: vec![],
-                });
+                // A manifest that cannot be read affects its own point, named by its key.
+                let ObjectClass::Manifest { vm, point } = ObjectClass::of(&object.key) else { continue };
+                let affects = vec![ChunkUse {
+                    vm: vm.to_string(),
+                    point: point.to_string(),
+                    disk: String::new(),
+                    offsets: vec![],
+                }];
+                report.damage.push(Damage { object: object.key.clone(), problem: e.to_string(), affects });
                 continue;
             }
         };
