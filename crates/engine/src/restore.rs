@@ -6,6 +6,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use disk::DiskFormat;
+use disk::staged::Staged;
 use disk::writer::{BlockSink, create_sink};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -145,8 +146,24 @@ fn fetch_block(vault: &UnlockedVault, handle: &Handle, index: &FixedIndex, block
     Ok(data)
 }
 
-/// Restore one disk of a point to a new file at `to`.
+/// Restore one disk of a point to a new file at `to`. The file is written under a temporary
+/// name beside it ([`Staged`]) and takes the name `to` only once complete: a failed, cancelled
+/// or killed restore leaves nothing at `to`.
 pub async fn restore_disk(
+    vault: Arc<UnlockedVault>,
+    manifest: &Manifest,
+    label: &str,
+    to: &Path,
+    format: DiskFormat,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoredDisk> {
+    let staged = Staged::begin(to)?;
+    let restored = write_disk(vault, manifest, label, staged.path(), format, progress).await?;
+    Ok(RestoredDisk { path: staged.finish()?, ..restored })
+}
+
+/// Write one disk of a point into a new file at `to`.
+async fn write_disk(
     vault: Arc<UnlockedVault>,
     manifest: &Manifest,
     label: &str,
@@ -214,7 +231,9 @@ pub async fn restore_vm(
     std::fs::create_dir_all(dir).map_err(|e| EngineError::Invalid(format!("{}: {e}", dir.display())))?;
     let dir =
         std::path::absolute(dir).map_err(|e| EngineError::Invalid(format!("{}: {e}", dir.display())))?;
-    let mut disks = Vec::new();
+    // Every disk is written under a temporary name first; only when all are complete do they
+    // take their names, then the definitions are written and the VM registered.
+    let mut staged = Vec::new();
     for entry in &manifest.disks {
         let format = source
             .disks
@@ -223,15 +242,26 @@ pub async fn restore_vm(
             .map(|d| d.format)
             .unwrap_or(DiskFormat::Qcow2);
         let path = dir.join(format!("{new_name}-{}.{}", entry.label, format.as_str()));
-        let restored =
-            restore_disk(Arc::clone(&vault), manifest, &entry.label, &path, format, Arc::clone(&progress))
-                .await
-                .map_err(|e| EngineError::RestoreDisk {
-                    vm: new_name.to_string(),
-                    label: entry.label.clone(),
-                    source: Box::new(e),
-                })?;
-        disks.push(restored);
+        let file = Staged::begin(&path)?;
+        let restored = write_disk(
+            Arc::clone(&vault),
+            manifest,
+            &entry.label,
+            file.path(),
+            format,
+            Arc::clone(&progress),
+        )
+        .await
+        .map_err(|e| EngineError::RestoreDisk {
+            vm: new_name.to_string(),
+            label: entry.label.clone(),
+            source: Box::new(e),
+        })?;
+        staged.push((file, restored));
+    }
+    let mut disks = Vec::new();
+    for (file, restored) in staged {
+        disks.push(RestoredDisk { path: file.finish()?, ..restored });
     }
     let nics = source
         .nics
@@ -261,8 +291,12 @@ pub async fn restore_vm(
     };
     let libvirt_xml = dir.join(format!("{new_name}.xml"));
     let qemu_script = dir.join(format!("{new_name}.qemu.sh"));
-    let write = |path: &Path, text: String| {
-        std::fs::write(path, text).map_err(|e| EngineError::Invalid(format!("{}: {e}", path.display())))
+    let write = |path: &Path, text: String| -> Result<()> {
+        let file = Staged::begin(path)?;
+        std::fs::write(file.path(), text)
+            .map_err(|e| EngineError::Failed(format!("{}: {e}", path.display())))?;
+        file.finish()?;
+        Ok(())
     };
     write(&libvirt_xml, libvirt::domain_xml(&record))?;
     write(
@@ -330,7 +364,8 @@ pub async fn restore_replace(
     for disk in targets {
         let file_name = disk.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let dir = disk.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        let staged = dir.join(format!(".{file_name}.vmvault-restore-{stamp}"));
+        // One name per disk, so a killed replace's leftovers are found by the next one.
+        let staged = dir.join(format!(".{file_name}.vmvault-restore"));
         let kept_aside = dir.join(format!("{file_name}.pre-restore-{stamp}"));
         let _ = std::fs::remove_file(&staged);
         restore_disk(Arc::clone(&vault), manifest, &disk.label, &staged, disk.format, Arc::clone(&progress))
