@@ -114,3 +114,53 @@ fn a_killed_replace_leaves_the_disk_as_it_was() {
     assert!(!same(&image, &before), "the replace did not restore the backed-up content");
     assert!(leftovers(lab.dir.path()).is_empty(), "{:?}", leftovers(lab.dir.path()));
 }
+
+#[test]
+fn a_file_restore_is_marked_incomplete_until_everything_is_in_place() {
+    let lab = Lab::local(None);
+    lab.ok(&["vault", "init", "--no-encryption"]);
+    let tree = lab.path("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let out = Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            &format!("of={}", tree.join("big.bin").display()),
+            "bs=1M",
+            "count=150",
+            "status=none",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(tree.join("small.txt"), "small\n").unwrap();
+    let image = lab.path("fs.raw");
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&image)
+        .arg("200M")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(tree.join("big.bin")).unwrap();
+    lab.ok(&["vm", "add", "fs", "--disk", &format!("vda={}", image.display())]);
+    lab.ok(&["backup", "fs"]);
+
+    let killed = lab.path("killed");
+    let args = ["files", "get", "fs", "/big.bin", "/small.txt", "--to", killed.to_str().unwrap()];
+    kill_mid_write(&lab, &args, |_| killed.join(".vmvault-incomplete"));
+
+    let whole = lab.path("whole");
+    lab.ok(&["files", "get", "fs", "/small.txt", "--to", whole.to_str().unwrap()]);
+    assert!(!whole.join(".vmvault-incomplete").exists(), "a complete file restore kept its marker");
+    assert_eq!(std::fs::read(whole.join("small.txt")).unwrap(), b"small\n");
+
+    let partly = lab.path("partly");
+    let out = lab.run(&["files", "get", "fs", "/small.txt", "/nosuch", "--to", partly.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        partly.join(".vmvault-incomplete").exists(),
+        "a file restore with a failed entry lost its marker"
+    );
+    assert!(partly.join("small.txt").exists());
+}

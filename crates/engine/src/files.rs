@@ -187,3 +187,39 @@ impl PointDisk {
         Ok((volume.clone(), fs))
     }
 }
+
+/// The file a file restore keeps at the top of its target while it writes, and leaves there
+/// when it was interrupted or could not extract everything: what is beside it is incomplete.
+pub const INCOMPLETE_MARKER: &str = ".vmvault-incomplete";
+
+/// Extract `paths` of `fs` into `to` (see `guestfs::extract`), marked incomplete until every
+/// entry is in place. Returns the extraction's report; the marker stays when it lists errors.
+pub fn extract_marked(
+    fs: &dyn GuestFs,
+    paths: &[Vec<u8>],
+    to: &std::path::Path,
+    job_id: &str,
+) -> Result<guestfs::extract::ExtractReport> {
+    let io =
+        |path: &std::path::Path, e: std::io::Error| EngineError::Failed(format!("{}: {e}", path.display()));
+    std::fs::create_dir_all(to).map_err(|e| io(to, e))?;
+    let marker = to.join(INCOMPLETE_MARKER);
+    // Never through a link someone left there: the marker is a new file of ours.
+    match std::fs::remove_file(&marker) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&marker, e)),
+        _ => {}
+    }
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).map_err(|e| io(&marker, e))?;
+    let note = format!(
+        "vmvault file restore job {job_id} writes here. If that job has ended, it was interrupted or could not \
+         extract everything: what is here is incomplete.\n"
+    );
+    std::io::Write::write_all(&mut file, note.as_bytes()).map_err(|e| io(&marker, e))?;
+    drop(file);
+    let report = guestfs::extract::extract(fs, paths, to)?;
+    if report.errors.is_empty() {
+        std::fs::remove_file(&marker).map_err(|e| io(&marker, e))?;
+    }
+    Ok(report)
+}

@@ -121,10 +121,11 @@ pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
             Arc::new(engine::NoProgress),
             |job| async move {
                 job.set_point(&disk.manifest.point_id);
+                let job_id = job.id();
                 let report = tokio::task::spawn_blocking(move || -> engine::Result<_> {
                     let (_, fs) = disk.filesystem(source.partition)?;
                     let paths = paths.iter().map(|p| normalize(p)).collect::<guestfs::Result<Vec<_>>>()?;
-                    Ok(guestfs::extract::extract(fs.as_ref(), &paths, &to)?)
+                    engine::files::extract_marked(fs.as_ref(), &paths, &to, &job_id)
                 })
                 .await
                 .map_err(|e| engine::EngineError::Invalid(format!("file restore worker failed: {e}")))??;
@@ -152,8 +153,9 @@ pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
         })?;
         if !report.errors.is_empty() {
             bail!(
-                "{} entries could not be extracted (listed above); the rest is in place",
-                report.errors.len()
+                "{} entries could not be extracted (listed above); the rest is in place, marked {}",
+                report.errors.len(),
+                engine::files::INCOMPLETE_MARKER
             );
         }
         return Ok(());
