@@ -77,6 +77,9 @@ pub struct GcReport {
     pub waited_s: f64,
     /// Nothing was deleted (dry run).
     pub dry_run: bool,
+    /// Temporary files of writers that died (older than a lease) removed.
+    #[serde(default)]
+    pub temporaries_removed: u64,
 }
 
 /// Every chunk a committed point references, read from manifests and indexes without the
@@ -264,7 +267,12 @@ impl Collection {
         }
         let result = self.seal_and_delete().await;
         self.abandon().await;
-        result.map(|()| self.report.clone())
+        result?;
+        // Writes whose writer died long ago leave temporary files behind (a directory store).
+        if !self.options.dry_run {
+            self.report.temporaries_removed = self.backend.temporaries(self.options.lease, true).await?;
+        }
+        Ok(self.report.clone())
     }
 
     async fn seal_and_delete(&mut self) -> Result<()> {
@@ -352,11 +360,13 @@ pub async fn collect(vault: Vault, options: GcOptions) -> Result<GcReport> {
     collection.sweep().await
 }
 
+/// Remove what a collection left: its condemned list, its rescues, and their folders.
 async fn remove_leftovers(backend: &dyn Backend, gc_id: &str) -> Result<()> {
-    for object in backend.list(&layout::gc_run(gc_id)).await? {
+    let run = layout::gc_run(gc_id);
+    for object in backend.list(&run).await? {
         backend.delete(&object.key).await?;
     }
-    Ok(())
+    backend.remove_empty_folders(&run).await
 }
 
 fn encode(state: &GcState) -> Result<Bytes> {

@@ -83,6 +83,8 @@ pub struct VaultInfo {
     pub chunk_count: u64,
     /// Stored bytes of all chunks.
     pub chunk_bytes: u64,
+    /// Temporary files of unfinished writes older than a lease (GC removes them).
+    pub stale_temporaries: u64,
 }
 
 /// One chunk that failed a keyless integrity check.
@@ -247,6 +249,7 @@ impl Vault {
             chunk_size: self.config.chunk_size,
             chunk_count,
             chunk_bytes,
+            stale_temporaries: self.backend.temporaries(crate::lease::DEFAULT_LEASE, false).await?,
         })
     }
 

@@ -111,6 +111,12 @@ fn print_info(info: &VaultInfo) {
     }
     println!("chunk size  {} MiB", info.chunk_size / (1024 * 1024));
     println!("chunks      {} ({})", info.chunk_count, human_bytes(info.chunk_bytes));
+    if info.stale_temporaries > 0 {
+        println!(
+            "leftovers   {} temporary files of interrupted writes (the next `vmvault gc` removes them)",
+            info.stale_temporaries
+        );
+    }
 }
 
 /// Bytes in binary units, for people.

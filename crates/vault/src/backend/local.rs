@@ -200,6 +200,45 @@ impl Inner {
         }
     }
 
+    fn temporaries(&self, older_than: std::time::Duration, remove: bool) -> Result<u64> {
+        let cutoff = std::time::SystemTime::now().checked_sub(older_than).unwrap_or(std::time::UNIX_EPOCH);
+        let mut found = 0;
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(VaultError::io(&dir, e)),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    stack.push(path);
+                } else if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+                    && meta.modified().is_ok_and(|m| m < cutoff)
+                {
+                    found += 1;
+                    if remove {
+                        match fs::remove_file(&path) {
+                            Err(e) if e.kind() != ErrorKind::NotFound => {
+                                return Err(VaultError::io(&path, e));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn remove_empty_folders(&self, prefix: &str) -> Result<()> {
+        let dir = self.path(prefix.trim_end_matches('/'))?;
+        remove_empty_dirs(&dir);
+        Ok(())
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let start = if dir_part.is_empty() { self.root.clone() } else { self.path(dir_part)? };
@@ -306,7 +345,30 @@ impl Backend for LocalBackend {
         self.blocking(move |inner| inner.list(&prefix)).await
     }
 
+    async fn temporaries(&self, older_than: std::time::Duration, remove: bool) -> Result<u64> {
+        self.blocking(move |inner| inner.temporaries(older_than, remove)).await
+    }
+
+    async fn remove_empty_folders(&self, prefix: &str) -> Result<()> {
+        let prefix = prefix.to_string();
+        self.blocking(move |inner| inner.remove_empty_folders(&prefix)).await
+    }
+
     async fn flush(&self) -> Result<()> {
         self.blocking(|inner| inner.flush()).await
     }
+}
+
+/// Remove `dir` and the folders below it that hold nothing (depth first); anything that holds
+/// a file, or that a writer fills meanwhile, stays.
+fn remove_empty_dirs(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&entry.path());
+            }
+        }
+    }
+    // Fails (and is left) when not empty.
+    let _ = fs::remove_dir(dir);
 }

@@ -87,6 +87,21 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// Temporary files of writes that never finished (their writer died) and are older than
+    /// `older_than`: counted, and removed when `remove`. Stores whose writes are atomic by
+    /// themselves (object stores) have none.
+    async fn temporaries(&self, older_than: std::time::Duration, remove: bool) -> Result<u64> {
+        let _ = (older_than, remove);
+        Ok(0)
+    }
+
+    /// Remove the folders left empty under `prefix` (and `prefix` itself, if empty): objects
+    /// deleted from a directory store leave their folders. Object stores have no folders.
+    async fn remove_empty_folders(&self, prefix: &str) -> Result<()> {
+        let _ = prefix;
+        Ok(())
+    }
+
     /// The chunks of `ids` the vault does not hold, in the order given. A server answers a
     /// whole batch in one request; other backends look the chunks up several at a time.
     async fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
