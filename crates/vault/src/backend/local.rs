@@ -110,7 +110,15 @@ impl Inner {
         random_bytes(&mut suffix)?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(suffix)));
         let result = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+            // A folder emptied and removed by GC's tidying meanwhile is made again.
+            let mut file = match open() {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    fs::create_dir_all(dir)?;
+                    open()?
+                }
+                other => other?,
+            };
             file.write_all(data)?;
             file.sync_all()
         })();
@@ -235,7 +243,18 @@ impl Inner {
 
     fn remove_empty_folders(&self, prefix: &str) -> Result<()> {
         let dir = self.path(prefix.trim_end_matches('/'))?;
-        remove_empty_dirs(&dir);
+        let mut removed = Vec::new();
+        remove_empty_dirs(&dir, &mut removed);
+        // A removed folder has nothing left to make durable; its parent's entry changed.
+        let mut unsynced = self.lock_unsynced();
+        for gone in &removed {
+            unsynced.remove(gone);
+        }
+        for gone in &removed {
+            if let Some(parent) = gone.parent().filter(|p| p.exists()) {
+                unsynced.insert(parent.to_path_buf());
+            }
+        }
         Ok(())
     }
 
@@ -359,16 +378,18 @@ impl Backend for LocalBackend {
     }
 }
 
-/// Remove `dir` and the folders below it that hold nothing (depth first); anything that holds
-/// a file, or that a writer fills meanwhile, stays.
-fn remove_empty_dirs(dir: &Path) {
+/// Remove `dir` and the folders below it that hold nothing (depth first), noting each one
+/// removed; anything that holds a file, or that a writer fills meanwhile, stays.
+fn remove_empty_dirs(dir: &Path, removed: &mut Vec<PathBuf>) {
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_empty_dirs(&entry.path());
+                remove_empty_dirs(&entry.path(), removed);
             }
         }
     }
     // Fails (and is left) when not empty.
-    let _ = fs::remove_dir(dir);
+    if fs::remove_dir(dir).is_ok() {
+        removed.push(dir.to_path_buf());
+    }
 }
