@@ -5,7 +5,7 @@ use serde::Serialize;
 use vault::point_key::PointKey;
 use vault::{Consistency, FixedIndex, Manifest, PointKind, UnlockedVault, Vault};
 
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorKind, Result};
 use crate::names::random_hex;
 
 use vault::layout::{self, ObjectClass};
@@ -103,22 +103,47 @@ impl PointReader<'_> {
         })
     }
 
-    /// Every committed point of `vm`, oldest first.
+    /// Every committed point of `vm`, oldest first; a damaged manifest stops the listing
+    /// (what prune needs: it never decides about points it cannot read).
     pub async fn list(&self, vm: &str) -> Result<Vec<Manifest>> {
+        let (points, damaged) = self.scan(vm).await?;
+        match damaged.into_iter().next() {
+            Some(damaged) => Err(damaged.error),
+            None => Ok(points),
+        }
+    }
+
+    /// Every readable point of `vm`, oldest first, and apart from them the points whose
+    /// manifest is damaged — for what must go on around damage (backups, latest-point reads).
+    pub async fn scan(&self, vm: &str) -> Result<(Vec<Manifest>, Vec<DamagedPoint>)> {
         crate::names::check_name("VM", vm)?;
         let verifier = match self {
             PointReader::Verified(_) => None,
             PointReader::Structure(vault) => vault.config().point_public()?,
         };
-        let mut out = Vec::new();
+        let (mut out, mut damaged) = (Vec::new(), Vec::new());
         for object in self.vault().backend().list(&layout::points_of(vm)).await? {
-            if matches!(ObjectClass::of(&object.key), ObjectClass::Manifest { .. }) {
-                out.push(self.manifest(&object.key, verifier.as_ref()).await?);
+            let ObjectClass::Manifest { point, .. } = ObjectClass::of(&object.key) else { continue };
+            match self.manifest(&object.key, verifier.as_ref()).await {
+                Ok(manifest) => out.push(manifest),
+                Err(error) if error.kind() == ErrorKind::Damaged => {
+                    damaged.push(DamagedPoint { point: point.to_string(), error });
+                }
+                Err(e) => return Err(e),
             }
         }
         out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.point_id.cmp(&b.point_id)));
-        Ok(out)
+        Ok((out, damaged))
     }
+}
+
+/// A point whose manifest is damaged: its id, and what is wrong.
+#[derive(Debug)]
+pub struct DamagedPoint {
+    /// The point id (from its object key).
+    pub point: String,
+    /// Why its manifest cannot be used.
+    pub error: EngineError,
 }
 
 /// Every committed point of `vm`, oldest first, each manifest verified.
@@ -129,8 +154,9 @@ pub async fn list(vault: &UnlockedVault, vm: &str) -> Result<Vec<Manifest>> {
 /// One point by id, or the newest with `latest`.
 pub async fn find(vault: &UnlockedVault, vm: &str, point: &str) -> Result<Manifest> {
     if point == "latest" {
-        return list(vault, vm)
-            .await?
+        // The newest point that can be read: a damaged one never stands in the way.
+        let (mut points, _) = PointReader::Verified(vault).scan(vm).await?;
+        return points
             .pop()
             .ok_or_else(|| EngineError::NoSuchPoint { vm: vm.to_string(), point: point.to_string() });
     }

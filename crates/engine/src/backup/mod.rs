@@ -30,7 +30,7 @@ use crate::catalog::item::ProtectedItem;
 use crate::catalog::policy::Policy;
 use crate::catalog::vm::{DiskRecord, VmRecord};
 use crate::catalog::{Catalog, settings};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorKind, Result};
 use crate::points::{self, new_point_id};
 use crate::progress::Progress;
 use crate::transfer::Transfer;
@@ -187,6 +187,8 @@ pub async fn backup(
 
 /// Everything decided before the snapshot phase.
 struct Prepared {
+    /// What the operator should know already (damage found and stepped around).
+    notes: Vec<String>,
     selected: Vec<DiskRecord>,
     time: Timestamp,
     point_id: String,
@@ -213,6 +215,7 @@ async fn backup_in_session(
     let prepared = prepare(&vault, &vm, &session, &options).await?;
     let qmp = connect_qmp(&vm, &prepared.selected)?;
     let (time, point_id) = (prepared.time, prepared.point_id.clone());
+    let early_notes = prepared.notes.clone();
     let work = {
         let (vault, session, progress) = (Arc::clone(&vault), Arc::clone(&session), Arc::clone(&progress));
         let (vm, options, handle) = (vm.clone(), options.clone(), tokio::runtime::Handle::current());
@@ -239,7 +242,8 @@ async fn backup_in_session(
     let group = options.group.as_ref().and_then(|g| g.point_group());
     let facts = PointFacts { vm: &vm.name, point_id: &point_id, time, consistency: quiesced.consistency };
     let committed = commit(&vault, &facts, pending, &done, &options, group.clone()).await?;
-    let mut notes = quiesced.notes;
+    let mut notes = early_notes;
+    notes.extend(quiesced.notes);
     let disks = after_commit(&vault, &facts, committed, &mut notes).await;
     let summaries = summarise_disks(&disks, &done);
     notes.extend(summaries.iter().filter_map(|d| d.note.as_ref().map(|n| format!("disk {}: {n}", d.label))));
@@ -279,17 +283,29 @@ async fn prepare(
     };
     let time = Timestamp::now();
     let point_id = new_point_id(time)?;
-    let history = points::list(vault, &vm.name).await?;
+    // Damaged points are stepped around, never in the way: the backup builds on intact ones.
+    let (history, damaged) = points::PointReader::Verified(vault).scan(&vm.name).await?;
+    let mut notes: Vec<String> = damaged
+        .iter()
+        .map(|d| format!("point {} is damaged ({}); this backup does not build on it", d.point, d.error))
+        .collect();
     let per_day = settings::load(catalog).await?.on_demand_per_day;
     let tz = match item.as_ref().and_then(|i| i.policy.as_deref()) {
         Some(name) => catalog.get::<Policy>(name).await.and_then(|p| p.tz()).unwrap_or(TimeZone::UTC),
         None => TimeZone::UTC,
     };
     crate::limits::check_point_limits(&vm.name, &history, options.kind, per_day, &tz, time)?;
-    let checkpoints = checkpoint::load(catalog, &vm.name).await?;
-    let bases = load_bases(vault, &selected, &history, &checkpoints).await?;
+    let checkpoints = match checkpoint::load(catalog, &vm.name).await {
+        Ok(checkpoints) => checkpoints,
+        Err(e) if e.kind() == ErrorKind::Damaged => {
+            notes.push(format!("change tracking is unreadable ({e}); every disk is read in full"));
+            Checkpoints::default()
+        }
+        Err(e) => return Err(e),
+    };
+    let bases = load_bases(vault, &selected, &history, &checkpoints, &mut notes).await?;
     keep_bases(vault, session, bases.previous.values().chain(bases.checkpointed.values())).await?;
-    Ok(Prepared { selected, time, point_id, checkpoints, bases })
+    Ok(Prepared { notes, selected, time, point_id, checkpoints, bases })
 }
 
 /// Each selected disk's latest index, and the index of the point its checkpoint starts from.
@@ -298,13 +314,25 @@ async fn load_bases(
     selected: &[DiskRecord],
     history: &[Manifest],
     checkpoints: &Checkpoints,
+    notes: &mut Vec<String>,
 ) -> Result<Bases> {
     let mut bases = Bases::default();
     let mut latest_point = BTreeMap::new();
     for disk in selected {
-        if let Some(m) = history.iter().rev().find(|m| m.disks.iter().any(|d| d.label == disk.label)) {
-            bases.previous.insert(disk.label.clone(), points::disk_index(vault, m, &disk.label).await?);
-            latest_point.insert(disk.label.clone(), m.point_id.clone());
+        // The newest point whose index of this disk is intact; damaged ones are noted.
+        for m in history.iter().rev().filter(|m| m.disks.iter().any(|d| d.label == disk.label)) {
+            match points::disk_index(vault, m, &disk.label).await {
+                Ok(index) => {
+                    bases.previous.insert(disk.label.clone(), index);
+                    latest_point.insert(disk.label.clone(), m.point_id.clone());
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Damaged => notes.push(format!(
+                    "disk {}: the index in point {} is damaged ({e}); deduplicated against an older point",
+                    disk.label, m.point_id
+                )),
+                Err(e) => return Err(e),
+            }
         }
     }
     for (label, cp) in checkpoints.disks.iter().filter(|(l, _)| selected.iter().any(|d| &d.label == *l)) {
