@@ -84,12 +84,16 @@ enum Command {
         json: bool,
     },
     /// List a VM's recovery points.
+    #[command(args_conflicts_with_subcommands = true)]
     Points {
         /// The VM.
-        name: String,
+        name: Option<String>,
         /// Print a JSON array.
         #[arg(long)]
         json: bool,
+        /// Remove a damaged point.
+        #[command(subcommand)]
+        action: Option<commands::backup::PointsAction>,
     },
     /// Restore disks or whole VMs from a recovery point.
     #[command(subcommand)]
@@ -256,7 +260,11 @@ fn main() -> ExitCode {
                         (None, None) => Err(anyhow::anyhow!("name a VM, or a group with --group GROUP")),
                     }
                 }
-                Command::Points { name, json } => commands::backup::list_points(&context, &name, json).await,
+                Command::Points { name, json, action } => match (action, name) {
+                    (Some(action), _) => commands::backup::points_action(&context, action).await,
+                    (None, Some(name)) => commands::backup::list_points(&context, &name, json).await,
+                    (None, None) => Err(anyhow::anyhow!("name a VM: `vmvault points VM`")),
+                },
                 Command::Restore(cmd) => commands::restore::run(&context, cmd).await,
                 Command::Policy(cmd) => commands::policy::run(&context, cmd).await,
                 Command::Group(cmd) => commands::group::run(&context, cmd).await,

@@ -137,3 +137,45 @@ fn verify_names_what_it_was_asked_about_and_the_point_a_damaged_manifest_is() {
     assert!(stdout.contains(&format!("affects VM web point {point}")), "{stdout}");
     assert!(stderr.contains(&format!("web/{point}")), "the error names the point: {stderr}");
 }
+
+#[test]
+fn points_shows_a_damaged_point_and_only_a_damaged_point_can_be_deleted_at_once() {
+    let lab = Lab::local(None);
+    lab.ok(&["vault", "init", "--no-encryption"]);
+    let image = lab.path("web.raw");
+    std::fs::File::create(&image).unwrap().set_len(8 << 20).unwrap();
+    lab.ok(&["vm", "add", "web", "--disk", &format!("vda={}", image.display())]);
+    let first = lab.json(&["backup", "web", "--json"])["point_id"].as_str().unwrap().to_string();
+    let second = lab.json(&["backup", "web", "--json"])["point_id"].as_str().unwrap().to_string();
+    let manifest = lab.path(&format!("vault/points/web/{first}/manifest.json"));
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&manifest, bytes).unwrap();
+
+    let table = lab.ok(&["points", "web"]);
+    assert!(table.lines().any(|l| l.starts_with(&first) && l.contains("DAMAGED")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with(&second) && !l.contains("DAMAGED")), "{table}");
+    let rows = lab.json(&["points", "web", "--json"]);
+    let states: Vec<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r["state"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(
+        states.contains(&(first.clone(), "damaged".into()))
+            && states.contains(&(second.clone(), "intact".into())),
+        "{states:?}"
+    );
+
+    let (status, err) = code(&lab, &["points", "delete", "web", "--point", &second, "--damaged"]);
+    assert_eq!(status, 5, "an intact point was not refused: {err}");
+    let usage = lab.run(&["points", "delete", "web", "--point", &first]);
+    assert_eq!(usage.status.code(), Some(2), "--damaged is required");
+    lab.ok(&["points", "delete", "web", "--point", &first, "--damaged"]);
+    let table = lab.ok(&["points", "web"]);
+    assert!(!table.contains(&first) && table.contains(&second), "{table}");
+    assert!(!lab.path(&format!("vault/points/web/{first}/vda.fidx")).exists(), "its index is left");
+    lab.ok(&["verify", "web"]);
+}

@@ -170,6 +170,57 @@ pub async fn find(vault: &UnlockedVault, vm: &str, point: &str) -> Result<Manife
     }
 }
 
+/// Remove a damaged point at once: its manifest (first, so the point stops existing), then
+/// every index beside it; its chunks are left for GC. An intact point is refused: retention is
+/// the only way intact points go. Returns what was wrong with it.
+pub async fn delete_damaged(vault: &UnlockedVault, vm: &str, point: &str) -> Result<String> {
+    crate::names::check_name("VM", vm)?;
+    crate::names::check_name("point", point)?;
+    let backend = vault.vault().backend();
+    let manifest_key = layout::manifest(vm, point);
+    if backend.head(&manifest_key).await?.is_none() {
+        return Err(EngineError::NoSuchPoint { vm: vm.to_string(), point: point.to_string() });
+    }
+    let problem = match damage_of(vault, &manifest_key).await? {
+        Some(problem) => problem,
+        None => {
+            return Err(EngineError::refused(
+                format!("point {point} of VM {vm:?} is intact; only retention removes intact points"),
+                format!("see `vmvault verify {vm} --point {point}`"),
+            ));
+        }
+    };
+    backend.delete(&manifest_key).await?;
+    let prefix = layout::points_of(vm);
+    for object in backend.list(&prefix).await? {
+        if matches!(ObjectClass::of(&object.key), ObjectClass::Index { point: p, .. } if p == point) {
+            backend.delete(&object.key).await?;
+        }
+    }
+    backend.flush().await?;
+    Ok(problem)
+}
+
+/// What is damaged in a point, if anything: its manifest, or one of its indexes.
+async fn damage_of(vault: &UnlockedVault, manifest_key: &layout::ObjectKey) -> Result<Option<String>> {
+    let manifest = match vault.get_manifest(manifest_key).await {
+        Ok(manifest) => manifest,
+        Err(e) if e.kind() == ErrorKind::Damaged => return Ok(Some(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    for disk in &manifest.disks {
+        match disk_index(vault, &manifest, &disk.label).await {
+            Ok(_) => {}
+            // An index its manifest names but the vault lacks is damage too.
+            Err(e) if matches!(e.kind(), ErrorKind::Damaged | ErrorKind::NotFound) => {
+                return Ok(Some(e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// The verified index of one disk of a point.
 pub async fn disk_index(vault: &UnlockedVault, manifest: &Manifest, label: &str) -> Result<FixedIndex> {
     let disk =

@@ -57,7 +57,7 @@ async fn a_damaged_newest_index_is_stepped_around(store: Store) {
         &lab,
         &image,
         &points[..2],
-        &format!("index in point {} is damaged", points[2].0),
+        &format!("index in point {} is damaged or missing", points[2].0),
     )
     .await;
     assert_eq!(

@@ -125,17 +125,55 @@ fn print_summary(s: &BackupSummary) {
     }
 }
 
-/// `vmvault points NAME`.
+/// What `vmvault points delete` does.
+#[derive(clap::Subcommand)]
+pub enum PointsAction {
+    /// Remove a damaged point at once (intact points go only by retention).
+    Delete {
+        /// The VM.
+        name: String,
+        /// The damaged point.
+        #[arg(long)]
+        point: String,
+        /// Say that the point is damaged; required.
+        #[arg(long, required = true)]
+        damaged: bool,
+    },
+}
+
+/// `vmvault points delete VM --point ID --damaged`.
+pub async fn points_action(context: &Context, action: PointsAction) -> Result<()> {
+    let PointsAction::Delete { name, point, .. } = action;
+    let vault = crate::commands::unlock(context).await?;
+    let why = points::delete_damaged(&vault, &name, &point).await?;
+    println!("Damaged point {point} of VM {name} removed ({why}). Its chunks are freed by `vmvault gc`.");
+    Ok(())
+}
+
+/// `vmvault points NAME`: intact points, then damaged ones (DAMAGED, with what is wrong).
 pub async fn list_points(context: &Context, vm: &str, json: bool) -> Result<()> {
     let vault = crate::commands::unlock(context).await?;
-    Catalog::of(vault.vault()).get::<VmRecord>(vm).await?;
-    let summaries: Vec<RecoveryPoint> =
-        points::list(&vault, vm).await?.iter().map(RecoveryPoint::from).collect();
+    let (intact, damaged) = points::PointReader::Verified(&vault).scan(vm).await?;
+    if intact.is_empty() && damaged.is_empty() {
+        Catalog::of(vault.vault()).get::<VmRecord>(vm).await?;
+    }
+    let summaries: Vec<RecoveryPoint> = intact.iter().map(RecoveryPoint::from).collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        let mut rows = Vec::new();
+        for summary in &summaries {
+            let mut row = serde_json::to_value(summary)?;
+            row["state"] = "intact".into();
+            rows.push(row);
+        }
+        for d in &damaged {
+            rows.push(
+                serde_json::json!({ "id": d.point, "state": "damaged", "problem": d.error.to_string() }),
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    if summaries.is_empty() {
+    if summaries.is_empty() && damaged.is_empty() {
         println!("VM {vm} has no recovery points yet. Make one with `vmvault backup {vm}`.");
         return Ok(());
     }
@@ -154,6 +192,14 @@ pub async fn list_points(context: &Context, vm: &str, json: bool) -> Result<()> 
             human_bytes(p.stored_bytes),
             p.retain_until.map(|t| t.strftime("%Y-%m-%d").to_string()).unwrap_or_else(|| "-".into()),
             p.group.map(|g| format!("{} @ {}", g.name, g.instant)).unwrap_or_else(|| "-".into())
+        );
+    }
+    for d in &damaged {
+        println!("{:<22} DAMAGED: {}", d.point, d.error);
+    }
+    if !damaged.is_empty() {
+        println!(
+            "A damaged point can be removed at once: `vmvault points delete {vm} --point ID --damaged`."
         );
     }
     Ok(())

@@ -327,8 +327,8 @@ async fn load_bases(
                     latest_point.insert(disk.label.clone(), m.point_id.clone());
                     break;
                 }
-                Err(e) if e.kind() == ErrorKind::Damaged => notes.push(format!(
-                    "disk {}: the index in point {} is damaged ({e}); deduplicated against an older point",
+                Err(e) if matches!(e.kind(), ErrorKind::Damaged | ErrorKind::NotFound) => notes.push(format!(
+                    "disk {}: the index in point {} is damaged or missing ({e}); deduplicated against an older point",
                     disk.label, m.point_id
                 )),
                 Err(e) => return Err(e),
