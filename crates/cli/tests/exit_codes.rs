@@ -111,13 +111,28 @@ fn a_file_that_looks_like_no_disk_is_added_only_with_force() {
     lab.ok(&["vm", "add", "blank", "--disk", &format!("vda={}", zeros.display())]);
 }
 
-#[test]
-fn verify_names_what_it_was_asked_about_and_the_point_a_damaged_manifest_is() {
+/// An unencrypted vault with VM `web` (an 8 MiB raw disk).
+fn web_lab() -> Lab {
     let lab = Lab::local(None);
     lab.ok(&["vault", "init", "--no-encryption"]);
     let image = lab.path("web.raw");
     std::fs::File::create(&image).unwrap().set_len(8 << 20).unwrap();
     lab.ok(&["vm", "add", "web", "--disk", &format!("vda={}", image.display())]);
+    lab
+}
+
+/// Flip one bit in the middle of a point's manifest, behind the vault's back.
+fn flip_manifest(lab: &Lab, point: &str) {
+    let manifest = lab.path(&format!("vault/points/web/{point}/manifest.json"));
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&manifest, bytes).unwrap();
+}
+
+#[test]
+fn verify_names_what_it_was_asked_about_and_the_point_a_damaged_manifest_is() {
+    let lab = web_lab();
     let (status, err) = code(&lab, &["verify", "nosuch"]);
     assert_eq!(status, 3, "an unknown VM is not a clean verify: {err}");
     let (status, err) = code(&lab, &["verify", "web", "--point", "20990101T000000Z-0000"]);
@@ -126,11 +141,7 @@ fn verify_names_what_it_was_asked_about_and_the_point_a_damaged_manifest_is() {
     assert!(lab.ok(&["verify", "web"]).contains("Checked 0 points"));
 
     let point = lab.json(&["backup", "web", "--json"])["point_id"].as_str().unwrap().to_string();
-    let manifest = lab.path(&format!("vault/points/web/{point}/manifest.json"));
-    let mut bytes = std::fs::read(&manifest).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(&manifest, bytes).unwrap();
+    flip_manifest(&lab, &point);
     let out = lab.run(&["verify", "web"]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), stderr_line(&out));
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
@@ -140,18 +151,10 @@ fn verify_names_what_it_was_asked_about_and_the_point_a_damaged_manifest_is() {
 
 #[test]
 fn points_shows_a_damaged_point_and_only_a_damaged_point_can_be_deleted_at_once() {
-    let lab = Lab::local(None);
-    lab.ok(&["vault", "init", "--no-encryption"]);
-    let image = lab.path("web.raw");
-    std::fs::File::create(&image).unwrap().set_len(8 << 20).unwrap();
-    lab.ok(&["vm", "add", "web", "--disk", &format!("vda={}", image.display())]);
+    let lab = web_lab();
     let first = lab.json(&["backup", "web", "--json"])["point_id"].as_str().unwrap().to_string();
     let second = lab.json(&["backup", "web", "--json"])["point_id"].as_str().unwrap().to_string();
-    let manifest = lab.path(&format!("vault/points/web/{first}/manifest.json"));
-    let mut bytes = std::fs::read(&manifest).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(&manifest, bytes).unwrap();
+    flip_manifest(&lab, &first);
 
     let table = lab.ok(&["points", "web"]);
     assert!(table.lines().any(|l| l.starts_with(&first) && l.contains("DAMAGED")), "{table}");
