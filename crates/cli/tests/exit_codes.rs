@@ -182,3 +182,40 @@ fn points_shows_a_damaged_point_and_only_a_damaged_point_can_be_deleted_at_once(
     assert!(!lab.path(&format!("vault/points/web/{first}/vda.fidx")).exists(), "its index is left");
     lab.ok(&["verify", "web"]);
 }
+
+#[test]
+fn verify_reads_the_catalog_documents_backups_and_restores_need() {
+    let lab = web_lab();
+    lab.ok(&[
+        "policy",
+        "create",
+        "gold",
+        "--schedule",
+        "daily 02:30",
+        "--timezone",
+        "UTC",
+        "--keep-daily",
+        "7",
+    ]);
+    lab.ok(&["backup", "web"]);
+    lab.ok(&["verify"]);
+    std::fs::write(lab.path("vault/catalog/checkpoints/web.json"), "{ not json").unwrap();
+    std::fs::write(lab.path("vault/catalog/policies/gold.json"), "{ \"name\": 3 }").unwrap();
+    let out = lab.run(&["verify", "web"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("DAMAGED catalog/checkpoints/web.json") && stdout.contains("affects VM web"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("policies/gold.json"), "a VM's verify reports another record: {stdout}");
+    let out = lab.run(&["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("DAMAGED catalog/policies/gold.json"), "{stdout}");
+    assert!(stdout.contains("DAMAGED catalog/checkpoints/web.json"), "{stdout}");
+    // The backup itself goes on (issue 14): it notes the unreadable change tracking.
+    let summary = lab.json(&["backup", "web", "--json"]);
+    let notes = summary["notes"].to_string();
+    assert!(notes.contains("change tracking is unreadable"), "{notes}");
+}

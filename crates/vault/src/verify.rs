@@ -78,7 +78,11 @@ impl VerifyReport {
         let mut out: Vec<String> = self
             .damage
             .iter()
-            .flat_map(|d| d.affects.iter().map(|u| format!("{}/{}", u.vm, u.point)))
+            .flat_map(|d| {
+                d.affects
+                    .iter()
+                    .map(|u| if u.point.is_empty() { u.vm.clone() } else { format!("{}/{}", u.vm, u.point) })
+            })
             .collect();
         out.sort();
         out.dedup();

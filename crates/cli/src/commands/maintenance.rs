@@ -126,7 +126,12 @@ pub async fn run_verify(
         let vault = Arc::clone(&vault);
         let scope = VerifyScope { vm: vm.clone(), point, read_data, cancel: job.cancel_flag() };
         async move {
-            let report = verify(vault.vault(), Some(vault.keys()), &scope).await?;
+            let mut report = verify(vault.vault(), Some(vault.keys()), &scope).await?;
+            // The catalog documents backups and restores read are checked too.
+            let catalog = Catalog::of(vault.vault());
+            report
+                .damage
+                .extend(engine::catalog::check::damaged_records(catalog, scope.vm.as_deref()).await?);
             for damage in &report.damage {
                 job.warn(format!("{}: {}", damage.object, damage.problem));
             }
@@ -148,6 +153,7 @@ pub async fn run_verify(
             for u in &damage.affects {
                 let offsets: Vec<String> = u.offsets.iter().map(|o| format!("{:#x}", o)).collect();
                 match u.disk.as_str() {
+                    "" if u.point.is_empty() => println!("  affects VM {}", u.vm),
                     "" => println!("  affects VM {} point {} (the whole point)", u.vm, u.point),
                     disk => println!(
                         "  affects VM {} point {} disk {disk} at offsets {}",

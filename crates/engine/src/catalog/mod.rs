@@ -8,6 +8,7 @@
 //! compare-and-swap of one document ([`vault::catalog`]): two writers never lose each other's
 //! update, and a record that exists is never overwritten by a create.
 
+pub mod check;
 pub mod checkpoint;
 pub mod group;
 pub mod item;
