@@ -30,17 +30,7 @@ fn each_kind_of_failure_has_its_exit_code_and_its_hint_its_own_line() {
     assert!(out.status.success());
     let disk = format!("vda={}", image.display());
     lab.ok(&["vm", "add", "web", "--disk", &disk]);
-    lab.ok(&[
-        "policy",
-        "create",
-        "gold",
-        "--schedule",
-        "daily 02:30",
-        "--timezone",
-        "UTC",
-        "--keep-daily",
-        "7",
-    ]);
+    gold_policy(&lab);
     lab.ok(&["protect", "web", "--policy", "gold"]);
 
     let cases: &[(&[&str], i32, &str)] = &[
@@ -109,6 +99,13 @@ fn a_file_that_looks_like_no_disk_is_added_only_with_force() {
         lab.ok(&["vm", "add", name, "--disk", &disk, "--force"]);
     }
     lab.ok(&["vm", "add", "blank", "--disk", &format!("vda={}", zeros.display())]);
+}
+
+/// Policy `gold`: daily at 02:30 UTC, seven days kept.
+fn gold_policy(lab: &Lab) {
+    let args = "policy create gold --schedule daily_02:30 --timezone UTC --keep-daily 7";
+    let args: Vec<String> = args.split(' ').map(|a| a.replace('_', " ")).collect();
+    lab.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 /// An unencrypted vault with VM `web` (an 8 MiB raw disk).
@@ -186,17 +183,7 @@ fn points_shows_a_damaged_point_and_only_a_damaged_point_can_be_deleted_at_once(
 #[test]
 fn verify_reads_the_catalog_documents_backups_and_restores_need() {
     let lab = web_lab();
-    lab.ok(&[
-        "policy",
-        "create",
-        "gold",
-        "--schedule",
-        "daily 02:30",
-        "--timezone",
-        "UTC",
-        "--keep-daily",
-        "7",
-    ]);
+    gold_policy(&lab);
     lab.ok(&["backup", "web"]);
     lab.ok(&["verify"]);
     std::fs::write(lab.path("vault/catalog/checkpoints/web.json"), "{ not json").unwrap();
