@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::vm::{NewVm, Nic, VmRecord};
+use crate::catalog::vm::{Nic, VmRecord};
 use crate::error::{EngineError, Result};
+use crate::services::vms::NewVm;
 
 /// Read name, UUID, vCPUs, memory, disks and NICs from a domain XML file.
 pub fn parse_domain(path: &Path) -> Result<NewVm> {

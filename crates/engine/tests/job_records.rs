@@ -14,9 +14,9 @@ use common::{create, qemu_io};
 use engine::NoProgress;
 use engine::backup::{BackupOptions, backup_job};
 use engine::catalog::Catalog;
-use engine::catalog::vm::{self, NewVm};
 use engine::jobs::JobStatus;
 use engine::limits::Limits;
+use engine::services::vms::{self, NewVm};
 use vault::backend::{Backend, LocalBackend, ObjectInfo, Put, Version};
 use vault::layout::ObjectClass;
 use vault::{InitEncryption, Vault};
@@ -78,9 +78,7 @@ async fn fifty_short_backups_on_a_slow_store_all_read_as_completed() {
     create(&image, "raw", "4M");
     let new =
         NewVm { name: "vm".into(), disks: vec![(Some("vda".into()), image.clone())], ..Default::default() };
-    engine::services::vms::add(Catalog::of(vault.vault()), vm::prepare(new, &Limits::default()).unwrap())
-        .await
-        .unwrap();
+    vms::add(Catalog::of(vault.vault()), vms::prepare(new, &Limits::default()).unwrap()).await.unwrap();
     let options = BackupOptions { kind: vault::PointKind::Scheduled, ..Default::default() };
     let mut wrong = Vec::new();
     for round in 0..50 {

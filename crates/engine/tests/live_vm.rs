@@ -11,8 +11,8 @@ use common::*;
 use disk::DiskFormat;
 use disk::qmp::QmpClient;
 use engine::backup::{BackupOptions, ReadMode, backup};
-use engine::catalog::vm::{self, NewVm};
 use engine::limits::Limits;
+use engine::services::vms::NewVm;
 use engine::services::{groups, vms};
 use engine::{Progress, points};
 use serde_json::json;
@@ -68,7 +68,7 @@ async fn a_running_vm_is_backed_up_at_the_snapshot_instant_then_incrementally() 
         qga: Some(lab.path("qga.sock")),
         ..Default::default()
     };
-    vms::add(lab.catalog(), vm::prepare(new, &Limits::default()).unwrap()).await.unwrap();
+    vms::add(lab.catalog(), vms::prepare(new, &Limits::default()).unwrap()).await.unwrap();
     let guest = Arc::new(Mutex::new(QmpClient::connect(&lab.path("guest.sock"), T).unwrap()));
     guest_write(&mut guest.lock().unwrap(), 0x11, "0", "1M");
     guest_write(&mut guest.lock().unwrap(), 0x22, "8M", "1M");
@@ -142,7 +142,7 @@ async fn qemu_killed_mid_transfer_fails_the_backup_and_the_next_one_reads_in_ful
         qmp: Some(lab.path("qmp.sock")),
         ..Default::default()
     };
-    vms::add(lab.catalog(), vm::prepare(new, &Limits::default()).unwrap()).await.unwrap();
+    vms::add(lab.catalog(), vms::prepare(new, &Limits::default()).unwrap()).await.unwrap();
     let mut guest = QmpClient::connect(&lab.path("guest.sock"), T).unwrap();
     guest_write(&mut guest, 0x61, "0", "4M");
     backup(Arc::clone(&lab.vault), "crash", BackupOptions::default(), Arc::new(engine::NoProgress))
@@ -205,7 +205,7 @@ async fn pre_and_post_scripts_decide_consistency_or_stop_the_backup() {
         qga: Some(lab.path("qga.sock")),
         ..Default::default()
     };
-    vms::add(lab.catalog(), vm::prepare(new, &Limits::default()).unwrap()).await.unwrap();
+    vms::add(lab.catalog(), vms::prepare(new, &Limits::default()).unwrap()).await.unwrap();
     let log = lab.path("scripts.log");
     let ok_pre = script(lab.dir.path(), "pre.sh", &format!("echo \"pre $1\" >> {}", log.display()));
     let ok_post = script(lab.dir.path(), "post.sh", &format!("echo post >> {}", log.display()));
@@ -295,7 +295,7 @@ async fn member(lab: &Lab, name: &'static str, scripts: Option<engine::scripts::
         qmp: Some(dir.join("qmp.sock")),
         ..Default::default()
     };
-    vms::add(lab.catalog(), vm::prepare(new, &Limits::default()).unwrap()).await.unwrap();
+    vms::add(lab.catalog(), vms::prepare(new, &Limits::default()).unwrap()).await.unwrap();
     vms::set_scripts(lab.catalog(), name, scripts).await.unwrap();
     let guest = Arc::new(Mutex::new(QmpClient::connect(&dir.join("guest.sock"), T).unwrap()));
     Member { name, image, guest, _qemu: qemu }

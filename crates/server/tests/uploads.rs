@@ -12,8 +12,8 @@ use bytes::Bytes;
 use engine::NoProgress;
 use engine::backup::BackupOptions;
 use engine::catalog::Catalog;
-use engine::catalog::vm::{self, NewVm};
 use engine::limits::Limits;
+use engine::services::vms::{self, NewVm};
 use server::auth::Role;
 use server::client::{RemoteBackend, Trust};
 use server::run::{ServerConfig, serve};
@@ -149,9 +149,7 @@ async fn a_backup_through_the_server_asks_in_batches_and_sends_only_missing_chun
             memory_mib: 256,
             ..Default::default()
         };
-        engine::services::vms::add(Catalog::of(vault.vault()), vm::prepare(new, &Limits::default()).unwrap())
-            .await
-            .unwrap();
+        vms::add(Catalog::of(vault.vault()), vms::prepare(new, &Limits::default()).unwrap()).await.unwrap();
     }
 
     let first = engine::backup::backup(vault.clone(), "vm-a", BackupOptions::default(), Arc::new(NoProgress))

@@ -13,8 +13,9 @@ use anyhow::{Context as _, Result, bail};
 use disk::DiskFormat;
 use engine::backup::{BackupOptions, BackupSummary};
 use engine::catalog::Catalog;
-use engine::catalog::vm::{self, NewVm, Nic};
+use engine::catalog::vm::Nic;
 use engine::limits::Limits;
+use engine::services::vms::{self, NewVm};
 use engine::{points, restore};
 
 use crate::commands::vault::human_bytes;
@@ -209,7 +210,7 @@ pub async fn run_demo(dir: Option<PathBuf>) -> Result<()> {
         nics: vec![Nic { mac: "52:54:00:de:4d:01".into(), network: Some("default".into()) }],
         ..Default::default()
     };
-    engine::services::vms::add(Catalog::of(vault.vault()), vm::prepare(new, &Limits::default())?).await?;
+    vms::add(Catalog::of(vault.vault()), vms::prepare(new, &Limits::default())?).await?;
 
     // 3. Full backup, scattered writes, incremental backup.
     let progress = crate::progress::for_terminal(false);

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Subcommand;
 use engine::catalog::Catalog;
-use engine::catalog::vm::{self, NewVm, Nic, VmRecord};
+use engine::catalog::vm::{Nic, VmRecord};
 use engine::limits::Limits;
 use engine::services::vms;
+use engine::services::vms::NewVm;
 
 use crate::Context;
 use crate::commands::vault::human_bytes;
@@ -100,12 +101,12 @@ pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
                 })
                 .collect();
             let new = NewVm { name, uuid: None, disks, vcpus, memory_mib: memory, nics, qmp, qga, force };
-            let record = vms::add(catalog, vm::prepare(new, &Limits::default())?).await?;
+            let record = vms::add(catalog, vms::prepare(new, &Limits::default())?).await?;
             print_registered(&record);
         }
         VmCommand::ImportLibvirt { file } => {
             let new = engine::libvirt::parse_domain(&file)?;
-            let record = vms::add(catalog, vm::prepare(new, &Limits::default())?).await?;
+            let record = vms::add(catalog, vms::prepare(new, &Limits::default())?).await?;
             print_registered(&record);
         }
         VmCommand::List { json } => {

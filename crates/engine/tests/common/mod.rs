@@ -8,8 +8,8 @@ use std::sync::Arc;
 use engine::NoProgress;
 use engine::backup::{BackupOptions, BackupSummary};
 use engine::catalog::Catalog;
-use engine::catalog::vm::{self, NewVm};
 use engine::limits::Limits;
+use engine::services::vms::{self, NewVm};
 use vault::backend::LocalBackend;
 use vault::{InitEncryption, KdfParams, Passphrase, UnlockedVault, Vault};
 
@@ -110,8 +110,8 @@ impl Lab {
             memory_mib: 512,
             ..Default::default()
         };
-        let record = vm::prepare(new, &Limits::default()).unwrap();
-        engine::services::vms::add(self.catalog(), record).await.unwrap();
+        let record = vms::prepare(new, &Limits::default()).unwrap();
+        vms::add(self.catalog(), record).await.unwrap();
     }
 
     pub async fn backup(&self, vm: &str) -> BackupSummary {
