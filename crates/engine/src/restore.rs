@@ -162,7 +162,8 @@ pub async fn restore_disk(
     Ok(RestoredDisk { path: staged.finish()?, ..restored })
 }
 
-/// Write one disk of a point into a new file at `to`.
+/// Write one disk of a point into a new file at `to`, a [`Staged`] temporary: on failure its
+/// `Staged` removes what was written.
 async fn write_disk(
     vault: Arc<UnlockedVault>,
     manifest: &Manifest,
@@ -184,9 +185,6 @@ async fn write_disk(
         let sink = create_sink(&to_owned, format, size)?;
         let result = write_index(&task_vault, &handle, &index, sink, progress.as_ref());
         progress.finish();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&to_owned);
-        }
         result
     })
     .await

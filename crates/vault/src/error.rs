@@ -62,11 +62,6 @@ impl ErrorKind {
             ErrorKind::Failed => "failed",
         }
     }
-
-    /// Whether the same request may succeed if made again (after reading again, or later).
-    pub fn is_temporary(self) -> bool {
-        matches!(self, ErrorKind::Conflict | ErrorKind::Unavailable | ErrorKind::Busy)
-    }
 }
 
 /// Everything that can go wrong inside the vault crate.

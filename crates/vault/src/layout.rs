@@ -270,6 +270,11 @@ pub fn groups() -> Prefix {
     prefix(&[GROUPS])
 }
 
+/// Every VM's change-tracking document.
+pub fn checkpoint_documents() -> Prefix {
+    prefix(&[CHECKPOINTS])
+}
+
 /// Every writer session.
 pub fn sessions() -> Prefix {
     prefix(&[SESSIONS])
@@ -518,6 +523,7 @@ mod tests {
         assert!(policy("a").starts_with(policies().as_str()));
         assert!(item("a").starts_with(items().as_str()));
         assert!(group("a").starts_with(groups().as_str()));
+        assert!(checkpoints("a").starts_with(checkpoint_documents().as_str()));
         assert!(session("a").starts_with(sessions().as_str()));
         assert!(job("a").starts_with(jobs().as_str()) && job_cancel("a").starts_with(jobs().as_str()));
         assert!(gc_rescue("g", &id).starts_with(gc_rescues("g").as_str()));

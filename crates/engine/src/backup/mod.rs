@@ -212,10 +212,10 @@ async fn backup_in_session(
     progress: Arc<dyn Progress>,
 ) -> Result<BackupSummary> {
     let started = Instant::now();
-    let prepared = prepare(&vault, &vm, &session, &options).await?;
+    let mut prepared = prepare(&vault, &vm, &session, &options).await?;
     let qmp = connect_qmp(&vm, &prepared.selected)?;
     let (time, point_id) = (prepared.time, prepared.point_id.clone());
-    let early_notes = prepared.notes.clone();
+    let early_notes = std::mem::take(&mut prepared.notes);
     let work = {
         let (vault, session, progress) = (Arc::clone(&vault), Arc::clone(&session), Arc::clone(&progress));
         let (vm, options, handle) = (vm.clone(), options.clone(), tokio::runtime::Handle::current());

@@ -17,19 +17,15 @@ use super::{Catalog, Record};
 use crate::error::Result;
 
 /// The damaged catalog documents: of one VM (its registration, protection and change
-/// tracking) or, with `None`, of the whole vault.
+/// tracking) or, with `None`, of the whole vault (checkpoints of VMs no longer registered too).
 pub async fn damaged_records(catalog: Catalog<'_>, vm: Option<&str>) -> Result<Vec<Damage>> {
     let mut out = Vec::new();
     match vm {
         Some(vm) => {
-            for key in [layout::vm(vm), layout::item(vm), layout::checkpoints(vm)] {
-                let problem = match ObjectClass::of(&key) {
-                    ObjectClass::Vm(_) => check::<VmRecord>(catalog, &key).await?,
-                    ObjectClass::Item(_) => check::<ProtectedItem>(catalog, &key).await?,
-                    _ => check::<Checkpoints>(catalog, &key).await?,
-                };
-                out.extend(problem.map(|p| damage(&key, p)));
-            }
+            let (record, item, checkpoints) = (layout::vm(vm), layout::item(vm), layout::checkpoints(vm));
+            out.extend(check::<VmRecord>(catalog, &record).await?.map(|p| damage(&record, p)));
+            out.extend(check::<ProtectedItem>(catalog, &item).await?.map(|p| damage(&item, p)));
+            out.extend(check::<Checkpoints>(catalog, &checkpoints).await?.map(|p| damage(&checkpoints, p)));
         }
         None => {
             out.extend(check_all::<VmRecord>(catalog, VmRecord::prefix()).await?);
@@ -37,14 +33,9 @@ pub async fn damaged_records(catalog: Catalog<'_>, vm: Option<&str>) -> Result<V
             out.extend(check_all::<ProtectedItem>(catalog, ProtectedItem::prefix()).await?);
             out.extend(check_all::<ConsistencyGroup>(catalog, ConsistencyGroup::prefix()).await?);
             out.extend(check_all::<JobRecord>(catalog, layout::jobs()).await?);
+            out.extend(check_all::<Checkpoints>(catalog, layout::checkpoint_documents()).await?);
             let settings = layout::settings();
             out.extend(check::<Settings>(catalog, &settings).await?.map(|p| damage(&settings, p)));
-            for object in catalog.backend().list(&layout::vms()).await? {
-                if let Some(vm) = ObjectClass::of(&object.key).vm() {
-                    let key = layout::checkpoints(vm);
-                    out.extend(check::<Checkpoints>(catalog, &key).await?.map(|p| damage(&key, p)));
-                }
-            }
         }
     }
     Ok(out)
