@@ -16,6 +16,7 @@ pub mod names;
 pub mod points;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
@@ -23,6 +24,7 @@ pub mod scheduler;
 pub mod scripts;
 pub mod services;
 pub mod transfer;
+pub mod verify;
 
 pub use error::{EngineError, ErrorKind, Record, Result};
 pub use progress::{NoProgress, Progress};

@@ -1,10 +1,14 @@
 //! Recovery points of a VM: where their files live, listing them, loading one.
 
+use std::fmt;
+
 use jiff::Timestamp;
 use serde::Serialize;
 use vault::point_key::PointKey;
 use vault::{Consistency, FixedIndex, Manifest, PointKind, UnlockedVault, Vault};
 
+use crate::catalog::Catalog;
+use crate::catalog::verified::{self, PointVerdict, VerifyRecord};
 use crate::error::{EngineError, ErrorKind, Result};
 use crate::names::random_hex;
 
@@ -108,8 +112,8 @@ impl PointReader<'_> {
     pub async fn list(&self, vm: &str) -> Result<Vec<Manifest>> {
         let (points, damaged) = self.scan(vm).await?;
         match damaged.into_iter().next() {
-            Some(damaged) => Err(damaged.error),
-            None => Ok(points),
+            Some(DamagedPoint { cause: DamageCause::Unreadable(error), .. }) => Err(error),
+            _ => Ok(points),
         }
     }
 
@@ -127,7 +131,10 @@ impl PointReader<'_> {
             match self.manifest(&object.key, verifier.as_ref()).await {
                 Ok(manifest) => out.push(manifest),
                 Err(error) if error.kind() == ErrorKind::Damaged => {
-                    damaged.push(DamagedPoint { point: point.to_string(), error });
+                    damaged.push(DamagedPoint {
+                        point: point.to_string(),
+                        cause: DamageCause::Unreadable(error),
+                    });
                 }
                 Err(e) => return Err(e),
             }
@@ -137,13 +144,66 @@ impl PointReader<'_> {
     }
 }
 
-/// A point whose manifest is damaged: its id, and what is wrong.
+/// A damaged point: its id, and what is wrong.
 #[derive(Debug)]
 pub struct DamagedPoint {
     /// The point id (from its object key).
     pub point: String,
-    /// Why its manifest cannot be used.
-    pub error: EngineError,
+    /// What is wrong with it.
+    pub cause: DamageCause,
+}
+
+/// How a point is known to be damaged.
+#[derive(Debug)]
+pub enum DamageCause {
+    /// Its manifest cannot be read.
+    Unreadable(EngineError),
+    /// Its manifest reads, but the last verify found damage in it (an index or a chunk).
+    FoundByVerify(PointVerdict),
+}
+
+impl fmt::Display for DamageCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DamageCause::Unreadable(error) => error.fmt(f),
+            DamageCause::FoundByVerify(verdict) => f.write_str(&verdict.summary()),
+        }
+    }
+}
+
+/// The points of a VM as an operator must see them: the intact ones, oldest first, and the
+/// damaged ones — by a manifest that does not read, or by what the last verify recorded.
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// Points nothing is known to be wrong with, oldest first.
+    pub intact: Vec<Manifest>,
+    /// Points known to be damaged.
+    pub damaged: Vec<DamagedPoint>,
+    /// The VM's verify record (empty when verify never ran or its record does not read).
+    pub verified: VerifyRecord,
+}
+
+/// Survey the points of `vm` ([`Survey`]). A verify record that does not parse is passed
+/// over here (verify reports it, and replaces it).
+pub async fn survey(vault: &UnlockedVault, vm: &str) -> Result<Survey> {
+    let (readable, mut damaged) = PointReader::Verified(vault).scan(vm).await?;
+    let record = match verified::load(Catalog::of(vault.vault()), vm).await {
+        Ok(record) => record,
+        Err(e) if e.kind() == ErrorKind::Damaged => VerifyRecord::default(),
+        Err(e) => return Err(e),
+    };
+    let mut intact = Vec::with_capacity(readable.len());
+    for manifest in readable {
+        match record.of(&manifest.point_id).filter(|v| v.is_damaged()) {
+            Some(verdict) => damaged.push(DamagedPoint {
+                point: manifest.point_id.clone(),
+                cause: DamageCause::FoundByVerify(verdict.clone()),
+            }),
+            None => intact.push(manifest),
+        }
+    }
+    damaged.sort_by(|a, b| a.point.cmp(&b.point));
+    Ok(Survey { intact, damaged, verified: record })
 }
 
 /// Every committed point of `vm`, oldest first, each manifest verified.
@@ -154,9 +214,10 @@ pub async fn list(vault: &UnlockedVault, vm: &str) -> Result<Vec<Manifest>> {
 /// One point by id, or the newest with `latest`.
 pub async fn find(vault: &UnlockedVault, vm: &str, point: &str) -> Result<Manifest> {
     if point == "latest" {
-        // The newest point that can be read: a damaged one never stands in the way.
-        let (mut points, _) = PointReader::Verified(vault).scan(vm).await?;
-        return points
+        // The newest intact point: a damaged one never stands in the way.
+        return survey(vault, vm)
+            .await?
+            .intact
             .pop()
             .ok_or_else(|| EngineError::NoSuchPoint { vm: vm.to_string(), point: point.to_string() });
     }
@@ -182,6 +243,10 @@ pub async fn delete_damaged(vault: &UnlockedVault, vm: &str, point: &str) -> Res
         return Err(EngineError::NoSuchPoint { vm: vm.to_string(), point: point.to_string() });
     }
     let problem = match damage_of(vault, &manifest_key).await? {
+        Some(problem) => Some(problem),
+        None => damage_found_again(vault, vm, point).await?,
+    };
+    let problem = match problem {
         Some(problem) => problem,
         None => {
             return Err(EngineError::refused(
@@ -219,6 +284,21 @@ async fn damage_of(vault: &UnlockedVault, manifest_key: &layout::ObjectKey) -> R
         }
     }
     Ok(None)
+}
+
+/// For a point the last verify found damaged (a chunk, say), the damage if a verify of that
+/// point alone still finds it: a point a backup has repaired since is intact again.
+async fn damage_found_again(vault: &UnlockedVault, vm: &str, point: &str) -> Result<Option<String>> {
+    let record = verified::load(Catalog::of(vault.vault()), vm).await.unwrap_or_default();
+    let Some(verdict) = record.of(point).filter(|v| v.is_damaged()) else { return Ok(None) };
+    let scope = vault::verify::VerifyScope {
+        vm: Some(vm.to_string()),
+        point: Some(point.to_string()),
+        read_data: verdict.read_data,
+        ..Default::default()
+    };
+    let report = vault::verify::verify(vault.vault(), Some(vault.keys()), &scope).await?;
+    Ok(report.damage.first().map(|d| format!("{}: {}", d.object, d.problem)))
 }
 
 /// The verified index of one disk of a point.

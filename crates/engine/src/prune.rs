@@ -10,7 +10,7 @@ use vault::Manifest;
 
 use crate::catalog::item::{ProtectedItem, ProtectionState};
 use crate::catalog::policy::Policy;
-use crate::catalog::{Catalog, checkpoint};
+use crate::catalog::{Catalog, checkpoint, verified};
 use crate::error::Result;
 use crate::points::PointReader;
 use crate::retention::{PointFacts, Verdict, on_demand_verdict};
@@ -145,6 +145,7 @@ pub async fn prune<'a>(
             if purge {
                 catalog.forget::<ProtectedItem>(&name).await?;
                 checkpoint::forget(catalog, &name).await?;
+                verified::forget(catalog, &name).await?;
             }
         }
         reports.push(report);

@@ -22,6 +22,7 @@ use vault::{ChunkId, FixedIndex, UnlockedVault};
 
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
+use crate::repair::Repairs;
 
 /// What one disk's transfer did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -149,6 +150,8 @@ pub struct Transfer<'a> {
     pub cancel: &'a AtomicBool,
     /// Where progress goes.
     pub progress: &'a dyn Progress,
+    /// Damaged chunks to write again when their data comes by.
+    pub repairs: &'a Repairs,
     /// Worker threads.
     pub workers: usize,
 }
@@ -211,6 +214,7 @@ impl Transfer<'_> {
         index: &mut FixedIndex,
         known: HashSet<ChunkId>,
     ) -> Result<TransferStats> {
+        let known = known.into_iter().filter(|id| !self.repairs.wants(id)).collect();
         let shared = Shared::new(self, known, blocks.len());
         let workers = self.workers.max(1);
         let pool_size = workers * 2 + 2;
@@ -501,6 +505,10 @@ fn store_block(shared: &Shared<'_>, data: &[u8], upload: &Upload) -> Result<Chun
     let vault = shared.transfer.vault;
     let id = vault.keys().chunk_id(data);
     if !shared.known.lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
+        return Ok(id);
+    }
+    if shared.transfer.repairs.wants(&id) {
+        shared.transfer.repairs.rewrite(vault, &shared.transfer.handle, &id, data);
         return Ok(id);
     }
     if let Some(upload) = upload {

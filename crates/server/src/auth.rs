@@ -93,7 +93,8 @@ impl Grant {
             (Create, O::Chunk(_) | O::Manifest { .. } | O::Index { .. } | O::GcRescue { .. }) => {
                 self.role == BackupOperator
             }
-            (Create | Update, O::Checkpoints(_)) => self.role == BackupOperator,
+            // A backup notes in the verify record the damaged chunks it wrote again.
+            (Create | Update, O::Checkpoints(_) | O::Verified(_)) => self.role == BackupOperator,
             (Create | Update | Delete, O::Session(_)) if backup_session => self.role == BackupOperator,
             (Create | Update, O::ScheduleClaim(_)) => self.role == BackupOperator,
             // A restore as a new VM registers it.
@@ -125,6 +126,7 @@ mod tests {
             (layout::index("web", "p1", "vda"), ["R---", "RC--", "R---", "RCUD"]),
             (layout::vm("web"), ["R---", "RC--", "RC--", "RCUD"]),
             (layout::checkpoints("web"), ["R---", "RCU-", "R---", "RCUD"]),
+            (layout::verified("web"), ["R---", "RCU-", "R---", "RCUD"]),
             (layout::item("web"), ["R---", "R---", "R---", "RCUD"]),
             (layout::policy("gold"), ["R---", "R---", "R---", "RCUD"]),
             (layout::settings(), ["R---", "R---", "R---", "RCUD"]),

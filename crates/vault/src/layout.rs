@@ -16,6 +16,7 @@
 //! catalog/items/<vm>.json                 ObjectClass::Item
 //! catalog/groups/<name>.json              ObjectClass::Group
 //! catalog/checkpoints/<vm>.json           ObjectClass::Checkpoints
+//! catalog/verified/<vm>.json              ObjectClass::Verified
 //! catalog/settings.json                   ObjectClass::Settings
 //! catalog/schedule/<vm>.json              ObjectClass::ScheduleClaim
 //! catalog/schedule/cleanup.json           ObjectClass::CleanupClaim
@@ -43,6 +44,7 @@ const POLICIES: &str = "catalog/policies/";
 const ITEMS: &str = "catalog/items/";
 const GROUPS: &str = "catalog/groups/";
 const CHECKPOINTS: &str = "catalog/checkpoints/";
+const VERIFIED: &str = "catalog/verified/";
 const SETTINGS: &str = "catalog/settings.json";
 const SCHEDULE: &str = "catalog/schedule/";
 const CLEANUP_CLAIM: &str = "cleanup";
@@ -155,6 +157,11 @@ pub fn group(name: &str) -> ObjectKey {
 /// A VM's change-tracking checkpoints.
 pub fn checkpoints(vm: &str) -> ObjectKey {
     key(&[CHECKPOINTS, vm, JSON])
+}
+
+/// What verify last found in each point of a VM.
+pub fn verified(vm: &str) -> ObjectKey {
+    key(&[VERIFIED, vm, JSON])
 }
 
 /// The vault-wide settings document.
@@ -275,6 +282,11 @@ pub fn checkpoint_documents() -> Prefix {
     prefix(&[CHECKPOINTS])
 }
 
+/// Every VM's verify record.
+pub fn verified_documents() -> Prefix {
+    prefix(&[VERIFIED])
+}
+
 /// Every writer session.
 pub fn sessions() -> Prefix {
     prefix(&[SESSIONS])
@@ -320,6 +332,8 @@ pub enum ObjectClass<'a> {
     Group(&'a str),
     /// A VM's checkpoints.
     Checkpoints(&'a str),
+    /// What verify last found in a VM's points.
+    Verified(&'a str),
     /// The settings document.
     Settings,
     /// A scheduler's claim of a VM's runs.
@@ -375,8 +389,14 @@ impl<'a> ObjectClass<'a> {
         if let Some(name) = named(key, SCHEDULE, JSON) {
             return if name == CLEANUP_CLAIM { CleanupClaim } else { ScheduleClaim(name) };
         }
-        let documents: [(&str, Named<'a>); 5] =
-            [(VMS, Vm), (POLICIES, Policy), (ITEMS, Item), (GROUPS, Group), (CHECKPOINTS, Checkpoints)];
+        let documents: [(&str, Named<'a>); 6] = [
+            (VMS, Vm),
+            (POLICIES, Policy),
+            (ITEMS, Item),
+            (GROUPS, Group),
+            (CHECKPOINTS, Checkpoints),
+            (VERIFIED, Verified),
+        ];
         for (prefix, class) in documents {
             if let Some(name) = named(key, prefix, JSON) {
                 return class(name);
@@ -426,7 +446,7 @@ impl<'a> ObjectClass<'a> {
         use ObjectClass::*;
         match *self {
             Manifest { vm, .. } | Index { vm, .. } | PointOther { vm } => Some(vm),
-            Vm(vm) | Item(vm) | Checkpoints(vm) | ScheduleClaim(vm) => Some(vm),
+            Vm(vm) | Item(vm) | Checkpoints(vm) | Verified(vm) | ScheduleClaim(vm) => Some(vm),
             Session(_) => self.session_vm(),
             _ => None,
         }
@@ -481,6 +501,7 @@ mod tests {
             (item("web"), ObjectClass::Item("web")),
             (group("shop"), ObjectClass::Group("shop")),
             (checkpoints("web"), ObjectClass::Checkpoints("web")),
+            (verified("web"), ObjectClass::Verified("web")),
             (settings(), ObjectClass::Settings),
             (schedule_claim("web"), ObjectClass::ScheduleClaim("web")),
             (cleanup_claim(), ObjectClass::CleanupClaim),
@@ -524,6 +545,7 @@ mod tests {
         assert!(item("a").starts_with(items().as_str()));
         assert!(group("a").starts_with(groups().as_str()));
         assert!(checkpoints("a").starts_with(checkpoint_documents().as_str()));
+        assert!(verified("a").starts_with(verified_documents().as_str()));
         assert!(session("a").starts_with(sessions().as_str()));
         assert!(job("a").starts_with(jobs().as_str()) && job_cancel("a").starts_with(jobs().as_str()));
         assert!(gc_rescue("g", &id).starts_with(gc_rescues("g").as_str()));

@@ -360,6 +360,23 @@ impl UnlockedVault {
         Ok(added)
     }
 
+    /// Write again a chunk whose stored copy verify found damaged, from the plaintext a backup
+    /// just read: the damaged copy is replaced by compare-and-swap (a copy someone replaced
+    /// meanwhile is left alone). Returns whether it was written — not when the stored copy
+    /// opens and hashes back to its id after all.
+    pub async fn rewrite_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Result<bool> {
+        let key = layout::chunk(id);
+        let sealed = self.seal_chunk(*id, plaintext)?;
+        let Some((stored, version)) = self.vault.backend.get_versioned(&key).await? else {
+            return Ok(self.put_one(sealed).await?.chunks > 0);
+        };
+        if blob::open(&self.keys, id, &stored).is_ok_and(|p| self.keys.chunk_id(&p) == *id) {
+            return Ok(false);
+        }
+        self.vault.backend.compare_and_swap(&key, Some(&version), sealed.bytes).await?;
+        Ok(true)
+    }
+
     /// Seal a chunk for [`UnlockedVault::put_sealed`].
     pub fn seal_chunk(&self, id: ChunkId, plaintext: &[u8]) -> Result<SealedChunk> {
         Ok(SealedChunk { id, bytes: Bytes::from(blob::seal(&self.keys, &id, plaintext)?) })

@@ -70,6 +70,9 @@ pub struct VerifyReport {
     pub signatures_checked: bool,
     /// Everything damaged.
     pub damage: Vec<Damage>,
+    /// The points looked at, as (VM, point id): what a record of this verify covers.
+    #[serde(skip)]
+    pub checked: Vec<(String, String)>,
 }
 
 impl VerifyReport {
@@ -106,21 +109,18 @@ pub async fn verify(vault: &Vault, keys: Option<&Keys>, scope: &VerifyScope) -> 
     // chunk → (vm, point, disk) → offsets
     let mut uses: BTreeMap<ChunkId, Vec<ChunkUse>> = BTreeMap::new();
     for object in backend.list(&prefix).await? {
-        let ObjectClass::Manifest { point, .. } = ObjectClass::of(&object.key) else { continue };
+        let ObjectClass::Manifest { vm, point } = ObjectClass::of(&object.key) else { continue };
         if scope.point.as_ref().is_some_and(|wanted| wanted != point) {
             continue;
         }
-        report.points += 1;
         let manifest = match load_manifest(vault, keys, &object.key).await {
             Ok(m) => m,
             // Pruned between the listing and now: not a point any more, not damage.
-            Err(VaultError::NotFound { .. }) => {
-                report.points -= 1;
-                continue;
-            }
+            Err(VaultError::NotFound { .. }) => continue,
             Err(e) => {
                 // A manifest that cannot be read affects its own point, named by its key.
-                let ObjectClass::Manifest { vm, point } = ObjectClass::of(&object.key) else { continue };
+                report.points += 1;
+                report.checked.push((vm.to_string(), point.to_string()));
                 let affects = vec![ChunkUse {
                     vm: vm.to_string(),
                     point: point.to_string(),
@@ -131,6 +131,8 @@ pub async fn verify(vault: &Vault, keys: Option<&Keys>, scope: &VerifyScope) -> 
                 continue;
             }
         };
+        report.points += 1;
+        report.checked.push((vm.to_string(), point.to_string()));
         for disk in &manifest.disks {
             let index = match vault.get_index(&disk.index, Some(&disk.index_digest)).await {
                 Ok(index) => index,

@@ -121,6 +121,7 @@ fn the_documented_object_keys_are_the_ones_layout_builds() {
         layout::manifest("<vm>", "<point>").into(),
         layout::vm("<vm>").into(),
         layout::checkpoints("<vm>").into(),
+        layout::verified("<vm>").into(),
         layout::policy("<name>").into(),
         layout::item("<vm>").into(),
         layout::group("<name>").into(),

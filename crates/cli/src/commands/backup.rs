@@ -150,10 +150,11 @@ pub async fn points_action(context: &Context, action: PointsAction) -> Result<()
     Ok(())
 }
 
-/// `vmvault points NAME`: intact points, then damaged ones (DAMAGED, with what is wrong).
+/// `vmvault points NAME`: intact points, then damaged ones (DAMAGED, with what is wrong: a
+/// manifest that does not read, or what the last verify found).
 pub async fn list_points(context: &Context, vm: &str, json: bool) -> Result<()> {
     let vault = crate::commands::unlock(context).await?;
-    let (intact, damaged) = points::PointReader::Verified(&vault).scan(vm).await?;
+    let points::Survey { intact, damaged, .. } = points::survey(&vault, vm).await?;
     if intact.is_empty() && damaged.is_empty() {
         Catalog::of(vault.vault()).get::<VmRecord>(vm).await?;
     }
@@ -167,7 +168,7 @@ pub async fn list_points(context: &Context, vm: &str, json: bool) -> Result<()> 
         }
         for d in &damaged {
             rows.push(
-                serde_json::json!({ "id": d.point, "state": "damaged", "problem": d.error.to_string() }),
+                serde_json::json!({ "id": d.point, "state": "damaged", "problem": d.cause.to_string() }),
             );
         }
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -195,7 +196,7 @@ pub async fn list_points(context: &Context, vm: &str, json: bool) -> Result<()> 
         );
     }
     for d in &damaged {
-        println!("{:<22} DAMAGED: {}", d.point, d.error);
+        println!("{:<22} DAMAGED: {}", d.point, d.cause);
     }
     if !damaged.is_empty() {
         println!(

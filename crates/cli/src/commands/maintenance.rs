@@ -1,8 +1,5 @@
 //! `vmvault prune`, `gc`, `verify` and `serve`: keeping a vault in shape, by hand or on a schedule.
 
-use engine::EngineError;
-use engine::catalog::Catalog;
-use engine::catalog::vm::VmRecord;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +10,7 @@ use engine::{NoProgress, prune};
 use jiff::Timestamp;
 use server::api::{GcAnswer, GcRequest, PruneAnswer, PruneRequest};
 use vault::gc::GcOptions;
-use vault::verify::{VerifyScope, verify};
+use vault::verify::VerifyScope;
 
 use crate::Context;
 use crate::commands::vault::human_bytes;
@@ -120,18 +117,13 @@ pub async fn run_verify(
     json: bool,
 ) -> Result<()> {
     let vault = Arc::new(crate::commands::unlock(context).await?);
-    check_verify_scope(&vault, vm.as_deref(), point.as_deref()).await?;
+    engine::verify::check_scope(&vault, vm.as_deref(), point.as_deref()).await?;
     let backend = Arc::clone(vault.vault().backend());
     let (report, job) = run_job(backend, Operation::Verify, vm.as_deref(), Arc::new(NoProgress), |job| {
         let vault = Arc::clone(&vault);
         let scope = VerifyScope { vm: vm.clone(), point, read_data, cancel: job.cancel_flag() };
         async move {
-            let mut report = verify(vault.vault(), Some(vault.keys()), &scope).await?;
-            // The catalog documents backups and restores read are checked too.
-            let catalog = Catalog::of(vault.vault());
-            report
-                .damage
-                .extend(engine::catalog::check::damaged_records(catalog, scope.vm.as_deref()).await?);
+            let report = engine::verify::run(&vault, &scope, Some(&job.id())).await?;
             for damage in &report.damage {
                 job.warn(format!("{}: {}", damage.object, damage.problem));
             }
@@ -171,40 +163,6 @@ pub async fn run_verify(
             report.damage.len(),
             report.affected_points().join(", ")
         );
-    }
-    Ok(())
-}
-
-/// A verify of a VM that neither is registered nor has points, or of a point it does not
-/// have, is an error: "checked 0 points" would read as a clean bill of health.
-async fn check_verify_scope(
-    vault: &vault::UnlockedVault,
-    vm: Option<&str>,
-    point: Option<&str>,
-) -> Result<()> {
-    let Some(vm) = vm else {
-        if point.is_some() {
-            return Err(EngineError::Invalid("--point needs the VM it belongs to".into()).into());
-        }
-        return Ok(());
-    };
-    // Points by their manifests' names: a damaged manifest is still a point to verify.
-    let registered = Catalog::of(vault.vault()).find::<VmRecord>(vm).await?.is_some();
-    let objects = vault.vault().backend().list(&::vault::layout::points_of(vm)).await?;
-    let points: Vec<String> = objects
-        .iter()
-        .filter_map(|o| match ::vault::ObjectClass::of(&o.key) {
-            ::vault::ObjectClass::Manifest { point, .. } => Some(point.to_string()),
-            _ => None,
-        })
-        .collect();
-    if !registered && points.is_empty() {
-        return Err(EngineError::not_found(engine::Record::Vm, vm).into());
-    }
-    if let Some(point) = point
-        && !points.iter().any(|p| p == point)
-    {
-        return Err(EngineError::NoSuchPoint { vm: vm.to_string(), point: point.to_string() }.into());
     }
     Ok(())
 }

@@ -28,11 +28,13 @@ use vault::{ChunkId, Consistency, FixedIndex, Manifest, ManifestDisk, PointGroup
 use crate::catalog::checkpoint::{self, BITMAP_PREFIX, Checkpoint, Checkpoints, bitmap_name};
 use crate::catalog::item::ProtectedItem;
 use crate::catalog::policy::Policy;
+use crate::catalog::verified;
 use crate::catalog::vm::{DiskRecord, VmRecord};
 use crate::catalog::{Catalog, settings};
 use crate::error::{EngineError, ErrorKind, Result};
 use crate::points::{self, new_point_id};
 use crate::progress::Progress;
+use crate::repair::Repairs;
 use crate::transfer::Transfer;
 use live::{QMP_TIMEOUT, Quiesced, live_phase, plan_live};
 use pending::{Committed, Pending};
@@ -194,6 +196,7 @@ struct Prepared {
     point_id: String,
     checkpoints: Checkpoints,
     bases: Bases,
+    repairs: Repairs,
 }
 
 /// What the manifest and the summary say of the point.
@@ -216,8 +219,10 @@ async fn backup_in_session(
     let qmp = connect_qmp(&vm, &prepared.selected)?;
     let (time, point_id) = (prepared.time, prepared.point_id.clone());
     let early_notes = std::mem::take(&mut prepared.notes);
+    let repairs = Arc::new(std::mem::take(&mut prepared.repairs));
     let work = {
         let (vault, session, progress) = (Arc::clone(&vault), Arc::clone(&session), Arc::clone(&progress));
+        let repairs = Arc::clone(&repairs);
         let (vm, options, handle) = (vm.clone(), options.clone(), tokio::runtime::Handle::current());
         tokio::task::spawn_blocking(move || {
             let transfer = Transfer {
@@ -226,6 +231,7 @@ async fn backup_in_session(
                 handle,
                 cancel: &options.cancel,
                 progress: progress.as_ref(),
+                repairs: &repairs,
                 workers: crate::transfer::worker_count(),
             };
             snapshot_and_read(&transfer, &vm, prepared, qmp, &options)
@@ -245,6 +251,7 @@ async fn backup_in_session(
     let mut notes = early_notes;
     notes.extend(quiesced.notes);
     let disks = after_commit(&vault, &facts, committed, &mut notes).await;
+    note_repairs(&vault, &vm.name, &repairs, &mut notes).await;
     let summaries = summarise_disks(&disks, &done);
     notes.extend(summaries.iter().filter_map(|d| d.note.as_ref().map(|n| format!("disk {}: {n}", d.label))));
     Ok(BackupSummary {
@@ -262,6 +269,22 @@ async fn backup_in_session(
         freeze_to_thaw_ms: quiesced.freeze_to_thaw.map(|d| d.as_millis() as u64),
         group,
     })
+}
+
+/// Tell the verify record which damaged chunks this point wrote again, and the notes what
+/// could not be repaired. The point is committed: a failure here is a note, not a failure.
+async fn note_repairs(vault: &UnlockedVault, vm: &str, repairs: &Repairs, notes: &mut Vec<String>) {
+    let repaired = repairs.repaired();
+    if !repaired.is_empty() {
+        notes.push(format!(
+            "{} chunks the last verify found damaged were written again from this disk's data",
+            repaired.len()
+        ));
+        if let Err(e) = verified::repaired(Catalog::of(vault.vault()), vm, &repaired).await {
+            notes.push(format!("the verify record could not be updated ({e}); verify again to refresh it"));
+        }
+    }
+    notes.extend(repairs.failures());
 }
 
 /// Decide what to back up: the disks (minus the item's exclusions), the point's id, the limits,
@@ -283,12 +306,16 @@ async fn prepare(
     };
     let time = Timestamp::now();
     let point_id = new_point_id(time)?;
-    // Damaged points are stepped around, never in the way: the backup builds on intact ones.
-    let (history, damaged) = points::PointReader::Verified(vault).scan(&vm.name).await?;
-    let mut notes: Vec<String> = damaged
+    // Damaged points are stepped around, never in the way: the backup builds on intact ones,
+    // and writes again the damaged chunks verify recorded when it reads their data.
+    let survey = points::survey(vault, &vm.name).await?;
+    let mut notes: Vec<String> = survey
+        .damaged
         .iter()
-        .map(|d| format!("point {} is damaged ({}); this backup does not build on it", d.point, d.error))
+        .map(|d| format!("point {} is damaged ({}); this backup does not build on it", d.point, d.cause))
         .collect();
+    let history = survey.intact;
+    let repairs = Repairs::new(survey.verified.damaged_chunks());
     let per_day = settings::load(catalog).await?.on_demand_per_day;
     let tz = match item.as_ref().and_then(|i| i.policy.as_deref()) {
         Some(name) => catalog.get::<Policy>(name).await.and_then(|p| p.tz()).unwrap_or(TimeZone::UTC),
@@ -305,7 +332,7 @@ async fn prepare(
     };
     let bases = load_bases(vault, &selected, &history, &checkpoints, &mut notes).await?;
     keep_bases(vault, session, bases.previous.values().chain(bases.checkpointed.values())).await?;
-    Ok(Prepared { notes, selected, time, point_id, checkpoints, bases })
+    Ok(Prepared { notes, selected, time, point_id, checkpoints, bases, repairs })
 }
 
 /// Each selected disk's latest index, and the index of the point its checkpoint starts from.

@@ -1,4 +1,4 @@
-//! Verify's look at the catalog: every record a backup or a restore reads must parse. A
+//! Verify's look at the catalog: every record a backup, a restore or a listing reads must parse. A
 //! damaged one is named with the VM it concerns, in the same report as damaged points.
 
 use serde::de::DeserializeOwned;
@@ -12,6 +12,7 @@ use super::item::ProtectedItem;
 use super::job::JobRecord;
 use super::policy::Policy;
 use super::settings::Settings;
+use super::verified::VerifyRecord;
 use super::vm::VmRecord;
 use super::{Catalog, Record};
 use crate::error::Result;
@@ -23,9 +24,11 @@ pub async fn damaged_records(catalog: Catalog<'_>, vm: Option<&str>) -> Result<V
     match vm {
         Some(vm) => {
             let (record, item, checkpoints) = (layout::vm(vm), layout::item(vm), layout::checkpoints(vm));
+            let verified = layout::verified(vm);
             out.extend(check::<VmRecord>(catalog, &record).await?.map(|p| damage(&record, p)));
             out.extend(check::<ProtectedItem>(catalog, &item).await?.map(|p| damage(&item, p)));
             out.extend(check::<Checkpoints>(catalog, &checkpoints).await?.map(|p| damage(&checkpoints, p)));
+            out.extend(check::<VerifyRecord>(catalog, &verified).await?.map(|p| damage(&verified, p)));
         }
         None => {
             out.extend(check_all::<VmRecord>(catalog, VmRecord::prefix()).await?);
@@ -34,6 +37,7 @@ pub async fn damaged_records(catalog: Catalog<'_>, vm: Option<&str>) -> Result<V
             out.extend(check_all::<ConsistencyGroup>(catalog, ConsistencyGroup::prefix()).await?);
             out.extend(check_all::<JobRecord>(catalog, layout::jobs()).await?);
             out.extend(check_all::<Checkpoints>(catalog, layout::checkpoint_documents()).await?);
+            out.extend(check_all::<VerifyRecord>(catalog, layout::verified_documents()).await?);
             let settings = layout::settings();
             out.extend(check::<Settings>(catalog, &settings).await?.map(|p| damage(&settings, p)));
         }

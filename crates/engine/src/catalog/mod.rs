@@ -15,6 +15,7 @@ pub mod item;
 pub mod job;
 pub mod policy;
 pub mod settings;
+pub mod verified;
 pub mod vm;
 
 use serde::Serialize;

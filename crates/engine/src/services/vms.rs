@@ -10,7 +10,7 @@ use crate::catalog::Catalog;
 use crate::catalog::group::ConsistencyGroup;
 use crate::catalog::item::{ProtectedItem, ProtectionState};
 use crate::catalog::vm::{DiskRecord, Nic, VmRecord};
-use crate::catalog::{checkpoint, group};
+use crate::catalog::{checkpoint, group, verified};
 use crate::error::{EngineError, Result};
 use crate::limits::Limits;
 use crate::names::{check_name, new_uuid};
@@ -43,6 +43,7 @@ pub async fn remove(catalog: Catalog<'_>, name: &str) -> Result<()> {
     super::delete_unreferenced::<VmRecord, _, _>(catalog, name, || refuse_if_referenced(catalog, name))
         .await?;
     checkpoint::forget(catalog, name).await?;
+    verified::forget(catalog, name).await?;
     catalog.backend().flush().await?;
     Ok(())
 }
