@@ -1,7 +1,9 @@
 //! Real parts for tests (dev-dependency only): a real S3 endpoint, `moto_server`, on
-//! loopback, started once per test process and killed with it; a real QEMU ([`qemu`]).
+//! loopback, started once per test process and killed with it; a slow network in front of
+//! it ([`slow_link`]); a real QEMU ([`qemu`]).
 
 pub mod qemu;
+pub mod slow_link;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
