@@ -105,6 +105,22 @@ pub enum EngineError {
 
     #[error("the job was cancelled; nothing was committed")]
     Cancelled,
+
+    /// Reading one disk of a backup failed.
+    #[error("disk {label}: {source}")]
+    BackupDisk {
+        label: String,
+        #[source]
+        source: Box<EngineError>,
+    },
+
+    /// A backup that did not commit, and what became of what it had stored.
+    #[error("{source}; {after}")]
+    Uncommitted {
+        #[source]
+        source: Box<EngineError>,
+        after: String,
+    },
 }
 
 impl EngineError {
@@ -140,7 +156,9 @@ impl EngineError {
                 ErrorKind::Invalid
             }
             EngineError::Failed(_) => ErrorKind::Failed,
-            EngineError::RestoreDisk { source, .. } => source.kind(),
+            EngineError::RestoreDisk { source, .. }
+            | EngineError::BackupDisk { source, .. }
+            | EngineError::Uncommitted { source, .. } => source.kind(),
             EngineError::Cancelled => ErrorKind::Cancelled,
         }
     }
@@ -171,7 +189,9 @@ impl EngineError {
                 Some("if it really is the VM's disk, add it with --force".into())
             }
             EngineError::Refused { hint, .. } => hint.clone(),
-            EngineError::RestoreDisk { source, .. } => source.hint(),
+            EngineError::RestoreDisk { source, .. }
+            | EngineError::BackupDisk { source, .. }
+            | EngineError::Uncommitted { source, .. } => source.hint(),
             _ => None,
         }
     }

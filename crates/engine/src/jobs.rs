@@ -15,7 +15,7 @@ use vault::backend::Backend;
 use vault::catalog;
 use vault::lease::Holder;
 
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorKind, Result};
 use crate::names::random_hex;
 use crate::progress::Progress;
 use vault::layout::{self, ObjectKey};
@@ -191,9 +191,7 @@ impl Job {
             r.status = match outcome {
                 Ok(_) if r.warnings.is_empty() => JobStatus::Completed,
                 Ok(_) => JobStatus::CompletedWithWarnings,
-                Err(EngineError::Cancelled | EngineError::Vault(vault::VaultError::Cancelled)) => {
-                    JobStatus::Cancelled
-                }
+                Err(e) if e.kind() == ErrorKind::Cancelled => JobStatus::Cancelled,
                 Err(_) => JobStatus::Failed,
             };
             if let Err(e) = outcome {

@@ -21,8 +21,8 @@ use vault::vault::SealedChunk;
 use vault::{ChunkId, FixedIndex, UnlockedVault};
 
 use crate::error::{EngineError, Result};
+use crate::ledger::{Repairs, Stored};
 use crate::progress::Progress;
-use crate::repair::Repairs;
 
 /// What one disk's transfer did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -152,6 +152,8 @@ pub struct Transfer<'a> {
     pub progress: &'a dyn Progress,
     /// Damaged chunks to write again when their data comes by.
     pub repairs: &'a Repairs,
+    /// Where the chunks this transfer adds are noted.
+    pub stored: &'a Stored,
     /// Worker threads.
     pub workers: usize,
 }
@@ -460,6 +462,7 @@ fn put(shared: &Shared<'_>, batch: Vec<SealedChunk>) -> Result<()> {
     let transfer = shared.transfer;
     let added = transfer.handle.block_on(transfer.vault.put_sealed(batch))?;
     shared.count_new(added.chunks, added.bytes);
+    transfer.stored.chunks(&added.ids, added.bytes);
     Ok(())
 }
 
@@ -519,6 +522,7 @@ fn store_block(shared: &Shared<'_>, data: &[u8], upload: &Upload) -> Result<Chun
     let added = shared.transfer.handle.block_on(vault.store_chunk_for(shared.transfer.session, &id, data))?;
     if added > 0 {
         shared.count_new(1, added);
+        shared.transfer.stored.chunks(&[id], added);
     }
     Ok(id)
 }

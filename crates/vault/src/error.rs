@@ -166,6 +166,7 @@ impl VaultError {
             }
             Busy { .. } | Blocked(_) => ErrorKind::Busy,
             Cancelled => ErrorKind::Cancelled,
+            Io { source, .. } if is_out_of_space(source) => ErrorKind::Limit,
             Io { .. } | Random(_) | Failed(_) => ErrorKind::Failed,
         }
     }
@@ -187,6 +188,9 @@ impl VaultError {
                 format!("wait for it to finish (`vmvault job wait {holder}`) or cancel it")
             }
             Locked { .. } => "give the passphrase, or unlock the key with `vmvault key unlock`".into(),
+            Io { source, .. } if is_out_of_space(source) => {
+                "free space on the vault's disk (`vmvault prune`, then `vmvault gc`) or give it more".into()
+            }
             _ => return None,
         })
     }
@@ -237,4 +241,9 @@ pub type Result<T, E = VaultError> = std::result::Result<T, E>;
 /// Fill a buffer from the operating system's random source.
 pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(|e| VaultError::Random(e.to_string()))
+}
+
+/// A full disk or a used-up quota: a limit of the store, not a fault of vmvault.
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
 }

@@ -43,6 +43,9 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Set to stop: before deleting, nothing is deleted; while deleting, the rest is kept.
     pub cancel: Arc<AtomicBool>,
+    /// Collect only these chunks, if unreferenced (what a backup that did not commit had
+    /// stored); `None`: every unreferenced chunk.
+    pub only: Option<Arc<HashSet<ChunkId>>>,
 }
 
 impl Default for GcOptions {
@@ -52,6 +55,7 @@ impl Default for GcOptions {
             max_wait: Duration::from_secs(3600),
             dry_run: false,
             cancel: Arc::default(),
+            only: None,
         }
     }
 }
@@ -182,6 +186,7 @@ impl Collection {
             .await?
             .into_iter()
             .filter_map(|o| layout::chunk_id_of(&o.key).map(|id| (id, o.size)))
+            .filter(|(id, _)| self.options.only.as_ref().is_none_or(|only| only.contains(id)))
             .collect();
         let referenced = referenced_chunks(&self.vault).await?;
         self.report.chunks = chunks.len() as u64;

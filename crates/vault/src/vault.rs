@@ -32,12 +32,14 @@ pub struct SealedChunk {
 }
 
 /// What storing chunks added to the vault.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Added {
     /// Chunks this call created.
     pub chunks: u64,
     /// Their stored bytes.
     pub bytes: u64,
+    /// Their ids (a backup that does not commit removes them again).
+    pub ids: Vec<ChunkId>,
 }
 
 /// How to protect a new vault.
@@ -402,8 +404,11 @@ impl UnlockedVault {
         futures::stream::iter(chunks)
             .map(|chunk| self.put_one(chunk))
             .buffer_unordered(UPLOADS_IN_FLIGHT)
-            .try_fold(Added::default(), |sum, one| async move {
-                Ok(Added { chunks: sum.chunks + one.chunks, bytes: sum.bytes + one.bytes })
+            .try_fold(Added::default(), |mut sum, one| async move {
+                sum.chunks += one.chunks;
+                sum.bytes += one.bytes;
+                sum.ids.extend(one.ids);
+                Ok(sum)
             })
             .await
     }
@@ -412,7 +417,7 @@ impl UnlockedVault {
     async fn put_one(&self, chunk: SealedChunk) -> Result<Added> {
         let len = chunk.bytes.len() as u64;
         Ok(match self.vault.backend.put_if_absent(&layout::chunk(&chunk.id), chunk.bytes).await? {
-            Put::Created => Added { chunks: 1, bytes: len },
+            Put::Created => Added { chunks: 1, bytes: len, ids: vec![chunk.id] },
             Put::Existed => Added::default(),
         })
     }

@@ -11,6 +11,7 @@ mod plan;
 mod read;
 pub mod rendezvous;
 mod stopped;
+mod undo;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -32,9 +33,9 @@ use crate::catalog::verified;
 use crate::catalog::vm::{DiskRecord, VmRecord};
 use crate::catalog::{Catalog, settings};
 use crate::error::{EngineError, ErrorKind, Result};
+use crate::ledger::{Repairs, Stored};
 use crate::points::{self, new_point_id};
 use crate::progress::Progress;
-use crate::repair::Repairs;
 use crate::transfer::Transfer;
 use live::{QMP_TIMEOUT, Quiesced, live_phase, plan_live};
 use pending::{Committed, Pending};
@@ -176,15 +177,26 @@ pub async fn backup(
         )
         .await?,
     );
-    let result = backup_in_session(vault, vm, Arc::clone(&session), options, progress).await;
+    let stored = Arc::new(Stored::default());
+    let result = backup_in_session(
+        Arc::clone(&vault),
+        vm,
+        Arc::clone(&session),
+        options,
+        progress,
+        Arc::clone(&stored),
+    )
+    .await;
     // The pipeline's threads are done with the session: end it (or let its lease run out).
-    if let Ok(session) = Arc::try_unwrap(session) {
-        let ended = session.end().await;
-        let summary = result?;
-        ended?;
-        return Ok(summary);
+    let ended = match Arc::try_unwrap(session) {
+        Ok(session) => session.end().await,
+        Err(_) => Ok(()),
+    };
+    match result {
+        Ok(summary) => ended.map(|_| summary).map_err(EngineError::from),
+        // With the session over, what it stored can be collected.
+        Err(e) => Err(undo::after_failure(&vault, e, stored.take()).await),
     }
-    result
 }
 
 /// Everything decided before the snapshot phase.
@@ -213,6 +225,7 @@ async fn backup_in_session(
     session: Arc<Session>,
     options: BackupOptions,
     progress: Arc<dyn Progress>,
+    stored: Arc<Stored>,
 ) -> Result<BackupSummary> {
     let started = Instant::now();
     let mut prepared = prepare(&vault, &vm, &session, &options).await?;
@@ -222,7 +235,7 @@ async fn backup_in_session(
     let repairs = Arc::new(std::mem::take(&mut prepared.repairs));
     let work = {
         let (vault, session, progress) = (Arc::clone(&vault), Arc::clone(&session), Arc::clone(&progress));
-        let repairs = Arc::clone(&repairs);
+        let (repairs, stored) = (Arc::clone(&repairs), Arc::clone(&stored));
         let (vm, options, handle) = (vm.clone(), options.clone(), tokio::runtime::Handle::current());
         tokio::task::spawn_blocking(move || {
             let transfer = Transfer {
@@ -232,6 +245,7 @@ async fn backup_in_session(
                 cancel: &options.cancel,
                 progress: progress.as_ref(),
                 repairs: &repairs,
+                stored: &stored,
                 workers: crate::transfer::worker_count(),
             };
             snapshot_and_read(&transfer, &vm, prepared, qmp, &options)
@@ -247,7 +261,7 @@ async fn backup_in_session(
     progress.phase("commit");
     let group = options.group.as_ref().and_then(|g| g.point_group());
     let facts = PointFacts { vm: &vm.name, point_id: &point_id, time, consistency: quiesced.consistency };
-    let committed = commit(&vault, &facts, pending, &done, &options, group.clone()).await?;
+    let committed = commit(&vault, &facts, pending, &done, &options, group.clone(), &stored).await?;
     let mut notes = early_notes;
     notes.extend(quiesced.notes);
     let disks = after_commit(&vault, &facts, committed, &mut notes).await;
@@ -437,10 +451,12 @@ async fn commit(
     done: &[DiskResult],
     options: &BackupOptions,
     group: Option<PointGroup>,
+    stored: &Stored,
 ) -> Result<Committed> {
     let mut disks = Vec::new();
     for (disk, (index, stats, _)) in pending.disks.iter().zip(done) {
         let key = layout::index(facts.vm, facts.point_id, &disk.record.label);
+        stored.index(&key);
         let digest = vault.put_index(&key, index).await?;
         disks.push(ManifestDisk {
             label: disk.record.label.clone(),

@@ -38,7 +38,7 @@ fn read_disk(transfer: &Transfer<'_>, disk: &HeldDisk, point_id: &str) -> Result
     let label = &disk.record.label;
     let named = |e: EngineError| match e {
         EngineError::Cancelled => e,
-        other => EngineError::Invalid(format!("disk {label}: {other}")),
+        other => EngineError::BackupDisk { label: label.clone(), source: Box::new(other) },
     };
     let note = disk.plan.note();
     match &disk.source {

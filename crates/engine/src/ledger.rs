@@ -1,3 +1,6 @@
+//! What a backup's transfer did to the vault's chunks besides filling its index: the chunks it
+//! added (removed again if the point is not committed), and the damaged chunks it wrote again.
+//!
 //! A backup heals what verify found: a block whose data hashes to a chunk the last verify
 //! recorded as damaged is written again (replacing the damaged copy), never reused as it is.
 //! What was repaired goes back into the verify record; what could not be is said in the notes.
@@ -7,6 +10,42 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::runtime::Handle;
 use vault::{ChunkId, UnlockedVault};
+
+/// What a backup stored before its commit, removed again if the point is not committed.
+#[derive(Debug, Default)]
+pub struct Stored {
+    so_far: Mutex<StoredSoFar>,
+}
+
+/// The chunks a backup created, their stored bytes, and the indexes it wrote.
+#[derive(Debug, Default)]
+pub struct StoredSoFar {
+    /// Chunks this backup created (not those it found in the vault).
+    pub chunks: HashSet<ChunkId>,
+    /// Their stored bytes.
+    pub bytes: u64,
+    /// Keys of the indexes it wrote.
+    pub indexes: Vec<String>,
+}
+
+impl Stored {
+    /// Note chunks this backup created, with their stored bytes.
+    pub fn chunks(&self, ids: &[ChunkId], bytes: u64) {
+        let mut so_far = self.so_far.lock().unwrap_or_else(PoisonError::into_inner);
+        so_far.chunks.extend(ids);
+        so_far.bytes += bytes;
+    }
+
+    /// Note an index this backup wrote.
+    pub fn index(&self, key: &str) {
+        self.so_far.lock().unwrap_or_else(PoisonError::into_inner).indexes.push(key.to_string());
+    }
+
+    /// Everything noted so far (and forget it).
+    pub fn take(&self) -> StoredSoFar {
+        std::mem::take(&mut *self.so_far.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
 
 /// The damaged chunks a backup looks out for, and what became of each one it met.
 #[derive(Debug, Default)]
