@@ -16,6 +16,12 @@ use engine::points::{DamageCause, survey};
 use vault::layout;
 use vault::verify::{VerifyReport, VerifyScope};
 
+/// A whole garbage collection, as a server without the key runs it.
+async fn collect(lab: &Lab) {
+    let keyless = vault::Vault::open(std::sync::Arc::clone(lab.vault.vault().backend())).await.unwrap();
+    vault::gc::collect(keyless, vault::gc::GcOptions::default()).await.unwrap();
+}
+
 async fn verify_vm(lab: &Lab) -> VerifyReport {
     let scope = VerifyScope { vm: Some("vm".into()), read_data: true, ..Default::default() };
     engine::verify::run(&lab.vault, &scope, None).await.unwrap()
@@ -38,9 +44,13 @@ async fn verify_names_it_and_delete_removes_exactly_it(
     let listed: Vec<String> =
         survey(&lab.vault, "vm").await.unwrap().damaged.into_iter().map(|d| d.point).collect();
     assert_eq!(listed, vec![damaged.to_string()]);
+    // GC runs with the damaged point there, keeps its chunks, and loses nothing else.
+    collect(lab).await;
+    assert_eq!(verify_vm(lab).await.affected_points(), vec![format!("vm/{damaged}")]);
     let refused = engine::points::delete_damaged(&lab.vault, "vm", &intact[0].0).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
     engine::points::delete_damaged(&lab.vault, "vm", damaged).await.unwrap();
+    collect(lab).await;
     let after = survey(&lab.vault, "vm").await.unwrap();
     assert!(after.damaged.is_empty(), "{:?}", after.damaged);
     assert!(after.intact.iter().all(|m| m.point_id != damaged));
@@ -151,6 +161,13 @@ async fn damaged_change_tracking_means_a_full_read(store: Store) {
     let backend = lab.vault.vault().backend();
     let (_, version) = backend.get_versioned(&key).await.unwrap().unwrap();
     backend.compare_and_swap(&key, Some(&version), b"{ not json".to_vec().into()).await.unwrap();
+    // Verify names the document and its VM; no point is damaged, so none can be deleted.
+    let report = verify_vm(&lab).await;
+    let found = report.damage.iter().find(|d| d.object == key.as_str());
+    assert!(found.is_some_and(|d| d.affects.iter().any(|u| u.vm == "vm")), "{:?}", report.damage);
+    assert!(survey(&lab.vault, "vm").await.unwrap().damaged.is_empty());
+    let refused = engine::points::delete_damaged(&lab.vault, "vm", &points[0].0).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
     qemu_io(&image, "qcow2", "write -P 0x78 1M 1M");
     let summary = lab.backup("vm").await;
     assert!(summary.notes.iter().any(|n| n.contains("change tracking is unreadable")), "{:?}", summary.notes);
@@ -158,13 +175,11 @@ async fn damaged_change_tracking_means_a_full_read(store: Store) {
     let restored = lab.path("after.qcow2");
     lab.restore("vm", &summary.point_id, "vda", &restored, DiskFormat::Qcow2).await;
     assert!(same(&restored, &image));
-    // Verify names the document and its VM; no point is damaged, so none can be deleted.
-    let report = verify_vm(&lab).await;
-    let found = report.damage.iter().find(|d| d.object == layout::checkpoints("vm").as_str());
-    assert!(found.is_some_and(|d| d.affects.iter().any(|u| u.vm == "vm")), "{:?}", report.damage);
-    assert!(survey(&lab.vault, "vm").await.unwrap().damaged.is_empty());
-    let refused = engine::points::delete_damaged(&lab.vault, "vm", &points[0].0).await.unwrap_err();
-    assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
+    // That backup replaced the document: the next one is incremental again.
+    qemu_io(&image, "qcow2", "write -P 0x79 2M 1M");
+    let summary = lab.backup("vm").await;
+    assert_eq!(summary.disks[0].mode, ReadMode::Incremental, "{:?}", summary.notes);
+    assert!(verify_vm(&lab).await.damage.is_empty());
 }
 
 /// A chunk of the newest point flipped: verify --read-data records the point damaged, the next

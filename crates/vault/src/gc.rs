@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::backend::{Backend, Version};
 use crate::error::{Result, VaultError};
 use crate::id::ChunkId;
+use crate::index::FixedIndex;
 use crate::layout::{self, ObjectClass};
 use crate::lease::{self, GcPhase, GcState, Holder};
 use crate::manifest::Manifest;
@@ -88,10 +89,16 @@ pub struct GcReport {
 
 /// Every chunk a committed point references, read from manifests and indexes without the
 /// key (structure only: GC never needs to trust content, only to not miss a reference).
+///
+/// A damaged point is a reference like any other until it is deleted: when its manifest does
+/// not parse, every index beside it counts; when an index fails its checks, every id in it
+/// counts. Only an index a manifest names but the vault lacks leaves the references unknown:
+/// then nothing is deleted, and the error names the point to remove.
 pub async fn referenced_chunks(vault: &Vault) -> Result<HashSet<ChunkId>> {
     let backend = vault.backend();
+    let objects = backend.list(&layout::points()).await?;
     let mut out = HashSet::new();
-    for object in backend.list(&layout::points()).await? {
+    for object in &objects {
         let ObjectClass::Manifest { vm, point } = ObjectClass::of(&object.key) else { continue };
         let bytes = match backend.get(&object.key).await {
             Ok(bytes) => bytes,
@@ -99,19 +106,29 @@ pub async fn referenced_chunks(vault: &Vault) -> Result<HashSet<ChunkId>> {
             Err(VaultError::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
-        let unreadable = |e: VaultError| {
-            VaultError::corrupt(
-                format!("recovery point {vm}/{point}"),
-                format!("garbage collection cannot tell which chunks it uses: {e}; nothing was deleted"),
-            )
+        let indexes: Vec<String> = match Manifest::decode_unverified(&bytes, &object.key) {
+            Ok(manifest) => manifest.disks.into_iter().map(|d| d.index).collect(),
+            Err(_) => objects
+                .iter()
+                .filter(|o| matches!(ObjectClass::of(&o.key), ObjectClass::Index { vm: v, point: p, .. } if v == vm && p == point))
+                .map(|o| o.key.clone())
+                .collect(),
         };
-        let manifest = Manifest::decode_unverified(&bytes, &object.key).map_err(unreadable)?;
-        for disk in &manifest.disks {
-            let index = match vault.get_index(&disk.index, Some(&disk.index_digest)).await {
+        for key in indexes {
+            match backend.get(&key).await {
+                Ok(index) => out.extend(FixedIndex::ids_anyway(&index)),
                 Err(VaultError::NotFound { .. }) if backend.head(&object.key).await?.is_none() => continue,
-                other => other.map_err(unreadable)?,
-            };
-            out.extend(index.entries().iter().filter(|id| !id.is_zero()).copied());
+                Err(e) => {
+                    return Err(VaultError::corrupt(
+                        format!("recovery point {vm}/{point}"),
+                        format!(
+                            "garbage collection cannot tell which chunks it uses ({key}: {e}); nothing was \
+                             deleted — remove the point with `vmvault points delete {vm} --point {point} \
+                             --damaged`, then run gc again"
+                        ),
+                    ));
+                }
+            }
         }
     }
     Ok(out)

@@ -91,6 +91,16 @@ impl FixedIndex {
         encoded.get(CHECKSUM_AT..INDEX_HEADER_LEN)?.try_into().ok()
     }
 
+    /// Every non-zero entry of an index read without any check — what a damaged index may
+    /// reference. Only for GC, which must never miss a reference: a flipped bit makes one id
+    /// wrong, and keeping a chunk nobody uses costs only space.
+    pub fn ids_anyway(bytes: &[u8]) -> impl Iterator<Item = ChunkId> + '_ {
+        bytes.get(INDEX_HEADER_LEN..).unwrap_or_default().chunks_exact(32).filter_map(|c| {
+            let id = ChunkId::from_bytes(c.try_into().ok()?);
+            (!id.is_zero()).then_some(id)
+        })
+    }
+
     /// Parse and check an index; `what` names it in errors.
     pub fn decode(bytes: &[u8], what: &str) -> Result<Self> {
         let corrupt = |reason: String| VaultError::corrupt(what, reason);
