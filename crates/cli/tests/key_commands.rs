@@ -18,23 +18,6 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 const PASS: (&str, &str) = ("VMVAULT_PASSPHRASE", "first passphrase");
 
 #[test]
@@ -43,11 +26,11 @@ fn init_warns_that_a_lost_passphrase_loses_the_backups_and_refuses_to_run_twice(
     let vault = dir.path().join("vault");
     let out = ok(vmvault(&vault, &["vault", "init"], &[PASS]));
     assert!(out.contains("if you lose it, every backup in this vault is lost"), "{out}");
-    let before = tree(&vault);
+    let before = testkit::files_under(&vault);
     let again = vmvault(&vault, &["vault", "init"], &[PASS]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("a vault already exists"));
-    assert_eq!(tree(&vault), before, "a second init changed the vault");
+    assert_eq!(testkit::files_under(&vault), before, "a second init changed the vault");
 }
 
 #[test]
@@ -55,7 +38,7 @@ fn a_wrong_passphrase_fails_with_one_line_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let vault = dir.path().join("vault");
     ok(vmvault(&vault, &["vault", "init"], &[PASS]));
-    let before = tree(&vault);
+    let before = testkit::files_under(&vault);
     let wrong = [("VMVAULT_PASSPHRASE", "not it"), ("VMVAULT_NEW_PASSPHRASE", "whatever")];
     for args in [&["key", "change-passphrase"][..], &["key", "export", "--paper"][..]] {
         let out = vmvault(&vault, args, &wrong);
@@ -67,7 +50,7 @@ fn a_wrong_passphrase_fails_with_one_line_and_writes_nothing() {
             "{stderr}"
         );
         assert!(out.stdout.is_empty(), "nothing printed on stdout");
-        assert_eq!(tree(&vault), before, "{args:?} wrote to the vault");
+        assert_eq!(testkit::files_under(&vault), before, "{args:?} wrote to the vault");
     }
 }
 
@@ -76,7 +59,7 @@ fn change_passphrase_rewraps_the_key_and_leaves_the_rest_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let vault = dir.path().join("vault");
     ok(vmvault(&vault, &["vault", "init"], &[PASS]));
-    let before = tree(&vault);
+    let before = testkit::files_under(&vault);
     let pfile = dir.path().join("new-pass");
     std::fs::write(&pfile, "second passphrase\n").unwrap();
     ok(vmvault(
@@ -84,9 +67,9 @@ fn change_passphrase_rewraps_the_key_and_leaves_the_rest_untouched() {
         &["key", "change-passphrase", "--new-passphrase-file", pfile.to_str().unwrap()],
         &[PASS],
     ));
-    let after = tree(&vault);
+    let after = testkit::files_under(&vault);
     let changed: Vec<_> =
-        after.iter().filter(|entry| !before.contains(entry)).map(|(p, _)| p.clone()).collect();
+        after.iter().filter(|(p, bytes)| before.get(*p) != Some(bytes)).map(|(p, _)| p.clone()).collect();
     assert_eq!(changed.len(), 1, "only the key file changes: {changed:?}");
     assert!(changed[0].ends_with("keys/master.key"));
 

@@ -9,11 +9,14 @@ use serde::{Deserialize, Serialize};
 use vault::Manifest;
 
 use crate::catalog::item::{ProtectedItem, ProtectionState};
+use crate::catalog::job::JobRecord;
 use crate::catalog::policy::Policy;
 use crate::catalog::{Catalog, checkpoint, verified};
 use crate::error::Result;
+use crate::jobs::{Operation, run_job};
 use crate::points::PointReader;
 use crate::retention::{PointFacts, Verdict, on_demand_verdict};
+use vault::gc::{GcOptions, GcReport};
 use vault::layout;
 
 /// What cleanup decided for one point.
@@ -37,6 +40,19 @@ pub struct PruneReport {
     pub points: Vec<PointVerdict>,
     /// The soft-delete period ended and all the VM's data was purged.
     pub purged: bool,
+    /// Points left alone because they cannot be read (remove them with `points delete
+    /// --damaged`).
+    #[serde(default)]
+    pub damaged: Vec<DamagedNote>,
+}
+
+/// A point a cleanup left alone, and why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DamagedNote {
+    /// Point id.
+    pub point: String,
+    /// What is wrong with it.
+    pub problem: String,
 }
 
 impl PruneReport {
@@ -115,7 +131,13 @@ pub async fn prune<'a>(
     for name in names {
         let catalog = Catalog::of(vault);
         let item: Option<ProtectedItem> = catalog.find(&name).await?;
-        let manifests = reader.list(&name).await?;
+        // A damaged point is left alone and named: retention never decides about what it
+        // cannot read, and one damaged point never stops the cleanup of the others.
+        let (manifests, damaged) = reader.scan(&name).await?;
+        let damaged = damaged
+            .into_iter()
+            .map(|d| DamagedNote { point: d.point, problem: d.cause.to_string() })
+            .collect();
         let purge = item.as_ref().is_some_and(|i| {
             i.state == ProtectionState::SoftDeleted
                 && !i.delete_lock
@@ -134,6 +156,7 @@ pub async fn prune<'a>(
                 .map(|(m, verdict)| PointVerdict { point: m.point_id.clone(), time: m.time, verdict })
                 .collect(),
             purged: purge,
+            damaged,
         };
         if !dry_run {
             for (manifest, verdict) in manifests.iter().zip(&report.points) {
@@ -164,4 +187,40 @@ pub async fn delete_point(vault: &vault::Vault, manifest: &Manifest) -> Result<(
         backend.delete(&disk.index).await?;
     }
     Ok(())
+}
+
+/// Retention as a job (recorded, cancellable); each damaged point it left alone is a warning.
+pub async fn prune_job<'a>(
+    reader: impl Into<PointReader<'a>>,
+    vm: Option<&str>,
+    now: Timestamp,
+    dry_run: bool,
+) -> Result<(Vec<PruneReport>, JobRecord)> {
+    let reader = reader.into();
+    let backend = std::sync::Arc::clone(reader.vault().backend());
+    run_job(backend, Operation::Prune, vm, std::sync::Arc::new(crate::NoProgress), |job| async move {
+        let reports = prune(reader, vm, now, dry_run).await?;
+        for report in &reports {
+            for d in &report.damaged {
+                job.warn(format!("point {}/{} left alone: {}", report.vm, d.point, d.problem));
+            }
+        }
+        Ok(reports)
+    })
+    .await
+}
+
+/// Garbage collection as a job (cancellable with `job cancel`); each damaged point it met is
+/// a warning.
+pub async fn gc_job(vault: vault::Vault, options: GcOptions) -> Result<(GcReport, JobRecord)> {
+    let backend = std::sync::Arc::clone(vault.backend());
+    run_job(backend, Operation::Gc, None, std::sync::Arc::new(crate::NoProgress), |job| async move {
+        let options = GcOptions { cancel: job.cancel_flag(), ..options };
+        let report = vault::gc::collect(vault, options).await?;
+        for damaged in &report.damaged_points {
+            job.warn(format!("point {damaged}: its chunks were kept"));
+        }
+        Ok(report)
+    })
+    .await
 }

@@ -22,7 +22,6 @@ use crate::catalog::Catalog;
 use crate::catalog::item::{ProtectedItem, ProtectionState};
 use crate::catalog::policy::Policy;
 use crate::error::{EngineError, Result};
-use crate::jobs::Operation;
 use crate::points::PointReader;
 use crate::schedule::{Schedule, Slot};
 use vault::layout::{self, ObjectKey};
@@ -88,9 +87,10 @@ impl Default for SchedulerOptions {
     }
 }
 
-/// The stored progress of one schedule.
+/// The stored progress of one schedule (`catalog/schedule/<name>.json`); public so the
+/// server can check one a client writes.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct ScheduleState {
+pub struct ScheduleState {
     /// The latest run claimed.
     last_slot: Option<Timestamp>,
 }
@@ -221,23 +221,8 @@ impl Runner for VaultRunner {
 /// The daily cleanup: retention and purge as one job, then garbage collection as another.
 /// A client passes its unlocked vault; a server, the vault alone (see [`PointReader`]).
 pub async fn cleanup(reader: PointReader<'_>, gc: vault::gc::GcOptions) -> Result<()> {
-    let backend = Arc::clone(reader.vault().backend());
-    crate::jobs::run_job(
-        Arc::clone(&backend),
-        Operation::Prune,
-        None,
-        Arc::new(crate::NoProgress),
-        |_| async move { crate::prune::prune(reader, None, Timestamp::now(), false).await },
-    )
-    .await?;
-    crate::jobs::run_job(
-        Arc::clone(&backend),
-        Operation::Gc,
-        None,
-        Arc::new(crate::NoProgress),
-        |_| async move { Ok(vault::gc::collect(vault::Vault::open(backend).await?, gc).await?) },
-    )
-    .await?;
+    crate::prune::prune_job(reader, None, Timestamp::now(), false).await?;
+    crate::prune::gc_job(vault::Vault::open(Arc::clone(reader.vault().backend())).await?, gc).await?;
     Ok(())
 }
 

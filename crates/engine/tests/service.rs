@@ -465,8 +465,9 @@ async fn a_shorter_retention_expires_points_only_at_the_next_cleanup(store: Stor
 
 /// Someone who can write to the vault's storage but has no key (a stolen bucket credential)
 /// forges a newer point, hoping the server's keyless prune lets it push genuine points out of
-/// retention. The point signature gives it away: the prune stops and deletes nothing.
-async fn a_keyless_prune_stops_at_a_point_the_vault_key_did_not_sign(store: Store) {
+/// retention. The point signature gives it away: the prune leaves the forgery alone, names
+/// it, and applies retention to the genuine points alone — exactly as without the forgery.
+async fn a_keyless_prune_leaves_alone_and_names_a_point_the_vault_key_did_not_sign(store: Store) {
     let lab = Lab::on(store, true).await;
     let image = lab.path("vm.raw");
     create(&image, "raw", "16M");
@@ -489,28 +490,30 @@ async fn a_keyless_prune_stops_at_a_point_the_vault_key_did_not_sign(store: Stor
     backend.put_if_absent(&forged_key, serde_json::to_vec(&value).unwrap().into()).await.unwrap();
 
     let keyless = open_keyless(&lab).await;
-    let message = prune::prune(&keyless, None, now, false).await.unwrap_err().to_string();
-    assert!(message.contains(forged_key.as_str()) && message.contains("signature"), "{message}");
-    assert_eq!(objects_under(&lab, "points/vm/").await, 6, "nothing was deleted");
+    let dry = prune::prune(&keyless, None, now, true).await.unwrap();
+    assert_eq!(dry[0].damaged.len(), 1, "{:?}", dry[0].damaged);
+    assert_eq!(dry[0].damaged[0].point, forged_id);
+    assert!(dry[0].damaged[0].problem.contains("signature"), "{:?}", dry[0].damaged);
+    assert!(dry[0].points.iter().all(|p| p.point != forged_id), "retention decided about the forgery");
+    assert_eq!(dry[0].expired().count(), 2, "the forgery pushed genuine points out of retention");
 
-    // Signed by another vault's key: refused the same way.
+    // Signed by another vault's key: left alone the same way.
     let other = Lab::on(Store::Local, true).await;
     let mut stranger = genuine[0].clone();
-    stranger.point_id = forged_id;
+    stranger.point_id = forged_id.clone();
     backend.delete(&forged_key).await.unwrap();
     backend.put_if_absent(&forged_key, stranger.encode(other.vault.keys()).unwrap().into()).await.unwrap();
-    let message = prune::prune(&keyless, None, now, false).await.unwrap_err().to_string();
-    assert!(message.contains(forged_key.as_str()), "{message}");
-
-    // Without the forgery the same prune keeps the 3 newest genuine points.
-    backend.delete(&forged_key).await.unwrap();
     let done = prune::prune(&keyless, None, now, false).await.unwrap();
+    assert_eq!(
+        done[0].damaged.iter().map(|d| d.point.as_str()).collect::<Vec<_>>(),
+        vec![forged_id.as_str()]
+    );
     assert_eq!(done[0].expired().count(), 2);
-    assert_eq!(points::list(&lab.vault, "vm").await.unwrap().len(), 3);
-}
-
-async fn objects_under(lab: &Lab, prefix: &str) -> usize {
-    lab.vault.vault().backend().list(prefix).await.unwrap().len()
+    // The 3 newest genuine points are kept, and the forgery is still there for an admin.
+    let survey = points::survey(&lab.vault, "vm").await.unwrap();
+    assert_eq!(survey.intact.len(), 3, "{:?}", survey.intact);
+    assert_eq!(survey.damaged.len(), 1);
+    assert!(backend.head(&forged_key).await.unwrap().is_some());
 }
 
 // Local only: writing 9999 points is storage-independent bookkeeping, and takes minutes on moto.
@@ -581,7 +584,7 @@ on_both_stores!(
     verify_names_the_points_a_deleted_and_a_corrupted_chunk_affect,
     soft_deleted_data_can_be_undeleted_and_is_purged_after_the_period,
     a_shorter_retention_expires_points_only_at_the_next_cleanup,
-    a_keyless_prune_stops_at_a_point_the_vault_key_did_not_sign,
+    a_keyless_prune_leaves_alone_and_names_a_point_the_vault_key_did_not_sign,
     cleanup_forgets_job_records_after_ninety_days,
     gc_spares_chunks_that_a_backup_started_after_it_reuses,
     gc_waits_for_a_backup_that_started_before_it,

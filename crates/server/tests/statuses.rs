@@ -4,111 +4,13 @@
 //! 500 for anything a client can send. A real server on loopback over TLS, a real vault with
 //! a real backup in it.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
-use engine::NoProgress;
-use engine::backup::BackupOptions;
-use engine::catalog::Catalog;
+use common::setup;
 use engine::catalog::policy::Policy;
-use engine::limits::Limits;
 use engine::retention::Retention;
-use engine::services::vms::{self, NewVm};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use server::auth::Role;
-use server::client::{Trust, http_client};
-use server::run::{ServerConfig, serve};
-use server::tls::Identity;
-use server::tokens::TokenStore;
-use vault::backend::LocalBackend;
-use vault::{InitEncryption, Vault};
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    admin: String,
-    reader: String,
-    point: String,
-    vault_dir: String,
-}
-
-impl Api {
-    async fn send(
-        &self,
-        token: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, String) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        (response.status(), response.text().await.unwrap())
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        self.send(&self.admin, Method::GET, path, None).await
-    }
-
-    /// An error answer: the status, and the body's kind, which must say the same.
-    async fn error(
-        &self,
-        token: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, String) {
-        let (status, text) = self.send(token, method, path, body).await;
-        let body: Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {status} {text:?}: {e}"));
-        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {text}");
-        (status, body["kind"].as_str().unwrap_or_default().to_string())
-    }
-}
-
-fn sh(cmd: &str, args: &[&str]) {
-    let out = std::process::Command::new(cmd).args(args).output().unwrap();
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A vault with VM `web` (one backup) and policy `gold`, served on loopback.
-async fn setup(dir: &Path) -> Api {
-    let image = dir.join("web.raw");
-    sh("qemu-img", &["create", "-q", "-f", "raw", image.to_str().unwrap(), "16M"]);
-    sh("qemu-io", &["-f", "raw", "-c", "write -P 0x5a 0 4M", image.to_str().unwrap()]);
-    let backend = Arc::new(LocalBackend::new(dir.join("vault")));
-    let vault = Arc::new(Vault::create(backend.clone(), InitEncryption::None).await.unwrap());
-    let catalog = Catalog::of(vault.vault());
-    let new = NewVm { name: "web".into(), disks: vec![(Some("vda".into()), image)], ..Default::default() };
-    vms::add(catalog, vms::prepare(new, &Limits::default()).unwrap()).await.unwrap();
-    let retention = Retention::parse(Some("7"), None, None, None).unwrap();
-    let gold = Policy::new("gold", "daily 02:00", "UTC", retention).unwrap();
-    engine::services::policies::create(catalog, &gold).await.unwrap();
-    let point =
-        engine::backup::backup(Arc::clone(&vault), "web", BackupOptions::default(), Arc::new(NoProgress))
-            .await
-            .unwrap()
-            .point_id;
-
-    let state = dir.join("state");
-    let identity = Identity::self_signed(&state, &["localhost".to_string()]).unwrap();
-    let fingerprint = identity.fingerprint().unwrap();
-    let tokens = TokenStore::new(&state);
-    let (_, admin) = tokens.create("admin", Role::Admin, &[]).unwrap();
-    let (_, reader) = tokens.create("reader", Role::Reader, &[]).unwrap();
-    let config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), backend, state, identity };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(serve(config, move |bound| {
-        let _ = tx.send(bound);
-    }));
-    let bound = rx.await.unwrap();
-    let http = http_client(&Trust::Fingerprint(fingerprint)).unwrap();
-    let vault_dir = dir.join("vault").display().to_string();
-    Api { base: format!("https://{bound}"), http, admin, reader, point, vault_dir }
-}
 
 fn policy(name: &str) -> Value {
     let retention = Retention::parse(Some("3"), None, None, None).unwrap();
@@ -184,7 +86,7 @@ async fn a_lost_race_is_412_and_a_role_that_may_not_is_403() {
         .put(format!("{}/api/v1/objects/catalog/settings.json?mode=swap", api.base))
         .bearer_auth(&api.admin)
         .header(server::api::VERSION_HEADER, "no-such-version")
-        .body("{}")
+        .body(r#"{"soft_delete_days": 14, "on_demand_per_day": 4}"#)
         .send()
         .await
         .unwrap();

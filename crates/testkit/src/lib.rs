@@ -136,3 +136,22 @@ impl Moto {
         response.lines().next().unwrap_or_default().to_string()
     }
 }
+
+/// Every file under `dir` with its bytes, by path relative to `dir`: to show that something
+/// left a directory exactly as it was.
+pub fn files_under(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read a test directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
+                out.insert(name, std::fs::read(&path).expect("read a test file"));
+            }
+        }
+    }
+    out
+}

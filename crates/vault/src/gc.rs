@@ -85,6 +85,18 @@ pub struct GcReport {
     /// Temporary files of writers that died (older than a lease) removed.
     #[serde(default)]
     pub temporaries_removed: u64,
+    /// Damaged points met (`vm/point: what is wrong`): their chunks were kept.
+    #[serde(default)]
+    pub damaged_points: Vec<String>,
+}
+
+/// What the committed points reference, and the points found damaged on the way.
+#[derive(Debug, Default)]
+pub struct References {
+    /// Every chunk some point may use.
+    pub chunks: HashSet<ChunkId>,
+    /// `vm/point: what is wrong`, for each damaged manifest or index met.
+    pub damaged: Vec<String>,
 }
 
 /// Every chunk a committed point references, read from manifests and indexes without the
@@ -94,10 +106,10 @@ pub struct GcReport {
 /// not parse, every index beside it counts; when an index fails its checks, every id in it
 /// counts. Only an index a manifest names but the vault lacks leaves the references unknown:
 /// then nothing is deleted, and the error names the point to remove.
-pub async fn referenced_chunks(vault: &Vault) -> Result<HashSet<ChunkId>> {
+pub async fn referenced_chunks(vault: &Vault) -> Result<References> {
     let backend = vault.backend();
     let objects = backend.list(&layout::points()).await?;
-    let mut out = HashSet::new();
+    let mut out = References::default();
     for object in &objects {
         let ObjectClass::Manifest { vm, point } = ObjectClass::of(&object.key) else { continue };
         let bytes = match backend.get(&object.key).await {
@@ -108,15 +120,23 @@ pub async fn referenced_chunks(vault: &Vault) -> Result<HashSet<ChunkId>> {
         };
         let indexes: Vec<String> = match Manifest::decode_unverified(&bytes, &object.key) {
             Ok(manifest) => manifest.disks.into_iter().map(|d| d.index).collect(),
-            Err(_) => objects
+            Err(e) => {
+                out.damaged.push(format!("{vm}/{point}: {e}"));
+                objects
                 .iter()
                 .filter(|o| matches!(ObjectClass::of(&o.key), ObjectClass::Index { vm: v, point: p, .. } if v == vm && p == point))
                 .map(|o| o.key.clone())
-                .collect(),
+                .collect()
+            }
         };
         for key in indexes {
             match backend.get(&key).await {
-                Ok(index) => out.extend(FixedIndex::ids_anyway(&index)),
+                Ok(index) => {
+                    if let Err(e) = FixedIndex::decode(&index, &key) {
+                        out.damaged.push(format!("{vm}/{point}: {e}"));
+                    }
+                    out.chunks.extend(FixedIndex::ids_anyway(&index));
+                }
                 Err(VaultError::NotFound { .. }) if backend.head(&object.key).await?.is_none() => continue,
                 Err(e) => {
                     return Err(VaultError::corrupt(
@@ -205,7 +225,8 @@ impl Collection {
             .filter_map(|o| layout::chunk_id_of(&o.key).map(|id| (id, o.size)))
             .filter(|(id, _)| self.options.only.as_ref().is_none_or(|only| only.contains(id)))
             .collect();
-        let referenced = referenced_chunks(&self.vault).await?;
+        let References { chunks: referenced, damaged } = referenced_chunks(&self.vault).await?;
+        self.report.damaged_points = damaged;
         self.report.chunks = chunks.len() as u64;
         self.report.referenced = chunks.keys().filter(|id| referenced.contains(id)).count() as u64;
         self.candidates = chunks.into_iter().filter(|(id, _)| !referenced.contains(id)).collect();
@@ -315,7 +336,7 @@ impl Collection {
             .iter()
             .filter_map(|o| o.key.rsplit('/').next().and_then(|hex| hex.parse().ok()))
             .collect();
-        let referenced = referenced_chunks(&self.vault).await?;
+        let referenced = referenced_chunks(&self.vault).await?.chunks;
         let mut last_beat = Instant::now();
         let candidates = std::mem::take(&mut self.candidates);
         for (id, size) in &candidates {

@@ -25,13 +25,8 @@ pub async fn prune(context: &Context, vm: Option<&str>, dry_run: bool, json: boo
             (answer.reports, answer.job)
         }
         None => {
-            let vault = Arc::new(crate::commands::unlock(context).await?);
-            let backend = Arc::clone(vault.vault().backend());
-            let (reports, job) = run_job(backend, Operation::Prune, vm, Arc::new(NoProgress), |_| {
-                let vault = Arc::clone(&vault);
-                async move { prune::prune(vault.as_ref(), vm, Timestamp::now(), dry_run).await }
-            })
-            .await?;
+            let vault = crate::commands::unlock(context).await?;
+            let (reports, job) = prune::prune_job(&vault, vm, Timestamp::now(), dry_run).await?;
             (reports, job.id)
         }
     };
@@ -52,6 +47,12 @@ pub async fn prune(context: &Context, vm: Option<&str>, dry_run: bool, json: boo
             report.points.len() - expired.len(),
             expired.len()
         );
+        for d in &report.damaged {
+            println!(
+                "  DAMAGED {}  left alone: {} (remove it: `vmvault points delete {} --point {} --damaged`)",
+                d.point, d.problem, report.vm, d.point
+            );
+        }
         for p in &report.points {
             match &p.verdict {
                 engine::retention::Verdict::Keep(reasons) => {
@@ -77,18 +78,9 @@ pub async fn gc(context: &Context, dry_run: bool, max_wait: u64, json: bool) -> 
         }
         None => {
             let vault = crate::commands::open(context).await?;
-            let backend = Arc::clone(vault.backend());
-            let (report, job) =
-                run_job(backend, Operation::Gc, None, Arc::new(NoProgress), |job| async move {
-                    let options = GcOptions {
-                        dry_run,
-                        max_wait: Duration::from_secs(max_wait),
-                        cancel: job.cancel_flag(),
-                        ..Default::default()
-                    };
-                    Ok(vault::gc::collect(vault, options).await?)
-                })
-                .await?;
+            let options =
+                GcOptions { dry_run, max_wait: Duration::from_secs(max_wait), ..Default::default() };
+            let (report, job) = prune::gc_job(vault, options).await?;
             (report, job.id)
         }
     };
@@ -105,6 +97,9 @@ pub async fn gc(context: &Context, dry_run: bool, max_wait: u64, json: bool) -> 
         report.rescued + report.referenced_meanwhile,
         job_id
     );
+    for damaged in &report.damaged_points {
+        println!("DAMAGED point {damaged}: its chunks were kept (see `vmvault verify`)");
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use vault::backend::Backend;
 use vault::{ErrorKind, VaultError};
 
 use crate::auth::Access;
+use crate::owners::Owners;
 use crate::scope;
 use crate::tokens::{Token, TokenStore};
 
@@ -27,6 +28,8 @@ pub struct AppState {
     pub backend: Arc<dyn Backend>,
     /// The server's tokens.
     pub tokens: TokenStore,
+    /// Which token wrote each job record and session.
+    pub owners: Owners,
 }
 
 impl AppState {
@@ -55,11 +58,36 @@ impl Caller {
         new: Option<&[u8]>,
     ) -> Result<(), ApiError> {
         self.check(access, key)?;
+        let changes = matches!(access, Access::Update | Access::Delete);
+        if changes && !self.is_admin() && !state.owners.may_change(key, &self.0.name) {
+            return Err(self.deny(access, key));
+        }
         if scope::may_touch_job(state.backend.as_ref(), &self.0.grant(), key, new).await? {
             Ok(())
         } else {
             Err(self.deny(access, key))
         }
+    }
+
+    fn is_admin(&self) -> bool {
+        self.0.role == crate::auth::Role::Admin
+    }
+
+    /// Note what the caller just created or deleted, for [`Owners`] (an admin owns nothing:
+    /// what it writes stays changeable by the hosts).
+    pub(super) fn wrote(&self, state: &AppState, access: Access, key: &str) -> Result<(), ApiError> {
+        let noted = match access {
+            Access::Create if !self.is_admin() => state.owners.created(key, &self.0.name),
+            Access::Delete => state.owners.deleted(key),
+            _ => Ok(()),
+        };
+        noted.map_err(|e| ApiError::new(ErrorKind::Failed, format!("the server's owner list: {e}")))
+    }
+
+    /// Log an upload the server refused for what it holds (a forged manifest, a malformed
+    /// document): one line with the token's name.
+    pub(super) fn log_refused(&self, why: &str) {
+        log_denied(&self.0, &format!("write this: {why}"));
     }
 
     /// Log a refusal and say it in one line.
@@ -206,6 +234,34 @@ pub(super) async fn authenticate(
             .into_response()
         }
         Err(e) => ApiError::new(ErrorKind::Failed, e.to_string()).into_response(),
+    }
+}
+
+/// Answer 413 to a request that announces a body over [`super::MAX_BODY`], before reading
+/// any of it, and close the connection (the rest of the body is never read).
+pub(super) async fn body_limit(request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(length) if length > super::MAX_BODY as u64 => {
+            let mut answer = ApiError::with_status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::Limit,
+                format!("a body of {length} bytes; at most {} are accepted", super::MAX_BODY),
+                None,
+            )
+            .into_response();
+            // HTTP/2 has no such header (the stream ends on its own); HTTP/1 closes.
+            if request.version() < axum::http::Version::HTTP_2 {
+                let close = axum::http::HeaderValue::from_static("close");
+                answer.headers_mut().insert(axum::http::header::CONNECTION, close);
+            }
+            answer
+        }
+        _ => next.run(request).await,
     }
 }
 

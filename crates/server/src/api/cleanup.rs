@@ -60,17 +60,9 @@ pub(super) async fn prune(
         engine::names::check_name("VM", vm)?;
     }
     let vault = vault::Vault::open(Arc::clone(&state.backend)).await?;
-    let vm = request.vm.clone();
-    let (reports, job) = engine::jobs::run_job(
-        Arc::clone(&state.backend),
-        engine::jobs::Operation::Prune,
-        request.vm.as_deref(),
-        Arc::new(engine::NoProgress),
-        |_| async move {
-            engine::prune::prune(&vault, vm.as_deref(), jiff::Timestamp::now(), request.dry_run).await
-        },
-    )
-    .await?;
+    let (reports, job) =
+        engine::prune::prune_job(&vault, request.vm.as_deref(), jiff::Timestamp::now(), request.dry_run)
+            .await?;
     Ok(Json(PruneAnswer { reports, job: job.id }))
 }
 
@@ -102,21 +94,11 @@ pub(super) async fn gc(
 ) -> Result<Json<GcAnswer>, ApiError> {
     check_admin(&caller, "gc")?;
     let vault = vault::Vault::open(Arc::clone(&state.backend)).await?;
-    let (report, job) = engine::jobs::run_job(
-        Arc::clone(&state.backend),
-        engine::jobs::Operation::Gc,
-        None,
-        Arc::new(engine::NoProgress),
-        |job| async move {
-            let options = vault::gc::GcOptions {
-                dry_run: request.dry_run,
-                max_wait: std::time::Duration::from_secs(request.max_wait_s),
-                cancel: job.cancel_flag(),
-                ..Default::default()
-            };
-            Ok(vault::gc::collect(vault, options).await?)
-        },
-    )
-    .await?;
+    let options = vault::gc::GcOptions {
+        dry_run: request.dry_run,
+        max_wait: std::time::Duration::from_secs(request.max_wait_s),
+        ..Default::default()
+    };
+    let (report, job) = engine::prune::gc_job(vault, options).await?;
     Ok(Json(GcAnswer { report, job: job.id }))
 }

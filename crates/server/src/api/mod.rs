@@ -56,6 +56,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .route("/api/v1/openapi.json", get(openapi))
         .merge(guarded)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(caller::body_limit))
         .layer(middleware::from_fn(caller::time_limit))
         .with_state(state)
 }

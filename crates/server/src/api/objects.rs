@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vault::backend::{Put, Version};
+use vault::layout::ObjectClass;
 use vault::{ErrorKind, VaultError};
 
 use super::caller::{ApiError, AppState, Caller};
@@ -99,18 +100,26 @@ pub(super) async fn put_object(
 ) -> Result<Response, ApiError> {
     let expected = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()).map(|v| Version(v.to_string()));
     let access = if expected.is_some() { Access::Update } else { Access::Create };
+    if matches!(ObjectClass::of(&key), ObjectClass::Unknown | ObjectClass::PointOther { .. }) {
+        return Err(ApiError::new(ErrorKind::Invalid, format!("{key}: not an object vmvault writes")));
+    }
     caller.check_object(&state, access, &key, Some(&body)).await?;
-    if let Some(id) = vault::layout::chunk_id_of(&key) {
-        vault::blob::check(&id, &body)?;
+    if let Err(rejected) = crate::validate::check_write(&state.backend, &key, &body).await {
+        caller.log_refused(&rejected.message);
+        return Err(ApiError::new(rejected.kind, rejected.message));
     }
     match query.mode {
         PutWay::CreateIfAbsent => {
             let put = state.backend.put_if_absent(&key, body).await?;
+            if put == Put::Created {
+                caller.wrote(&state, access, &key)?;
+            }
             let answer = if put == Put::Created { "created" } else { "existed" };
             Ok(([(PUT_HEADER, answer)], StatusCode::OK).into_response())
         }
         PutWay::Swap => {
             let version = state.backend.compare_and_swap(&key, expected.as_ref(), body).await?;
+            caller.wrote(&state, access, &key)?;
             Ok((version_headers(&version), StatusCode::OK).into_response())
         }
     }
@@ -126,6 +135,7 @@ pub(super) async fn delete_object(
 ) -> Result<StatusCode, ApiError> {
     caller.check_object(&state, Access::Delete, &key, None).await?;
     state.backend.delete(&key).await?;
+    caller.wrote(&state, Access::Delete, &key)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

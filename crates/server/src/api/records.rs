@@ -72,14 +72,16 @@ pub(super) async fn get_vm(
     Ok(Json(Catalog::of(&vault).get(&name).await?))
 }
 
-/// A VM's recovery points, oldest first (each manifest's signature checked without the key).
+/// A VM's recovery points, oldest first (each manifest's signature checked without the key),
+/// as `vmvault points --json` lists them: each with `state` `intact`, and after them the
+/// damaged ones (`id`, `state` `damaged`, `problem`).
 #[utoipa::path(get, path = "/api/v1/vms/{name}/points", params(("name" = String, Path, description = "VM name")),
     responses((status = 200, description = "the points"), (status = 404, description = "no such VM and no points")))]
 pub(super) async fn list_points(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(name): Path<String>,
-) -> Result<Json<Vec<RecoveryPoint>>, ApiError> {
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     Ok(Json(points_of(&state, &caller, &name).await?))
 }
 
@@ -91,22 +93,32 @@ pub(super) async fn get_point(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((name, point)): Path<(String, String)>,
-) -> Result<Json<RecoveryPoint>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     engine::names::check_name("point", &point)?;
-    let found = points_of(&state, &caller, &name).await?.into_iter().find(|p| p.id == point);
+    let found = points_of(&state, &caller, &name).await?.into_iter().find(|p| p["id"] == point.as_str());
     found.map(Json).ok_or_else(|| engine::EngineError::NoSuchPoint { vm: name, point }.into())
 }
 
-async fn points_of(state: &AppState, caller: &Caller, vm: &str) -> Result<Vec<RecoveryPoint>, ApiError> {
+async fn points_of(state: &AppState, caller: &Caller, vm: &str) -> Result<Vec<serde_json::Value>, ApiError> {
     engine::names::check_name("VM", vm)?;
     caller.check(Access::Read, &layout::points_of(vm))?;
     let vault = state.vault().await?;
-    let manifests = PointReader::Structure(&vault).list(vm).await?;
-    if manifests.is_empty() {
+    let (manifests, damaged) = PointReader::Structure(&vault).scan(vm).await?;
+    if manifests.is_empty() && damaged.is_empty() {
         // A VM with no points must at least be registered.
         Catalog::of(&vault).get::<VmRecord>(vm).await?;
     }
-    Ok(manifests.iter().map(RecoveryPoint::from).collect())
+    let mut rows = Vec::with_capacity(manifests.len() + damaged.len());
+    for manifest in &manifests {
+        let mut row = serde_json::to_value(RecoveryPoint::from(manifest))
+            .map_err(|e| ApiError::new(vault::ErrorKind::Failed, e.to_string()))?;
+        row["state"] = "intact".into();
+        rows.push(row);
+    }
+    for d in damaged {
+        rows.push(serde_json::json!({ "id": d.point, "state": "damaged", "problem": d.cause.to_string() }));
+    }
+    Ok(rows)
 }
 
 /// One policy.
