@@ -77,6 +77,9 @@ pub async fn check_write(backend: &Arc<dyn Backend>, key: &str, body: &[u8]) -> 
             check_manifest(&vault, key, vm, point, body).await
         }
         O::Job(id) => named::<JobRecord>(key, body, |r| r.id == id),
+        O::GcRescue { chunk, .. } if chunk.parse::<ChunkId>().is_err() => {
+            Err(malformed(key, "names no chunk"))
+        }
         O::JobCancel(_) | O::GcRescue { .. } if body.len() <= 1024 => Ok(()),
         O::Session(name) => named::<SessionRecord>(key, body, |s| s.name == name),
         O::Checkpoints(_) => parses::<Checkpoints>(key, body),
