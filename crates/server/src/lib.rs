@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod limit;
 pub mod owners;
 pub mod run;
 pub mod scope;

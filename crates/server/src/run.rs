@@ -7,6 +7,9 @@ use std::sync::Arc;
 use vault::backend::Backend;
 
 use crate::api::{AppState, router};
+use axum_server::tls_rustls::RustlsAcceptor;
+
+use crate::limit::{MAX_CONNECTIONS_PER_CLIENT, PerClient};
 use crate::owners::Owners;
 use crate::tls::Identity;
 use crate::tokens::TokenStore;
@@ -61,7 +64,8 @@ pub async fn serve(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Resu
         .map_err(|e| ServeError(format!("cannot listen on {}: {e}", config.listen)))?;
     let bound = listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
     ready(bound);
-    let mut server = axum_server::from_tcp_rustls(listener, tls);
+    let acceptor = PerClient::new(RustlsAcceptor::new(tls), MAX_CONNECTIONS_PER_CLIENT);
+    let mut server = axum_server::from_tcp(listener).acceptor(acceptor);
     // A client gets 10 s for the TLS handshake (the acceptor's default) and HEADER_TIMEOUT for
     // a request's headers, also between requests on a kept-alive connection: a slow or idle
     // client cannot hold connections open.

@@ -295,3 +295,51 @@ async fn a_host_cannot_change_another_hosts_job_record_or_session() {
     assert_eq!(record.status, engine::jobs::JobStatus::Completed);
     everything_still_works(&api).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_too_many_connections_gets_503_for_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = setup(dir.path()).await;
+    let address = api.base.trim_start_matches("https://").to_string();
+    let whoami = |api: &Api| {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["-H", &format!("Authorization: Bearer {}", api.reader)])
+            .arg(format!("{}/api/v1/whoami", api.base))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Every place taken by connections that finished their handshake and send nothing.
+    let mut held = Vec::new();
+    for _ in 0..server::limit::MAX_CONNECTIONS_PER_CLIENT {
+        let child = std::process::Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &address])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        held.push(child);
+    }
+    // Until all of them are counted, a new connection may still get through.
+    let deadline = Instant::now() + server::run::HEADER_TIMEOUT / 2;
+    let mut answer = whoami(&api);
+    while answer != "503" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = whoami(&api);
+    }
+    assert_eq!(answer, "503", "a connection over the limit was served");
+    for mut child in held {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // The places are given back when the connections close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut answer = whoami(&api);
+    while answer != "200" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = whoami(&api);
+    }
+    assert_eq!(answer, "200", "places were not given back");
+}
