@@ -1,7 +1,7 @@
 //! At most [`MAX_CONNECTIONS_PER_CLIENT`] connections from one address at a time: one client
 //! (a host gone wrong, or an attacker) cannot take every connection the server can hold. A
-//! connection over the limit is answered `503` with a JSON error body after its TLS handshake,
-//! and closed.
+//! connection over the limit is answered `503` with a JSON error body after its TLS handshake
+//! and its request's headers, and closed.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use axum_server::accept::Accept;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Connections one address may hold at once (a host backing up several VMs uses a few dozen).
@@ -94,11 +94,28 @@ fn refusal(max: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// How long a connection over the limit may take to send its request's headers.
+const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Read a request's headers (up to 16 KiB), to answer them.
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<()> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buffer).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buffer[..n]);
+    }
+    Ok(())
+}
+
 impl<A, S> Accept<TcpStream, S> for PerClient<A>
 where
     A: Accept<Counted, S>,
     A::Future: Send + 'static,
-    A::Stream: AsyncWrite + Unpin + Send + 'static,
+    A::Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     A::Service: Send + 'static,
 {
     type Stream = A::Stream;
@@ -122,6 +139,9 @@ where
         Box::pin(async move {
             let (mut stream, service) = accepted.await?;
             if over {
+                // Answer the request, not the connection: a client that reads an answer
+                // before it sent anything would not take it for one.
+                let _ = tokio::time::timeout(REFUSAL_WAIT, read_head(&mut stream)).await;
                 let _ = stream.write_all(&refusal(max)).await;
                 let _ = stream.shutdown().await;
                 return Err(io::Error::other("too many connections from one address"));

@@ -18,6 +18,17 @@ use serde_json::{Value, json};
 use server::client::{RemoteBackend, Trust};
 use vault::layout;
 
+/// A real TLS client (openssl) connected to the server, sending what is written to its stdin.
+fn tls_client(api: &Api) -> std::process::Child {
+    std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", api.base.trim_start_matches("https://")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 async fn put(api: &Api, token: &str, key: &str, body: Vec<u8>) -> (StatusCode, String) {
     let url = format!("{}/api/v1/objects/{key}?mode=create-if-absent", api.base);
     let response = api.http.put(url).bearer_auth(token).body(body).send().await.unwrap();
@@ -202,15 +213,8 @@ async fn a_forged_manifest_planted_in_the_store_is_named_and_stepped_around() {
 async fn a_slow_client_is_cut_off_and_a_huge_body_gets_413() {
     let dir = tempfile::tempdir().unwrap();
     let api = setup(dir.path()).await;
-    let address = api.base.trim_start_matches("https://").to_string();
     // A client that sends half its headers, then nothing.
-    let mut slow = std::process::Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &address])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut slow = tls_client(&api);
     {
         use std::io::Write;
         let stdin = slow.stdin.as_mut().unwrap();
@@ -300,46 +304,31 @@ async fn a_host_cannot_change_another_hosts_job_record_or_session() {
 async fn one_address_holding_too_many_connections_gets_503_for_more() {
     let dir = tempfile::tempdir().unwrap();
     let api = setup(dir.path()).await;
-    let address = api.base.trim_start_matches("https://").to_string();
-    let whoami = |api: &Api| {
-        let out = std::process::Command::new("curl")
-            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
-            .args(["-H", &format!("Authorization: Bearer {}", api.reader)])
-            .arg(format!("{}/api/v1/whoami", api.base))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    let trust = Trust::Fingerprint(api.fingerprint.clone());
+    let whoami = |client: reqwest::Client| {
+        let (url, token) = (format!("{}/api/v1/whoami", api.base), api.reader.clone());
+        async move { client.get(url).bearer_auth(token).send().await.unwrap().status() }
     };
-    // Every place taken by connections that finished their handshake and send nothing.
+    // Every place taken: each client keeps its connection open after its request (keep-alive).
     let mut held = Vec::new();
     for _ in 0..server::limit::MAX_CONNECTIONS_PER_CLIENT {
-        let child = std::process::Command::new("openssl")
-            .args(["s_client", "-quiet", "-connect", &address])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        held.push(child);
+        let client = server::client::http_client(&trust).unwrap();
+        assert_eq!(whoami(client.clone()).await, StatusCode::OK);
+        held.push(client);
     }
-    // Until all of them are counted, a new connection may still get through.
-    let deadline = Instant::now() + server::run::HEADER_TIMEOUT / 2;
-    let mut answer = whoami(&api);
-    while answer != "503" && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        answer = whoami(&api);
-    }
-    assert_eq!(answer, "503", "a connection over the limit was served");
-    for mut child in held {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let one_more = server::client::http_client(&trust).unwrap();
+    assert_eq!(
+        whoami(one_more).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a connection over the limit was served"
+    );
     // The places are given back when the connections close.
+    drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut answer = whoami(&api);
-    while answer != "200" && Instant::now() < deadline {
+    let mut answer = whoami(server::client::http_client(&trust).unwrap()).await;
+    while answer != StatusCode::OK && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        answer = whoami(&api);
+        answer = whoami(server::client::http_client(&trust).unwrap()).await;
     }
-    assert_eq!(answer, "200", "places were not given back");
+    assert_eq!(answer, StatusCode::OK, "places were not given back");
 }
