@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
         ObjectClass::Item(vm) => layout::item(vm),
         ObjectClass::Group(name) => layout::group(name),
         ObjectClass::Checkpoints(vm) => layout::checkpoints(vm),
+        ObjectClass::Verified(vm) => layout::verified(vm),
         ObjectClass::ScheduleClaim(vm) => layout::schedule_claim(vm),
         ObjectClass::Session(name) => layout::session(name),
         ObjectClass::GcCondemned(gc_id) => layout::gc_condemned(gc_id),
