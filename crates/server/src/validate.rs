@@ -145,8 +145,16 @@ async fn check_manifest(
     if manifest.vm != vm || manifest.point_id != point {
         return Err(forged(key, format!("it is point {}/{}", manifest.vm, manifest.point_id)));
     }
-    if manifest.time > Timestamp::now() + CLOCK_SKEW {
+    // A host holds the key and can sign: what it cannot do is date a point ahead, which would
+    // make retention take it for the newest and let genuine points expire.
+    let latest = Timestamp::now() + CLOCK_SKEW;
+    if manifest.time > latest {
         return Err(forged(key, format!("it is dated {}, in the future", manifest.time)));
+    }
+    match point_id_time(point) {
+        Some(named) if named <= latest => {}
+        Some(named) => return Err(forged(key, format!("its id names {named}, in the future"))),
+        None => return Err(forged(key, "its id does not start with the point's time")),
     }
     let backend = vault.backend();
     for disk in &manifest.disks {
@@ -179,4 +187,14 @@ async fn check_manifest(
         }
     }
     Ok(())
+}
+
+/// The time a point id starts with (`YYYYMMDDTHHMMSSZ-…`, see `engine::points::new_point_id`).
+fn point_id_time(point: &str) -> Option<Timestamp> {
+    let stamp = point.get(..16)?;
+    jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp)
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }

@@ -336,3 +336,39 @@ async fn one_address_holding_too_many_connections_gets_503_for_more() {
     }
     assert_eq!(answer, StatusCode::OK, "places were not given back");
 }
+
+/// A compromised host holds the vault's key, so it can sign. What it cannot do is date a point
+/// ahead (retention would take it for the newest and let genuine points expire): a signed,
+/// complete point dated 2099 is refused, by its time and by its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_point_dated_in_the_future_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = setup(dir.path()).await;
+    let local = Arc::new(vault::backend::LocalBackend::new(dir.path().join("vault")));
+    let keys = vault::Vault::open(local.clone()).await.unwrap().unlock_unencrypted().unwrap();
+    let genuine = keys.get_manifest(&layout::manifest("web", &api.point)).await.unwrap();
+    let index = std::fs::read(dir.path().join("vault").join(&genuine.disks[0].index)).unwrap();
+    let future: jiff::Timestamp = "2099-01-01T00:00:00Z".parse().unwrap();
+    for (id, time) in [("20990101T000000Z-0001", future), ("20990101T000000Z-0002", genuine.time)] {
+        let mut forged = genuine.clone();
+        forged.point_id = id.to_string();
+        forged.time = time;
+        let index_key = layout::index("web", id, &genuine.disks[0].label);
+        forged.disks[0].index = index_key.clone().into();
+        assert_eq!(put(&api, &api.host_web, &index_key, index.clone()).await.0, StatusCode::OK);
+        let (status, kind) =
+            put(&api, &api.host_web, &layout::manifest("web", id), forged.encode(keys.keys()).unwrap()).await;
+        assert_eq!((status, kind.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "damaged"), "{id} at {time}");
+    }
+    // Dated now, the same signed point is taken: the check is the date, not the signer.
+    let mut now = genuine.clone();
+    now.point_id = engine::points::new_point_id(jiff::Timestamp::now()).unwrap();
+    now.time = jiff::Timestamp::now();
+    let index_key = layout::index("web", &now.point_id, &genuine.disks[0].label);
+    now.disks[0].index = index_key.clone().into();
+    assert_eq!(put(&api, &api.host_web, &index_key, index).await.0, StatusCode::OK);
+    let (status, kind) =
+        put(&api, &api.host_web, &layout::manifest("web", &now.point_id), now.encode(keys.keys()).unwrap())
+            .await;
+    assert_eq!(status, StatusCode::OK, "{kind}");
+}

@@ -19,6 +19,9 @@ use crate::owners::Owners;
 use crate::scope;
 use crate::tokens::{Token, TokenStore};
 
+/// Largest request body: a chunk (4 MiB of plaintext, sealed) with room to spare.
+pub const MAX_BODY: usize = 64 << 20;
+
 /// Longest a request may take, body included; a stalled client is cut off after it.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -237,7 +240,7 @@ pub(super) async fn authenticate(
     }
 }
 
-/// Answer 413 to a request that announces a body over [`super::MAX_BODY`], before reading
+/// Answer 413 to a request that announces a body over [`MAX_BODY`], before reading
 /// any of it, and close the connection (the rest of the body is never read).
 pub(super) async fn body_limit(request: Request, next: Next) -> Response {
     let announced = request
@@ -246,11 +249,11 @@ pub(super) async fn body_limit(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match announced {
-        Some(length) if length > super::MAX_BODY as u64 => {
+        Some(length) if length > MAX_BODY as u64 => {
             let mut answer = ApiError::with_status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorKind::Limit,
-                format!("a body of {length} bytes; at most {} are accepted", super::MAX_BODY),
+                format!("a body of {length} bytes; at most {} are accepted", MAX_BODY),
                 None,
             )
             .into_response();

@@ -18,15 +18,12 @@ use axum::middleware;
 use axum::routing::{get, post};
 use utoipa::OpenApi;
 
-pub use caller::{AppState, ErrorBody, REQUEST_TIMEOUT, status_of};
+pub use caller::{AppState, ErrorBody, MAX_BODY, REQUEST_TIMEOUT, status_of};
 pub use cleanup::{GcAnswer, GcRequest, PruneAnswer, PruneRequest};
 pub use objects::{
     MAX_MISSING_BATCH, MISSING_CHUNKS_PATH, MissingRequest, ObjectEntry, PUT_HEADER, VERSION_HEADER,
 };
 pub use records::WhoAmI;
-
-/// Largest request body: a chunk (4 MiB of plaintext, sealed) with room to spare.
-pub const MAX_BODY: usize = 64 << 20;
 
 /// The router of the whole API.
 pub fn router(state: Arc<AppState>) -> axum::Router {
