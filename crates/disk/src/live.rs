@@ -24,6 +24,9 @@ pub struct LiveDisk {
     pub export: String,
     /// The bitmap that tracked writes since the previous point, frozen at the snapshot.
     pub previous_bitmap: Option<String>,
+    /// Whether the snapshot adds the next bitmap: only a format that can store one (qcow2)
+    /// is tracked; a raw image, an LV or a block device is read in full each time.
+    pub tracked: bool,
     fleece_file: PathBuf,
     fleece_node: String,
     job: String,
@@ -82,24 +85,26 @@ pub fn find_node(qmp: &mut QmpClient, path: &Path, timeout: Duration) -> Result<
 }
 
 impl LiveSnapshot {
-    /// Take the snapshot of `disks` (image path, previous bitmap to export) with `new_bitmap`
-    /// added to each, the overlays and the NBD socket in `work_dir`.
+    /// Take the snapshot of `disks` (image path, previous bitmap to export, whether to track
+    /// it) with `new_bitmap` added to each tracked one, the overlays and the NBD socket in
+    /// `work_dir`.
     pub fn start(
         mut qmp: QmpClient,
-        disks: &[(PathBuf, Option<String>)],
+        disks: &[(PathBuf, Option<String>, bool)],
         new_bitmap: &str,
         work_dir: &Path,
         timeout: Duration,
     ) -> Result<LiveSnapshot> {
         let socket = work_dir.join("qemu-export.sock");
         let mut live: Vec<LiveDisk> = Vec::new();
-        for (i, (path, previous)) in disks.iter().enumerate() {
+        for (i, (path, previous, tracked)) in disks.iter().enumerate() {
             let (node, _) = find_node(&mut qmp, path, timeout)?;
             live.push(LiveDisk {
                 path: path.clone(),
                 node,
                 export: format!("vmvault-{i}"),
                 previous_bitmap: previous.clone(),
+                tracked: *tracked,
                 fleece_file: work_dir.join(format!("fleece-{i}.qcow2")),
                 fleece_node: format!("vmvault-fleece-{i}"),
                 job: format!("vmvault-backup-{i}"),
@@ -133,9 +138,11 @@ impl LiveSnapshot {
         }
         // One instant for every disk: new bitmaps start, previous ones stop, fleecing starts.
         let mut actions: Vec<Value> = Vec::new();
-        for d in &self.disks {
-            actions.push(json!({ "type": "block-dirty-bitmap-add",
-                "data": { "node": d.node, "name": new_bitmap, "persistent": true } }));
+        for d in self.disks.iter() {
+            if d.tracked {
+                actions.push(json!({ "type": "block-dirty-bitmap-add",
+                    "data": { "node": d.node, "name": new_bitmap, "persistent": true } }));
+            }
             if let Some(previous) = &d.previous_bitmap {
                 actions.push(json!({ "type": "block-dirty-bitmap-disable",
                     "data": { "node": d.node, "name": previous } }));
@@ -211,6 +218,9 @@ impl LiveSnapshot {
         for d in &self.disks {
             step(&mut self.qmp, "blockdev-del", json!({ "node-name": d.fleece_node }));
             let _ = std::fs::remove_file(&d.fleece_file);
+            if !d.tracked {
+                continue;
+            }
             match (&d.previous_bitmap, committed) {
                 (_, true) => {
                     // The new bitmap is the only checkpoint now: drop the previous one and any

@@ -15,7 +15,19 @@ impl Qemu {
     /// which tests write as the guest would) and `qga.sock` (a guest-agent channel nothing
     /// answers on).
     pub fn start(dir: &Path, image: &Path) -> Qemu {
+        Qemu::start_with_raw(dir, image, None)
+    }
+
+    /// As [`Qemu::start`], with a raw image as a second disk `vdb` (node `disk1`) when given.
+    pub fn start_with_raw(dir: &Path, image: &Path, raw: Option<&Path>) -> Qemu {
         let p = |n: &str| dir.join(n).display().to_string();
+        let mut second: Vec<String> = Vec::new();
+        if let Some(raw) = raw {
+            second.push("-blockdev".into());
+            second
+                .push(format!("driver=raw,node-name=disk1,file.driver=file,file.filename={}", raw.display()));
+            second.extend(["-device".into(), "virtio-blk-pci,drive=disk1,id=vdb".into()]);
+        }
         let out = Command::new("qemu-system-x86_64")
             .args(["-machine", "q35,accel=tcg", "-m", "128", "-nographic", "-nodefaults", "-display", "none"])
             .args(["-qmp", &format!("unix:{},server=on,wait=off", p("qmp.sock"))])
@@ -25,6 +37,7 @@ impl Qemu {
                 &format!("driver=qcow2,node-name=disk0,file.driver=file,file.filename={}", image.display()),
             ])
             .args(["-device", "virtio-blk-pci,drive=disk0,id=vda"])
+            .args(&second)
             .args(["-chardev", &format!("socket,path={},server=on,wait=off,id=qga0", p("qga.sock"))])
             .args([
                 "-device",

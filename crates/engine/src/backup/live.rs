@@ -6,12 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use disk::DiskFormat;
 use disk::live::LiveSnapshot;
 use disk::qmp::{GuestAgent, QmpClient};
 use vault::Consistency;
 
 use super::pending::Pending;
-use super::plan::{Bases, BitmapState, HeldDisk, Source, plan_disk};
+use super::plan::{Bases, BitmapState, HeldDisk, Plan, Source, plan_disk};
 use super::read::socket_dir;
 use super::rendezvous::Step;
 use crate::catalog::checkpoint::{Checkpoints, ImageIdentity, bitmap_name};
@@ -169,7 +170,8 @@ pub(super) fn live_phase(
 pub(super) struct LivePlan {
     qmp: QmpClient,
     held: Vec<HeldDisk>,
-    exports: Vec<(PathBuf, Option<String>)>,
+    /// Per disk: its image, the bitmap to export, whether the snapshot tracks it.
+    exports: Vec<(PathBuf, Option<String>, bool)>,
 }
 
 /// Plan a running VM's disks from QEMU's own bitmaps.
@@ -184,6 +186,24 @@ pub(super) fn plan_live(
     for record in selected {
         let info = disk::probe(&record.path)?;
         let (_, bitmaps) = disk::live::find_node(&mut qmp, &record.path, QMP_TIMEOUT)?;
+        // Only qcow2 stores a persistent bitmap: any other disk (raw file, LV, block device) is
+        // read in full each time, deduplicated against its previous point.
+        if info.format != DiskFormat::Qcow2 {
+            let base = bases.take_previous(&record.label, info.size);
+            let note = "full read: a raw disk holds no change-tracking bitmap (read in full, deduplicated)";
+            exports.push((record.path.clone(), None, false));
+            held.push(HeldDisk {
+                size: info.size,
+                plan: Plan::Full { base, note: Some(note.to_string()) },
+                source: Source::Image,
+                new_bitmap: None,
+                // No identity: no checkpoint is recorded for it.
+                identity: None,
+                lock: None,
+                record,
+            });
+            continue;
+        }
         let states: Vec<BitmapState> = bitmaps
             .into_iter()
             .map(|b| BitmapState {
@@ -194,7 +214,7 @@ pub(super) fn plan_live(
             .collect();
         let checkpoint = checkpoints.disks.get(&record.label);
         let plan = plan_disk(&record.path, info.size, &record.label, checkpoint, &mut bases, || Ok(states))?;
-        exports.push((record.path.clone(), plan.bitmap().map(String::from)));
+        exports.push((record.path.clone(), plan.bitmap().map(String::from), true));
         held.push(HeldDisk {
             size: info.size,
             plan,
