@@ -183,15 +183,10 @@ pub struct Survey {
     pub verified: VerifyRecord,
 }
 
-/// Survey the points of `vm` ([`Survey`]). A verify record that does not parse is passed
-/// over here (verify reports it, and replaces it).
+/// Survey the points of `vm` ([`Survey`]).
 pub async fn survey(vault: &UnlockedVault, vm: &str) -> Result<Survey> {
     let (readable, mut damaged) = PointReader::Verified(vault).scan(vm).await?;
-    let record = match verified::load(Catalog::of(vault.vault()), vm).await {
-        Ok(record) => record,
-        Err(e) if e.kind() == ErrorKind::Damaged => VerifyRecord::default(),
-        Err(e) => return Err(e),
-    };
+    let record = verified::load(Catalog::of(vault.vault()), vm).await?;
     let mut intact = Vec::with_capacity(readable.len());
     for manifest in readable {
         match record.of(&manifest.point_id).filter(|v| v.is_damaged()) {
@@ -289,7 +284,7 @@ async fn damage_of(vault: &UnlockedVault, manifest_key: &layout::ObjectKey) -> R
 /// For a point the last verify found damaged (a chunk, say), the damage if a verify of that
 /// point alone still finds it: a point a backup has repaired since is intact again.
 async fn damage_found_again(vault: &UnlockedVault, vm: &str, point: &str) -> Result<Option<String>> {
-    let record = verified::load(Catalog::of(vault.vault()), vm).await.unwrap_or_default();
+    let record = verified::load(Catalog::of(vault.vault()), vm).await?;
     let Some(verdict) = record.of(point).filter(|v| v.is_damaged()) else { return Ok(None) };
     let scope = vault::verify::VerifyScope {
         vm: Some(vm.to_string()),

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use jiff::Timestamp;
+use vault::UnlockedVault;
 use vault::layout::{self, ObjectClass};
 use vault::verify::{VerifyReport, VerifyScope};
-use vault::{ErrorKind, UnlockedVault};
 
 use crate::catalog::verified::{self, Finding, PointVerdict};
 use crate::catalog::vm::VmRecord;
@@ -49,19 +49,25 @@ async fn point_ids(vault: &UnlockedVault, vm: &str) -> Result<HashSet<String>> {
         .collect())
 }
 
-/// Verify `scope`, check the catalog documents it covers, and record per point what was
-/// found (`job`: the verify job's id, for the record).
+/// Verify `scope` (checked first with [`check_scope`], before a job is started for it), check
+/// the catalog documents it covers, and record per point what was found (`job`: the verify
+/// job's id, for the record).
 pub async fn run(vault: &UnlockedVault, scope: &VerifyScope, job: Option<&str>) -> Result<VerifyReport> {
-    check_scope(vault, scope.vm.as_deref(), scope.point.as_deref()).await?;
     let mut report = vault::verify::verify(vault.vault(), Some(vault.keys()), scope).await?;
-    record_verdicts(vault, &report, job).await?;
+    record_verdicts(vault, &report, scope.point.is_some(), job).await?;
     let catalog = Catalog::of(vault.vault());
     report.damage.extend(check::damaged_records(catalog, scope.vm.as_deref()).await?);
     Ok(report)
 }
 
-/// One verdict per point checked, written to each VM's verify record.
-async fn record_verdicts(vault: &UnlockedVault, report: &VerifyReport, job: Option<&str>) -> Result<()> {
+/// One verdict per point checked, written to each VM's verify record. A verify of every point
+/// of a VM knows which exist; one of a single point (`one_point`) lists them.
+async fn record_verdicts(
+    vault: &UnlockedVault,
+    report: &VerifyReport,
+    one_point: bool,
+    job: Option<&str>,
+) -> Result<()> {
     let at = Timestamp::now();
     let mut by_vm: BTreeMap<&str, BTreeMap<String, PointVerdict>> = BTreeMap::new();
     for (vm, point) in &report.checked {
@@ -82,15 +88,11 @@ async fn record_verdicts(vault: &UnlockedVault, report: &VerifyReport, job: Opti
     }
     let catalog = Catalog::of(vault.vault());
     for (vm, verdicts) in by_vm {
-        let existing = point_ids(vault, vm).await?;
-        match verified::record(catalog, vm, &verdicts, &existing).await {
-            // Verify is the record's author: a damaged one (already reported) is replaced.
-            Err(e) if e.kind() == ErrorKind::Damaged => {
-                verified::forget(catalog, vm).await?;
-                verified::record(catalog, vm, &verdicts, &existing).await?;
-            }
-            other => other?,
-        }
+        let existing = match one_point {
+            true => point_ids(vault, vm).await?,
+            false => verdicts.keys().cloned().collect(),
+        };
+        verified::record(catalog, vm, &verdicts, &existing).await?;
     }
     vault.vault().backend().flush().await?;
     Ok(())

@@ -18,8 +18,7 @@ use vault::verify::{VerifyReport, VerifyScope};
 
 /// A whole garbage collection, as a server without the key runs it.
 async fn collect(lab: &Lab) {
-    let keyless = vault::Vault::open(std::sync::Arc::clone(lab.vault.vault().backend())).await.unwrap();
-    vault::gc::collect(keyless, vault::gc::GcOptions::default()).await.unwrap();
+    vault::gc::collect(lab.keyless().await, vault::gc::GcOptions::default()).await.unwrap();
 }
 
 async fn verify_vm(lab: &Lab) -> VerifyReport {

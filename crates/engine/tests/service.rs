@@ -20,7 +20,7 @@ use engine::{EngineError, NoProgress, Progress, points, prune};
 use jiff::{SignedDuration, Timestamp};
 use vault::gc::{Collection, GcOptions};
 use vault::verify::{VerifyScope, verify};
-use vault::{Consistency, Manifest, PointKind, Vault};
+use vault::{Consistency, Manifest, PointKind};
 
 /// What a pipeline is doing, as a test hook sees it.
 enum Event<'a> {
@@ -93,13 +93,9 @@ async fn shared_blocks_lab(store: Store) -> (Lab, std::path::PathBuf) {
     (lab, new)
 }
 
-async fn open_keyless(lab: &Lab) -> Vault {
-    Vault::open(Arc::clone(lab.vault.vault().backend())).await.unwrap()
-}
-
 async fn gc_spares_chunks_that_a_backup_started_after_it_reuses(store: Store) {
     let (lab, new) = shared_blocks_lab(store).await;
-    let mut gc = Collection::condemn(open_keyless(&lab).await, GcOptions::default()).await.unwrap();
+    let mut gc = Collection::condemn(lab.keyless().await, GcOptions::default()).await.unwrap();
     assert_eq!(gc.condemned().count(), 6, "D1-D4 and E1-E2 are unreferenced");
 
     // The backup starts after the condemn, finds D1–D4 present and reuses them.
@@ -138,14 +134,14 @@ async fn gc_waits_for_a_backup_that_started_before_it(store: Store) {
 
     // The backup reused D1–D4 and wrote F before the collection existed, and has not
     // committed: all of them look unreferenced, so it must be waited for.
-    let mut gc = Collection::condemn(open_keyless(&lab).await, GcOptions::default()).await.unwrap();
+    let mut gc = Collection::condemn(lab.keyless().await, GcOptions::default()).await.unwrap();
     assert_eq!(gc.condemned().count(), 7);
     assert!(!gc.poll_sessions().await.unwrap());
     assert_eq!(gc.waiting_for(), ["early-backup"]);
     let refused = gc.sweep().await;
     assert!(refused.is_err(), "deleting while an older backup runs must be refused");
 
-    let mut gc = Collection::condemn(open_keyless(&lab).await, GcOptions::default()).await.unwrap();
+    let mut gc = Collection::condemn(lab.keyless().await, GcOptions::default()).await.unwrap();
     go.send(()).unwrap();
     let summary = task.await.unwrap().unwrap();
     gc.wait_for_sessions().await.unwrap();
@@ -400,7 +396,7 @@ async fn soft_deleted_data_can_be_undeleted_and_is_purged_after_the_period(store
     assert!(report[0].purged);
     assert!(points::list(&lab.vault, "vm").await.unwrap().is_empty());
     assert!(lab.catalog().find::<ProtectedItem>("vm").await.unwrap().is_none());
-    let freed = vault::gc::collect(open_keyless(&lab).await, GcOptions::default()).await.unwrap();
+    let freed = vault::gc::collect(lab.keyless().await, GcOptions::default()).await.unwrap();
     assert_eq!(freed.deleted as usize, chunks_before);
     assert!(freed.bytes_freed > 0);
     assert_eq!(lab.chunk_count().await, 0);
@@ -455,7 +451,7 @@ async fn a_shorter_retention_expires_points_only_at_the_next_cleanup(store: Stor
     assert_eq!(dry[0].expired().count(), 8);
     assert_eq!(points::list(&lab.vault, "vm").await.unwrap().len(), 11, "a dry run deletes nothing");
     // A server prunes without the key, from the manifests' structure: the same verdicts.
-    let keyless = open_keyless(&lab).await;
+    let keyless = lab.keyless().await;
     let done = prune::prune(&keyless, None, now, false).await.unwrap();
     assert_eq!(done[0].expired().count(), 8);
     let left = points::list(&lab.vault, "vm").await.unwrap();
@@ -489,7 +485,7 @@ async fn a_keyless_prune_leaves_alone_and_names_a_point_the_vault_key_did_not_si
     let forged_key = vault::layout::manifest("vm", &forged_id);
     backend.put_if_absent(&forged_key, serde_json::to_vec(&value).unwrap().into()).await.unwrap();
 
-    let keyless = open_keyless(&lab).await;
+    let keyless = lab.keyless().await;
     let dry = prune::prune(&keyless, None, now, true).await.unwrap();
     assert_eq!(dry[0].damaged.len(), 1, "{:?}", dry[0].damaged);
     assert_eq!(dry[0].damaged[0].point, forged_id);
@@ -570,8 +566,7 @@ async fn gc_deletes_nothing_when_a_point_cannot_be_read(store: Store) {
     let manifest = points::find(&lab.vault, "new", &new_point.point_id).await.unwrap();
     lab.remove_object(&manifest.disks[0].index).await;
     let before = lab.chunk_count().await;
-    let err =
-        vault::gc::collect(open_keyless(&lab).await, GcOptions::default()).await.unwrap_err().to_string();
+    let err = vault::gc::collect(lab.keyless().await, GcOptions::default()).await.unwrap_err().to_string();
     assert!(err.contains("cannot tell which chunks") && err.contains(&new_point.point_id), "{err}");
     assert_eq!(lab.chunk_count().await, before, "GC deleted chunks without knowing what is referenced");
     // And no collection is left claiming the vault.

@@ -26,6 +26,12 @@ pub fn owned_record(key: &str) -> Option<String> {
     }
 }
 
+/// Whether `key` is a record whose writer is noted (a cancel request is not: it belongs to its
+/// job's record).
+fn has_owner(key: &str) -> bool {
+    matches!(ObjectClass::of(key), ObjectClass::Job(_) | ObjectClass::Session(_))
+}
+
 impl Owners {
     /// The owners kept in the server's state directory (none yet if the file is absent or
     /// unreadable: then nothing is refused for want of an owner).
@@ -46,7 +52,7 @@ impl Owners {
 
     /// Note that `token` created `key` (a job record or session).
     pub fn created(&self, key: &str, token: &str) -> std::io::Result<()> {
-        if !matches!(ObjectClass::of(key), ObjectClass::Job(_) | ObjectClass::Session(_)) {
+        if !has_owner(key) {
             return Ok(());
         }
         self.change(|owners| {
@@ -56,7 +62,7 @@ impl Owners {
 
     /// Forget the owner of a deleted record.
     pub fn deleted(&self, key: &str) -> std::io::Result<()> {
-        if !matches!(ObjectClass::of(key), ObjectClass::Job(_) | ObjectClass::Session(_)) {
+        if !has_owner(key) {
             return Ok(());
         }
         self.change(|owners| {

@@ -43,7 +43,36 @@ pub async fn create<T: Serialize>(backend: &dyn Backend, key: &str, value: &T) -
 
 /// Read-modify-write a document: `change` gets the current value (or `None`) and returns the
 /// new one. On a lost race the document is read again and `change` runs again.
-pub async fn update<T, F, E>(backend: &dyn Backend, key: &str, mut change: F) -> std::result::Result<T, E>
+pub async fn update<T, F, E>(backend: &dyn Backend, key: &str, change: F) -> std::result::Result<T, E>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnMut(Option<T>) -> std::result::Result<T, E>,
+    E: From<VaultError>,
+{
+    read_modify_write(backend, key, change, false).await
+}
+
+/// As [`update`], for a document its writer may rebuild: one that no longer parses is
+/// replaced (`change` gets `None`), by compare-and-swap over the damaged copy.
+pub async fn update_replacing_damaged<T, F, E>(
+    backend: &dyn Backend,
+    key: &str,
+    change: F,
+) -> std::result::Result<T, E>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnMut(Option<T>) -> std::result::Result<T, E>,
+    E: From<VaultError>,
+{
+    read_modify_write(backend, key, change, true).await
+}
+
+async fn read_modify_write<T, F, E>(
+    backend: &dyn Backend,
+    key: &str,
+    mut change: F,
+    replace_damaged: bool,
+) -> std::result::Result<T, E>
 where
     T: Serialize + DeserializeOwned,
     F: FnMut(Option<T>) -> std::result::Result<T, E>,
@@ -52,7 +81,11 @@ where
     for _ in 0..MAX_ATTEMPTS {
         let current = backend.get_versioned(key).await?;
         let (value, version) = match current {
-            Some((bytes, version)) => (Some(parse(&bytes, key)?), Some(version)),
+            Some((bytes, version)) => match parse(&bytes, key) {
+                Ok(value) => (Some(value), Some(version)),
+                Err(_) if replace_damaged => (None, Some(version)),
+                Err(e) => return Err(e.into()),
+            },
             None => (None, None),
         };
         let new = change(value)?;

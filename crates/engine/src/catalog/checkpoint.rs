@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use vault::layout::{self, ObjectKey};
 
 use super::Catalog;
-use crate::error::{EngineError, ErrorKind, Result};
+use crate::error::{EngineError, Result};
 
 /// Prefix of the bitmaps vmvault owns.
 pub const BITMAP_PREFIX: &str = "vmvault-";
@@ -74,21 +74,16 @@ pub async fn load(catalog: Catalog<'_>, vm: &str) -> Result<Checkpoints> {
 /// Record new checkpoints for some disks, keeping the others. A document that no longer
 /// parses is replaced: the other disks are then read in full once, which is all it costs.
 pub async fn record(catalog: Catalog<'_>, vm: &str, new: &BTreeMap<String, Checkpoint>) -> Result<()> {
-    let key = object_key(vm);
-    let merge = |current: Option<Checkpoints>| {
-        let mut all = current.unwrap_or_default();
-        all.disks.extend(new.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Ok::<_, EngineError>(all)
-    };
-    match vault::catalog::update(catalog.backend(), &key, merge).await {
-        Err(e) if e.kind() == ErrorKind::Damaged => {
-            catalog.backend().delete(&key).await?;
-            vault::catalog::update(catalog.backend(), &key, merge).await?;
-        }
-        other => {
-            other?;
-        }
-    }
+    vault::catalog::update_replacing_damaged(
+        catalog.backend(),
+        &object_key(vm),
+        |current: Option<Checkpoints>| {
+            let mut all = current.unwrap_or_default();
+            all.disks.extend(new.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok::<_, EngineError>(all)
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use vault::ChunkId;
 use vault::layout::{self, ObjectKey};
 
 use super::Catalog;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorKind, Result};
 
 /// One damaged object verify found in a point.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,24 +95,34 @@ fn object_key(vm: &str) -> ObjectKey {
     layout::verified(vm)
 }
 
-/// The VM's verify record (empty if verify never ran on it).
+/// The VM's verify record: empty if verify never ran on it, or if the record no longer parses
+/// (advice only: verify reports such a record and replaces it).
 pub async fn load(catalog: Catalog<'_>, vm: &str) -> Result<VerifyRecord> {
-    Ok(vault::catalog::read(catalog.backend(), &object_key(vm)).await?.unwrap_or_default())
+    match vault::catalog::read(catalog.backend(), &object_key(vm)).await {
+        Ok(record) => Ok(record.unwrap_or_default()),
+        Err(e) if e.kind() == ErrorKind::Damaged => Ok(VerifyRecord::default()),
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// Record verdicts on some points, keeping those on others that still exist (`existing`).
+/// Record verdicts on some points, keeping those on others that still exist (`existing`); a
+/// record that no longer parses is replaced (verify is its author).
 pub async fn record(
     catalog: Catalog<'_>,
     vm: &str,
     verdicts: &BTreeMap<String, PointVerdict>,
     existing: &HashSet<String>,
 ) -> Result<()> {
-    vault::catalog::update(catalog.backend(), &object_key(vm), |current: Option<VerifyRecord>| {
-        let mut record = current.unwrap_or_default();
-        record.points.retain(|point, _| existing.contains(point));
-        record.points.extend(verdicts.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Ok::<_, EngineError>(record)
-    })
+    vault::catalog::update_replacing_damaged(
+        catalog.backend(),
+        &object_key(vm),
+        |current: Option<VerifyRecord>| {
+            let mut record = current.unwrap_or_default();
+            record.points.retain(|point, _| existing.contains(point));
+            record.points.extend(verdicts.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok::<_, EngineError>(record)
+        },
+    )
     .await?;
     Ok(())
 }

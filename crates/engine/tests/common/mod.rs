@@ -139,6 +139,11 @@ impl Lab {
         self.vault.vault().backend().list(&vault::layout::chunks()).await.unwrap().len()
     }
 
+    /// The vault opened without its key, as a server opens it.
+    pub async fn keyless(&self) -> vault::Vault {
+        vault::Vault::open(Arc::clone(self.vault.vault().backend())).await.unwrap()
+    }
+
     /// Delete an object behind the vault's back.
     pub async fn remove_object(&self, key: &str) {
         self.vault.vault().backend().delete(key).await.unwrap();
