@@ -79,6 +79,11 @@ enum Command {
         /// Keep the point until this date or time (default: 30 days).
         #[arg(long, value_name = "DATE")]
         retain_until: Option<String>,
+        /// Where a running VM's fleecing overlays grow (they receive what the guest overwrites
+        /// during the backup; default $VMVAULT_SCRATCH, else /var/lib/vmvault/scratch for root,
+        /// else ~/.local/state/vmvault/scratch).
+        #[arg(long, value_name = "DIR")]
+        scratch: Option<std::path::PathBuf>,
         /// Print a JSON summary instead of text.
         #[arg(long)]
         json: bool,
@@ -250,13 +255,15 @@ fn main() -> ExitCode {
                 Command::Vault(cmd) => commands::vault::run(&context, cmd).await,
                 Command::Key(cmd) => commands::key::run(&context, cmd).await,
                 Command::Vm(cmd) => commands::vm::run(&context, cmd).await,
-                Command::Backup { name, group, disks, retain_until, json } => {
+                Command::Backup { name, group, disks, retain_until, scratch, json } => {
                     let until = retain_until.as_deref();
                     match (name, group) {
                         (_, Some(group)) => {
-                            commands::backup::backup_group(&context, &group, until, json).await
+                            commands::backup::backup_group(&context, &group, until, scratch, json).await
                         }
-                        (Some(vm), None) => commands::backup::backup(&context, &vm, disks, until, json).await,
+                        (Some(vm), None) => {
+                            commands::backup::backup(&context, &vm, disks, until, scratch, json).await
+                        }
                         (None, None) => Err(anyhow::anyhow!("name a VM, or a group with --group GROUP")),
                     }
                 }

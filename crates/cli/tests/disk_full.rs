@@ -6,33 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Lab, stderr_line};
-
-/// A tmpfs mounted at a path; unmounted when dropped.
-struct Mounted(PathBuf);
-
-impl Mounted {
-    fn tmpfs(at: &Path, size: &str) -> Mounted {
-        std::fs::create_dir_all(at).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount tmpfs (the tests run as root)");
-        Mounted(at.to_path_buf())
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 fn random_file(path: &Path, mib: u32) {
     let status = Command::new("dd")
@@ -50,10 +28,10 @@ fn used_bytes(dir: &Path) -> u64 {
 
 /// A vault on a 48 MiB tmpfs, with `small` (4 MiB, fits) and `big` (80 MiB of random bytes,
 /// does not fit) registered.
-fn lab_on_small_disk() -> (Lab, Mounted) {
+fn lab_on_small_disk() -> (Lab, testkit::Tmpfs) {
     let mut lab = Lab::local(None);
-    let mount = Mounted::tmpfs(&lab.path("fs"), "48m");
-    lab.vault = mount.0.join("vault").display().to_string();
+    let mount = testkit::Tmpfs::mount(&lab.path("fs"), "48m");
+    lab.vault = mount.path().join("vault").display().to_string();
     lab.ok(&["vault", "init", "--no-encryption"]);
     for (vm, mib) in [("small", 4), ("big", 80)] {
         let image = lab.path(&format!("{vm}.raw"));
@@ -66,14 +44,14 @@ fn lab_on_small_disk() -> (Lab, Mounted) {
 #[test]
 fn a_backup_that_fills_the_disk_removes_what_it_stored() {
     let (lab, mount) = lab_on_small_disk();
-    let before = used_bytes(&mount.0);
+    let before = used_bytes(mount.path());
     let out = lab.run(&["backup", "big"]);
     assert!(!out.status.success());
     let err = stderr_line(&out);
     assert_eq!(err.matches("No space left on device").count(), 1, "{err}");
     assert!(err.contains("it had stored were removed again"), "{err}");
     // The space is free again: nothing but a few small documents more than before.
-    let after = used_bytes(&mount.0);
+    let after = used_bytes(mount.path());
     assert!(after < before + (1 << 20), "the failed backup left {after} bytes used (before: {before})");
     let info = lab.json(&["vault", "info", "--json"]);
     assert_eq!(info["chunk_count"], 0, "{info}");
@@ -89,7 +67,7 @@ fn while_another_backup_runs_the_space_is_held_until_gc_and_the_message_says_so(
     // A backup of `small` that started first, paused while its session is live.
     let mut other =
         lab.cmd(&["backup", "small"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let session = mount.0.join("vault/sessions/backup-small.json");
+    let session = mount.path().join("vault/sessions/backup-small.json");
     while !session.exists() {
         assert!(other.try_wait().unwrap().is_none(), "the backup of small ended before it was paused");
         std::thread::sleep(Duration::from_millis(1));
@@ -105,10 +83,10 @@ fn while_another_backup_runs_the_space_is_held_until_gc_and_the_message_says_so(
     // itself); `vmvault gc` then frees what the first one held.
     unsafe { libc::kill(other.id() as i32, libc::SIGCONT) };
     let _ = other.wait().unwrap();
-    let full = used_bytes(&mount.0);
+    let full = used_bytes(mount.path());
     let gc = lab.json(&["gc", "--json"]);
     assert!(gc["deleted"].as_u64().unwrap() > 0, "{gc}");
-    assert!(used_bytes(&mount.0) + (20 << 20) < full, "gc freed too little");
+    assert!(used_bytes(mount.path()) + (20 << 20) < full, "gc freed too little");
     let point = lab.json(&["backup", "small", "--json"]);
     assert_eq!(point["disks"][0]["mode"], "full");
     lab.ok(&["verify", "--read-data"]);

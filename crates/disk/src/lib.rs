@@ -13,6 +13,7 @@ pub mod lock;
 pub mod nbd;
 pub mod qemu;
 pub mod qmp;
+pub mod scratch;
 pub mod staged;
 pub mod swap;
 pub mod writer;

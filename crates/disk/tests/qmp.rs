@@ -134,9 +134,15 @@ fn a_live_snapshot_shows_the_disk_as_it_was_while_the_guest_writes_on() {
     let qmp = QmpClient::connect(&vm.path("qmp.sock"), T).unwrap();
     let work = vm.path("work");
     std::fs::create_dir_all(&work).unwrap();
-    let snapshot =
-        disk::live::LiveSnapshot::start(qmp, &[(vm.path("disk.qcow2"), None, true)], "vmvault-p1", &work, T)
-            .unwrap();
+    let snapshot = disk::live::LiveSnapshot::start(
+        qmp,
+        &[(vm.path("disk.qcow2"), None, true)],
+        "vmvault-p1",
+        disk::scratch::WorkDir::create(&work, "scratch").unwrap(),
+        disk::scratch::WorkDir::create(&work, "sockets").unwrap(),
+        T,
+    )
+    .unwrap();
     // The guest writes on: over old data, and somewhere new.
     hmp_write(&mut guest, 0x33, "0", "512k");
     hmp_write(&mut guest, 0x44, "20M", "1M");

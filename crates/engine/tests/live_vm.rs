@@ -46,22 +46,6 @@ fn expected_as(dir: &Path, name: &str, format: &str, size: &str, writes: &[(u8, 
     path
 }
 
-/// Progress that runs `during` once, when the transfer phase starts (after the snapshot).
-struct DuringTransfer(Mutex<Option<Box<dyn FnOnce() + Send>>>);
-
-impl Progress for DuringTransfer {
-    fn phase(&self, name: &str) {
-        if name == "transfer"
-            && let Some(f) = self.0.lock().unwrap().take()
-        {
-            f();
-        }
-    }
-    fn start(&self, _: &str, _: u64) {}
-    fn advance(&self, _: u64) {}
-    fn finish(&self) {}
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_vm_is_backed_up_at_the_snapshot_instant_then_incrementally() {
     let lab = Lab::new(true).await;

@@ -2,6 +2,7 @@
 //! loopback, started once per test process and killed with it; a slow network in front of
 //! it ([`slow_link`]); a real QEMU ([`qemu`]).
 
+pub mod guest;
 pub mod qemu;
 pub mod slow_link;
 
@@ -154,4 +155,33 @@ pub fn files_under(dir: &std::path::Path) -> std::collections::BTreeMap<String, 
         }
     }
     out
+}
+
+/// A tmpfs mounted at a path (the tests run as root), unmounted when dropped: a small file
+/// system that really fills, for the kernel's own ENOSPC.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mount a tmpfs of `size` (`48m`, `1G`) at `at`, made if missing.
+    pub fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("make the mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount tmpfs at {} (the tests run as root)", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
 }

@@ -20,38 +20,49 @@ impl Qemu {
 
     /// As [`Qemu::start`], with a raw image as a second disk `vdb` (node `disk1`) when given.
     pub fn start_with_raw(dir: &Path, image: &Path, raw: Option<&Path>) -> Qemu {
-        let p = |n: &str| dir.join(n).display().to_string();
-        let mut second: Vec<String> = Vec::new();
+        let mut args: Vec<String> =
+            ["-machine", "q35,accel=tcg", "-m", "128", "-nographic"].map(String::from).into();
+        args.extend(disk_args(0, image, "qcow2"));
         if let Some(raw) = raw {
-            second.push("-blockdev".into());
-            second
-                .push(format!("driver=raw,node-name=disk1,file.driver=file,file.filename={}", raw.display()));
-            second.extend(["-device".into(), "virtio-blk-pci,drive=disk1,id=vdb".into()]);
+            args.extend(disk_args(1, raw, "raw"));
         }
-        let out = Command::new("qemu-system-x86_64")
-            .args(["-machine", "q35,accel=tcg", "-m", "128", "-nographic", "-nodefaults", "-display", "none"])
-            .args(["-qmp", &format!("unix:{},server=on,wait=off", p("qmp.sock"))])
-            .args(["-qmp", &format!("unix:{},server=on,wait=off", p("guest.sock"))])
-            .args([
-                "-blockdev",
-                &format!("driver=qcow2,node-name=disk0,file.driver=file,file.filename={}", image.display()),
-            ])
-            .args(["-device", "virtio-blk-pci,drive=disk0,id=vda"])
-            .args(&second)
-            .args(["-chardev", &format!("socket,path={},server=on,wait=off,id=qga0", p("qga.sock"))])
-            .args([
-                "-device",
-                "virtio-serial",
-                "-device",
-                "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
-            ])
-            .args(["-daemonize", "-pidfile", &p("qemu.pid")])
-            .output()
-            .expect("run qemu-system-x86_64");
-        assert!(out.status.success(), "qemu: {}", String::from_utf8_lossy(&out.stderr));
-        let pid = std::fs::read_to_string(dir.join("qemu.pid")).expect("QEMU's pid file");
-        Qemu { pid: pid.trim().parse().expect("a pid") }
+        Qemu { pid: launch(dir, &args) }
     }
+}
+
+/// The arguments of virtio disk number `index`: node `disk<index>`, device id `vda`, `vdb`…
+pub(crate) fn disk_args(index: usize, path: &Path, format: &str) -> [String; 4] {
+    [
+        "-blockdev".into(),
+        format!("driver={format},node-name=disk{index},file.driver=file,file.filename={}", path.display()),
+        "-device".into(),
+        format!("virtio-blk-pci,drive=disk{index},id=vd{}", (b'a' + index as u8) as char),
+    ]
+}
+
+/// Start a daemonized QEMU with `args` (machine and disks) and, in `dir`, the sockets every
+/// test VM has: `qmp.sock` (the monitor vmvault uses), `guest.sock` (a second monitor for the
+/// test) and `qga.sock` (the guest-agent channel); returns its pid.
+pub(crate) fn launch(dir: &Path, args: &[String]) -> i32 {
+    let p = |n: &str| dir.join(n).display().to_string();
+    let out = Command::new("qemu-system-x86_64")
+        .args(args)
+        .args(["-nodefaults", "-display", "none"])
+        .args(["-qmp", &format!("unix:{},server=on,wait=off", p("qmp.sock"))])
+        .args(["-qmp", &format!("unix:{},server=on,wait=off", p("guest.sock"))])
+        .args(["-chardev", &format!("socket,path={},server=on,wait=off,id=qga0", p("qga.sock"))])
+        .args([
+            "-device",
+            "virtio-serial",
+            "-device",
+            "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+        ])
+        .args(["-daemonize", "-pidfile", &p("qemu.pid")])
+        .output()
+        .expect("run qemu-system-x86_64");
+    assert!(out.status.success(), "qemu: {}", String::from_utf8_lossy(&out.stderr));
+    let pid = std::fs::read_to_string(dir.join("qemu.pid")).expect("QEMU's pid file");
+    pid.trim().parse().expect("a pid")
 }
 
 impl Drop for Qemu {

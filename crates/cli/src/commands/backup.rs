@@ -3,6 +3,7 @@
 use engine::EngineError;
 use engine::catalog::Catalog;
 use engine::catalog::vm::VmRecord;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
@@ -19,10 +20,11 @@ pub async fn backup(
     vm: &str,
     disks: Vec<String>,
     until: Option<&str>,
+    scratch: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
     let vault = Arc::new(crate::commands::unlock(context).await?);
-    let options = BackupOptions { disks, ..on_demand(until)? };
+    let options = BackupOptions { disks, ..on_demand(until, scratch)? };
     let (summary, job) =
         engine::backup::backup_job(vault, vm, options, crate::progress::for_terminal(json)).await?;
     if json {
@@ -34,8 +36,9 @@ pub async fn backup(
     Ok(())
 }
 
-/// Options of an on-demand backup kept until `until` (default: 30 days).
-fn on_demand(until: Option<&str>) -> Result<BackupOptions> {
+/// Options of an on-demand backup kept until `until` (default: 30 days), its fleecing
+/// overlays in `scratch` (default: [`engine::backup::default_scratch`]).
+fn on_demand(until: Option<&str>, scratch: Option<PathBuf>) -> Result<BackupOptions> {
     let retain_until = match until {
         Some(text) => parse_until(text)?,
         None => engine::retention::default_retain_until(jiff::Timestamp::now()),
@@ -54,13 +57,25 @@ fn on_demand(until: Option<&str>) -> Result<BackupOptions> {
         ))
         .into());
     }
-    Ok(BackupOptions { kind: PointKind::OnDemand, retain_until: Some(retain_until), ..Default::default() })
+    let defaults = BackupOptions::default();
+    Ok(BackupOptions {
+        kind: PointKind::OnDemand,
+        retain_until: Some(retain_until),
+        scratch: scratch.unwrap_or(defaults.scratch.clone()),
+        ..defaults
+    })
 }
 
 /// `vmvault backup --group GROUP`: every member at one instant, one job each.
-pub async fn backup_group(context: &Context, group: &str, until: Option<&str>, json: bool) -> Result<()> {
+pub async fn backup_group(
+    context: &Context,
+    group: &str,
+    until: Option<&str>,
+    scratch: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
     let vault = Arc::new(crate::commands::unlock(context).await?);
-    let outcomes = engine::backup::group::backup_group(vault, group, on_demand(until)?, |_| {
+    let outcomes = engine::backup::group::backup_group(vault, group, on_demand(until, scratch)?, |_| {
         Arc::new(engine::NoProgress)
     })
     .await?;

@@ -9,15 +9,17 @@ use std::time::{Duration, Instant};
 use disk::DiskFormat;
 use disk::live::LiveSnapshot;
 use disk::qmp::{GuestAgent, QmpClient};
+use disk::scratch::WorkDir;
 use vault::Consistency;
 
 use super::pending::Pending;
 use super::plan::{Bases, BitmapState, HeldDisk, Plan, Source, plan_disk};
-use super::read::socket_dir;
+use super::read::{socket_dir, work_name};
 use super::rendezvous::Step;
 use crate::catalog::checkpoint::{Checkpoints, ImageIdentity, bitmap_name};
 use crate::catalog::vm::DiskRecord;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
+use crate::progress::human_bytes;
 use crate::scripts::ScriptConfig;
 
 /// How long one QMP command may take.
@@ -144,7 +146,14 @@ pub(super) fn live_phase(
         Err(e) => (Err(e), Frozen::Skipped, vec![], None),
         Ok(plan) => {
             let before = Instant::now();
-            let agent = if freeze_enabled { freeze(qga) } else { Freeze::Skipped(None) };
+            let agent = match plan.not_running() {
+                Some(state) => Freeze::Skipped(Some(format!(
+                    "the VM is not running (QEMU reports {state:?}): its guest agent cannot answer, \
+                     so file systems were not frozen"
+                ))),
+                None if freeze_enabled => freeze(qga),
+                None => Freeze::Skipped(None),
+            };
             // The guest pauses from a freeze that held; else only for the transaction.
             let started = if matches!(agent, Freeze::Held(_)) { before } else { Instant::now() };
             // A pending point dropped on an error finishes the live snapshot unsuccessfully.
@@ -172,6 +181,10 @@ pub(super) struct LivePlan {
     held: Vec<HeldDisk>,
     /// Per disk: its image, the bitmap to export, whether the snapshot tracks it.
     exports: Vec<(PathBuf, Option<String>, bool)>,
+    /// Where the fleecing overlays go.
+    scratch: PathBuf,
+    /// QEMU's run state when planned (`running`, `paused`, `io-error`…).
+    state: String,
 }
 
 /// Plan a running VM's disks from QEMU's own bitmaps.
@@ -180,7 +193,9 @@ pub(super) fn plan_live(
     selected: Vec<DiskRecord>,
     checkpoints: &Checkpoints,
     mut bases: Bases,
+    scratch: &Path,
 ) -> Result<LivePlan> {
+    let state = disk::live::run_state(&mut qmp, QMP_TIMEOUT)?;
     let mut held = Vec::new();
     let mut exports = Vec::new();
     for record in selected {
@@ -226,20 +241,45 @@ pub(super) fn plan_live(
             record,
         });
     }
-    Ok(LivePlan { qmp, held, exports })
+    Ok(LivePlan { qmp, held, exports, scratch: scratch.to_path_buf(), state })
 }
 
 impl LivePlan {
+    /// QEMU's run state when it is not `running` (a paused VM's agent cannot answer).
+    fn not_running(&self) -> Option<&str> {
+        (self.state != "running").then_some(self.state.as_str())
+    }
+
     /// The snapshot instant: one transaction freezes a view of every disk. Until the point
     /// commits, the live snapshot owns the new bitmap (`finish` merges or keeps it).
     fn take(self, point_id: &str) -> Result<Pending> {
-        let LivePlan { qmp, mut held, exports } = self;
-        let dir = socket_dir(point_id)?;
-        let live = LiveSnapshot::start(qmp, &exports, &bitmap_name(point_id), &dir, QMP_TIMEOUT)?;
+        let LivePlan { qmp, mut held, exports, scratch, .. } = self;
+        let scratch = WorkDir::create(&scratch, &work_name(point_id))?;
+        check_room(&scratch, held.iter().map(|d| d.size).sum())?;
+        let sockets = socket_dir(point_id)?;
+        let live = LiveSnapshot::start(qmp, &exports, &bitmap_name(point_id), scratch, sockets, QMP_TIMEOUT)?;
         for (disk, live_disk) in held.iter_mut().zip(live.disks()) {
             disk.source =
                 Source::Live { socket: live.socket().to_path_buf(), export: live_disk.export.clone() };
         }
         Ok(Pending::new(point_id, held, Some(live)))
     }
+}
+
+/// The fleecing overlays grow by every block the guest overwrites while the backup runs, at
+/// most to the disks' size: a scratch directory without that room could fill and pause the
+/// guest, so the snapshot is not taken.
+fn check_room(scratch: &WorkDir, needed: u64) -> Result<()> {
+    let free = disk::scratch::free_bytes(scratch.path())?;
+    if free >= needed {
+        return Ok(());
+    }
+    Err(EngineError::Limit(format!(
+        "scratch directory {} has {} free, but the fleecing overlays of this VM's disks may grow \
+         to {} (what the guest overwrites during the backup); the VM was not touched. Give the \
+         backup a scratch directory with room: --scratch DIR or $VMVAULT_SCRATCH",
+        scratch.path().parent().unwrap_or(scratch.path()).display(),
+        human_bytes(free),
+        human_bytes(needed)
+    )))
 }

@@ -14,6 +14,7 @@ mod stopped;
 mod undo;
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -60,6 +61,30 @@ pub struct BackupOptions {
     pub session_lease: Duration,
     /// The consistency group backup this one is a member of (see [`group`]).
     pub group: Option<Arc<GroupRendezvous>>,
+    /// Where a running VM's fleecing overlays grow during the backup (see [`default_scratch`]).
+    pub scratch: PathBuf,
+}
+
+/// The scratch directory when none is given: `$VMVAULT_SCRATCH`, else the host's vmvault
+/// state directory — `/var/lib/vmvault/scratch` for root, `$XDG_STATE_HOME/vmvault/scratch`
+/// (`~/.local/state/vmvault/scratch`) otherwise — on a real disk rather than `/tmp`, which is
+/// a small tmpfs on many distributions.
+pub fn default_scratch() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VMVAULT_SCRATCH").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    // SAFETY: geteuid(2) has no failure mode.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/vmvault/scratch");
+    }
+    let state =
+        std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()).map(PathBuf::from).or_else(|| {
+            std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".local/state"))
+        });
+    match state {
+        Some(state) => state.join("vmvault/scratch"),
+        None => std::env::temp_dir().join("vmvault-scratch"),
+    }
 }
 
 impl Default for BackupOptions {
@@ -72,6 +97,7 @@ impl Default for BackupOptions {
             job_id: format!("backup-{}", std::process::id()),
             session_lease: vault::lease::DEFAULT_LEASE,
             group: None,
+            scratch: default_scratch(),
         }
     }
 }
@@ -423,7 +449,7 @@ fn snapshot_and_read(
     let meet = |step: Step| options.group.as_ref().map_or(Ok(()), |g| g.wait(&vm.name, step, cancel));
     let (pending, quiesced) = match qmp {
         Some(qmp) => {
-            let planned = plan_live(qmp, selected, &checkpoints, bases);
+            let planned = plan_live(qmp, selected, &checkpoints, bases, &options.scratch);
             let taken = live_phase(planned, &point_id, vm.qga.as_deref(), vm.scripts.as_ref(), meet)?;
             (taken.pending, taken.quiesced)
         }
@@ -438,8 +464,13 @@ fn snapshot_and_read(
         return Err(EngineError::Cancelled);
     }
     transfer.progress.phase("transfer");
-    let done = read::read_all(transfer, &pending.disks, &point_id)?;
-    Ok((pending, done, quiesced))
+    let done = read::read_all(transfer, &pending.disks, &point_id);
+    // A snapshot stopped to spare the VM explains why the read failed, and fails a read that
+    // did not.
+    if let Some(why) = pending.harmed() {
+        return Err(EngineError::Failed(why));
+    }
+    Ok((pending, done?, quiesced))
 }
 
 /// Commit: every disk's index, then (after a flush) the manifest. Only a commit that succeeded

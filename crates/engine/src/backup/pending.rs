@@ -32,6 +32,11 @@ impl Pending {
         self.disks.push(disk);
     }
 
+    /// Why the running VM's snapshot had to be stopped to spare the VM, if it was.
+    pub(super) fn harmed(&self) -> Option<String> {
+        self.live.as_ref().and_then(LiveSnapshot::harmed)
+    }
+
     /// The manifest is committed: nothing is undone any more.
     pub(super) fn committed(mut self) -> Committed {
         Committed { disks: std::mem::take(&mut self.disks), live: self.live.take() }

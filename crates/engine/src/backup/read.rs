@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use disk::nbd::NbdSource;
 use disk::qemu::NbdExport;
+use disk::scratch::WorkDir;
 use disk::{BlockSource, DiskFormat};
 use vault::{ChunkId, FixedIndex};
 
@@ -54,12 +55,11 @@ fn read_disk(transfer: &Transfer<'_>, disk: &HeldDisk, point_id: &str) -> Result
         Source::QemuNbd => {
             let dir = socket_dir(point_id)?;
             let result = (|| {
-                let socket = dir.join("nbd.sock");
+                let socket = dir.path().join("nbd.sock");
                 let export =
                     NbdExport::start(&disk.record.path, DiskFormat::Qcow2, disk.plan.bitmap(), &socket)?;
                 read_nbd(transfer, disk.size, &disk.plan, export.socket(), "")
             })();
-            let _ = std::fs::remove_dir_all(&dir);
             result.map(|(index, stats)| (index, stats, note)).map_err(named)
         }
         Source::Image => {
@@ -115,10 +115,14 @@ fn skip_progress(transfer: &Transfer<'_>, index: &FixedIndex, blocks: &[BlockRea
     transfer.progress.advance(index.disk_size().saturating_sub(planned));
 }
 
-/// A private directory for the NBD sockets of one backup.
-pub(super) fn socket_dir(point_id: &str) -> Result<PathBuf> {
+/// A private directory for the NBD sockets of one backup (short: a socket path has at most
+/// 107 bytes), removed when dropped.
+pub(super) fn socket_dir(point_id: &str) -> Result<WorkDir> {
     let base = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("vmvault-{point_id}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| EngineError::Invalid(format!("{}: {e}", dir.display())))?;
-    Ok(dir)
+    Ok(WorkDir::create(&base, &work_name(point_id))?)
+}
+
+/// The name of one backup's own directory (under the socket or the scratch directory).
+pub(super) fn work_name(point_id: &str) -> String {
+    format!("vmvault-{point_id}-{}", std::process::id())
 }

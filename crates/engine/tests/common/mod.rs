@@ -169,3 +169,40 @@ impl Lab {
         out
     }
 }
+
+/// Progress that runs `during` once, when the transfer phase starts (after the snapshot).
+pub struct DuringTransfer(pub std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl engine::Progress for DuringTransfer {
+    fn phase(&self, name: &str) {
+        if name == "transfer"
+            && let Some(f) = self.0.lock().unwrap().take()
+        {
+            f();
+        }
+    }
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// Run `command` in the guest through its agent at `qga` (guest-exec) and return its exit
+/// code and standard output.
+pub fn guest_exec(qga: &Path, command: &str) -> (i64, String) {
+    use base64::Engine as _;
+    let t = std::time::Duration::from_secs(30);
+    let mut agent = disk::qmp::GuestAgent::connect(qga, t).unwrap();
+    let args = serde_json::json!({ "path": "/bin/sh", "arg": ["-c", command], "capture-output": true });
+    let pid = agent.execute("guest-exec", args, t).unwrap()["pid"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let status = agent.execute("guest-exec-status", serde_json::json!({ "pid": pid }), t).unwrap();
+        if status["exited"].as_bool() == Some(true) {
+            let out = status["out-data"].as_str().unwrap_or_default();
+            let out = base64::engine::general_purpose::STANDARD.decode(out).unwrap();
+            return (status["exitcode"].as_i64().unwrap_or(-1), String::from_utf8_lossy(&out).into_owned());
+        }
+        assert!(std::time::Instant::now() < deadline, "guest command {command:?} did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

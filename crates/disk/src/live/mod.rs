@@ -5,13 +5,19 @@
 //! then QEMU's own NBD server exports the overlays read-only, with the previous bitmaps. The
 //! guest runs on; what the export shows stays as it was at the transaction.
 
+mod guard;
+
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::error::{DiskError, Result};
 use crate::qmp::QmpClient;
+use crate::scratch::WorkDir;
+pub use guard::run_state;
+use guard::{Guard, Stops};
 
 /// One disk of the running VM as the snapshot sees it.
 #[derive(Clone, Debug)]
@@ -43,13 +49,18 @@ pub struct LiveBitmap {
     pub inconsistent: bool,
 }
 
-/// The running snapshot: QEMU's NBD export of every included disk.
+/// The running snapshot: QEMU's NBD export of every included disk, watched (see [`guard`])
+/// until it is finished.
 pub struct LiveSnapshot {
-    qmp: QmpClient,
+    qmp: Arc<Mutex<QmpClient>>,
     socket: PathBuf,
     disks: Vec<LiveDisk>,
     server_started: bool,
     timeout: Duration,
+    guard: Option<Guard>,
+    scratch: WorkDir,
+    /// Held only to be removed with the snapshot.
+    _sockets: WorkDir,
 }
 
 /// The format node and persistent bitmaps of the device whose image is `path`.
@@ -63,6 +74,7 @@ pub fn find_node(qmp: &mut QmpClient, path: &Path, timeout: Duration) -> Result<
         if !same {
             continue;
         }
+
         let node = inserted["node-name"].as_str().unwrap_or_default().to_string();
         let bitmaps = block["inserted"]["dirty-bitmaps"]
             .as_array()
@@ -86,16 +98,18 @@ pub fn find_node(qmp: &mut QmpClient, path: &Path, timeout: Duration) -> Result<
 
 impl LiveSnapshot {
     /// Take the snapshot of `disks` (image path, previous bitmap to export, whether to track
-    /// it) with `new_bitmap` added to each tracked one, the overlays and the NBD socket in
-    /// `work_dir`.
+    /// it) with `new_bitmap` added to each tracked one, the overlays in `scratch` and the NBD
+    /// socket in `sockets` (both removed once the snapshot is finished).
     pub fn start(
         mut qmp: QmpClient,
         disks: &[(PathBuf, Option<String>, bool)],
         new_bitmap: &str,
-        work_dir: &Path,
+        scratch: WorkDir,
+        sockets: WorkDir,
         timeout: Duration,
     ) -> Result<LiveSnapshot> {
-        let socket = work_dir.join("qemu-export.sock");
+        let socket = sockets.path().join("qemu-export.sock");
+        let initial = run_state(&mut qmp, timeout)?;
         let mut live: Vec<LiveDisk> = Vec::new();
         for (i, (path, previous, tracked)) in disks.iter().enumerate() {
             let (node, _) = find_node(&mut qmp, path, timeout)?;
@@ -105,27 +119,57 @@ impl LiveSnapshot {
                 export: format!("vmvault-{i}"),
                 previous_bitmap: previous.clone(),
                 tracked: *tracked,
-                fleece_file: work_dir.join(format!("fleece-{i}.qcow2")),
+                fleece_file: scratch.path().join(format!("fleece-{i}.qcow2")),
                 fleece_node: format!("vmvault-fleece-{i}"),
                 job: format!("vmvault-backup-{i}"),
             });
         }
-        let mut snapshot = LiveSnapshot { qmp, socket, disks: live, server_started: false, timeout };
+        let qmp = Arc::new(Mutex::new(qmp));
+        let mut snapshot = LiveSnapshot {
+            qmp,
+            socket,
+            disks: live,
+            server_started: false,
+            timeout,
+            guard: None,
+            scratch,
+            _sockets: sockets,
+        };
         if let Err(e) = snapshot.prepare_and_freeze(new_bitmap) {
             snapshot.finish(false, new_bitmap, "");
             return Err(e);
         }
+        let stops = Stops {
+            exports: snapshot.disks.iter().map(|d| d.export.clone()).collect(),
+            jobs: snapshot.disks.iter().map(|d| d.job.clone()).collect(),
+            scratch: snapshot
+                .scratch
+                .path()
+                .parent()
+                .unwrap_or(snapshot.scratch.path())
+                .display()
+                .to_string(),
+        };
+        snapshot.guard = Some(Guard::spawn(Arc::clone(&snapshot.qmp), initial, stops, timeout));
         Ok(snapshot)
+    }
+
+    /// Why the snapshot had to be stopped to spare the VM (it paused on an I/O error of the
+    /// scratch, or a guest write failed), and what was done about it; `None` while all is well.
+    /// A backup whose snapshot tripped must not commit.
+    pub fn harmed(&self) -> Option<String> {
+        self.guard.as_ref().and_then(Guard::tripped)
     }
 
     fn prepare_and_freeze(&mut self, new_bitmap: &str) -> Result<()> {
         let t = self.timeout;
+        let qmp = Arc::clone(&self.qmp);
+        let mut qmp = lock(&qmp)?;
         // Overlays: empty qcow2 files the size of each disk, backed by the live node.
-        for i in 0..self.disks.len() {
-            let size = self.node_size(&self.disks[i].node.clone())?;
-            let d = &self.disks[i];
+        for d in &self.disks {
+            let size = node_size(&mut qmp, &d.node, t)?;
             crate::qemu::create_image(&d.fleece_file, crate::DiskFormat::Qcow2, size)?;
-            self.qmp.execute(
+            qmp.execute(
                 "blockdev-add",
                 json!({
                     "driver": "qcow2",
@@ -150,8 +194,8 @@ impl LiveSnapshot {
             actions.push(json!({ "type": "blockdev-backup",
                 "data": { "device": d.node, "target": d.fleece_node, "sync": "none", "job-id": d.job } }));
         }
-        self.qmp.execute("transaction", json!({ "actions": actions }), t)?;
-        self.qmp.execute(
+        qmp.execute("transaction", json!({ "actions": actions }), t)?;
+        qmp.execute(
             "nbd-server-start",
             json!({ "addr": { "type": "unix", "data": { "path": self.socket } } }),
             t,
@@ -163,23 +207,14 @@ impl LiveSnapshot {
             if let Some(previous) = &d.previous_bitmap {
                 export["bitmaps"] = json!([{ "node": d.node, "name": previous }]);
             }
-            self.qmp.execute("block-export-add", export, t)?;
+            qmp.execute("block-export-add", export, t)?;
         }
         Ok(())
     }
 
-    fn node_size(&mut self, node: &str) -> Result<u64> {
-        let nodes = self.qmp.execute("query-named-block-nodes", json!({ "flat": true }), self.timeout)?;
-        nodes
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|n| n["node-name"] == node)
-            .and_then(|n| n["image"]["virtual-size"].as_u64())
-            .ok_or_else(|| DiskError::Qmp {
-                socket: self.qmp.socket().to_path_buf(),
-                message: format!("node {node} reports no size"),
-            })
+    /// The scratch directory holding the fleecing overlays.
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
     }
 
     /// The unix socket of QEMU's NBD server.
@@ -198,25 +233,32 @@ impl LiveSnapshot {
     /// Problems are returned as notes: the point's fate is already decided.
     pub fn finish(mut self, committed: bool, new_bitmap: &str, stale_prefix: &str) -> Vec<String> {
         let t = self.timeout;
+        // The guard stops first: the snapshot goes now.
+        self.guard = None;
         let mut notes = Vec::new();
+        let monitor = Arc::clone(&self.qmp);
+        let mut qmp = match lock(&monitor) {
+            Ok(qmp) => qmp,
+            Err(e) => return vec![e.to_string()],
+        };
         let mut step = |qmp: &mut QmpClient, command: &str, args: Value| {
             if let Err(e) = qmp.execute(command, args, t) {
                 notes.push(e.to_string());
             }
         };
         for d in &self.disks {
-            step(&mut self.qmp, "block-export-del", json!({ "id": d.export, "mode": "hard" }));
+            step(&mut qmp, "block-export-del", json!({ "id": d.export, "mode": "hard" }));
         }
         if self.server_started {
-            step(&mut self.qmp, "nbd-server-stop", json!({}));
+            step(&mut qmp, "nbd-server-stop", json!({}));
         }
         for d in &self.disks {
-            step(&mut self.qmp, "block-job-cancel", json!({ "device": d.job, "force": true }));
+            step(&mut qmp, "block-job-cancel", json!({ "device": d.job, "force": true }));
         }
         // The cancelled jobs let go of the overlays before they can be removed.
         std::thread::sleep(Duration::from_millis(100));
         for d in &self.disks {
-            step(&mut self.qmp, "blockdev-del", json!({ "node-name": d.fleece_node }));
+            step(&mut qmp, "blockdev-del", json!({ "node-name": d.fleece_node }));
             let _ = std::fs::remove_file(&d.fleece_file);
             if !d.tracked {
                 continue;
@@ -225,45 +267,58 @@ impl LiveSnapshot {
                 (_, true) => {
                     // The new bitmap is the only checkpoint now: drop the previous one and any
                     // left by backups that died before they could clean up.
-                    let stale: Vec<String> = find_node(&mut self.qmp, &d.path, t)
+                    let stale: Vec<String> = find_node(&mut qmp, &d.path, t)
                         .map(|(_, bitmaps)| bitmaps.into_iter().map(|b| b.name).collect::<Vec<_>>())
                         .unwrap_or_default()
                         .into_iter()
                         .filter(|name| name.starts_with(stale_prefix) && name != new_bitmap)
                         .collect();
                     for name in stale {
-                        step(
-                            &mut self.qmp,
-                            "block-dirty-bitmap-remove",
-                            json!({ "node": d.node, "name": name }),
-                        );
+                        step(&mut qmp, "block-dirty-bitmap-remove", json!({ "node": d.node, "name": name }));
                     }
                 }
                 (Some(previous), false) => {
                     step(
-                        &mut self.qmp,
+                        &mut qmp,
                         "block-dirty-bitmap-merge",
                         json!({ "node": d.node, "target": previous, "bitmaps": [new_bitmap] }),
                     );
+                    step(&mut qmp, "block-dirty-bitmap-enable", json!({ "node": d.node, "name": previous }));
                     step(
-                        &mut self.qmp,
-                        "block-dirty-bitmap-enable",
-                        json!({ "node": d.node, "name": previous }),
-                    );
-                    step(
-                        &mut self.qmp,
+                        &mut qmp,
                         "block-dirty-bitmap-remove",
                         json!({ "node": d.node, "name": new_bitmap }),
                     );
                 }
-                (None, false) => step(
-                    &mut self.qmp,
-                    "block-dirty-bitmap-remove",
-                    json!({ "node": d.node, "name": new_bitmap }),
-                ),
+                (None, false) => {
+                    step(&mut qmp, "block-dirty-bitmap-remove", json!({ "node": d.node, "name": new_bitmap }))
+                }
             }
         }
         let _ = std::fs::remove_file(&self.socket);
         notes
     }
+}
+
+/// The monitor, shared with the guard.
+fn lock(qmp: &Mutex<QmpClient>) -> Result<MutexGuard<'_, QmpClient>> {
+    qmp.lock().map_err(|_| DiskError::Qmp {
+        socket: PathBuf::new(),
+        message: "the monitor connection was poisoned by a panic".into(),
+    })
+}
+
+/// The virtual size of the block node `node`.
+fn node_size(qmp: &mut QmpClient, node: &str, timeout: Duration) -> Result<u64> {
+    let nodes = qmp.execute("query-named-block-nodes", json!({ "flat": true }), timeout)?;
+    nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["node-name"] == node)
+        .and_then(|n| n["image"]["virtual-size"].as_u64())
+        .ok_or_else(|| DiskError::Qmp {
+            socket: qmp.socket().to_path_buf(),
+            message: format!("node {node} reports no size"),
+        })
 }

@@ -1,0 +1,175 @@
+//! Live backups of a booted Debian guest (`.ci/guest-image`: qemu-guest-agent and a writer
+//! that appends a synced line every 100 ms) under plain QEMU with TCG: the freeze really
+//! happens, and the live path never harms the VM — a scratch directory that fills pauses the
+//! guest only until vmvault stops the snapshot and resumes it.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use disk::DiskFormat;
+use disk::qmp::QmpClient;
+use engine::backup::{BackupOptions, backup};
+use engine::limits::Limits;
+use engine::services::vms::{self, NewVm};
+use serde_json::json;
+use testkit::guest::{BootedGuest, overlay};
+use vault::Consistency;
+
+const T: Duration = Duration::from_secs(30);
+
+/// A booted guest with a 64 MiB qcow2 data disk `vdb`, registered as `name` with its QMP
+/// and agent sockets.
+async fn boot(lab: &Lab, name: &str) -> BootedGuest {
+    let (root, data) = (lab.path("root.qcow2"), lab.path("data.qcow2"));
+    overlay(&root);
+    create(&data, "qcow2", "64M");
+    // Data everywhere: fleecing stores zeros as metadata, so only real old data fills it.
+    qemu_io(&data, "qcow2", "write -P 0x5a 0 64M");
+    let guest = BootedGuest::boot(lab.dir.path(), &root, &[(&data, "qcow2")]);
+    let new = NewVm {
+        name: name.into(),
+        disks: vec![(Some("vda".into()), root), (Some("vdb".into()), data)],
+        qmp: Some(lab.path("qmp.sock")),
+        qga: Some(lab.path("qga.sock")),
+        ..Default::default()
+    };
+    vms::add(lab.catalog(), vms::prepare(new, &Limits::default()).unwrap()).await.unwrap();
+    guest
+}
+
+fn run_state(monitor: &Mutex<QmpClient>) -> String {
+    monitor.lock().unwrap().execute("query-status", json!({}), T).unwrap()["status"].as_str().unwrap().into()
+}
+
+/// The scratch fills while the guest writes: QEMU pauses the VM on the failed copy-before-
+/// write; vmvault stops the snapshot inside QEMU, resumes the guest, fails with one line and
+/// commits nothing — and the guest's write that failed reaches its disk after all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scratch_that_fills_fails_the_backup_and_the_vm_runs_on() {
+    let lab = Lab::new(false).await;
+    let _vm = boot(&lab, "web").await;
+    let scratch = lab.path("scratch");
+    let _tmpfs = testkit::Tmpfs::mount(&scratch, "80M");
+    let monitor = Arc::new(Mutex::new(QmpClient::connect(&lab.path("guest.sock"), T).unwrap()));
+    let (qga, filler) = (lab.path("qga.sock"), scratch.join("filler"));
+    // Once the snapshot exists, something else fills the scratch, then the guest overwrites
+    // 32 MiB of its data disk, whose old content no longer fits.
+    let hook = DuringTransfer(Mutex::new(Some(Box::new(move || {
+        let st = Command::new("fallocate").args(["-l", "72M"]).arg(&filler).status().unwrap();
+        assert!(st.success());
+        let (rc, _) = guest_exec(
+            &qga,
+            &format!("{PATTERN} | dd of=/dev/vdb bs=1M count=32 iflag=fullblock oflag=direct"),
+        );
+        assert_eq!(rc, 0, "the guest's write failed for good: the VM was not resumed in time");
+    }))));
+    let options = BackupOptions { disks: vec!["vdb".into()], scratch: scratch.clone(), ..Default::default() };
+    let err = backup(Arc::clone(&lab.vault), "web", options, Arc::new(hook)).await.unwrap_err();
+    let line = err.to_string();
+    eprintln!("the backup failed with: {line}");
+    assert!(line.contains("paused on an I/O error") && line.contains("resumed"), "{line}");
+    assert!(line.contains("Nothing was committed") && !line.contains('\n'), "{line}");
+    assert_eq!(run_state(&monitor), "running", "the VM was left paused");
+    assert!(engine::points::list(&lab.vault, "web").await.unwrap().is_empty(), "a point was committed");
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("filler")], "the backup left files in its scratch");
+    // The guest's disk holds what it wrote (the write that failed was retried on resume).
+    let (rc, written) = guest_exec(&lab.path("qga.sock"), "head -c 32M /dev/vdb | md5sum");
+    let wanted =
+        Command::new("sh").args(["-c", &format!("{PATTERN} | head -c 32M | md5sum")]).output().unwrap();
+    assert_eq!(rc, 0);
+    assert_eq!(written, String::from_utf8_lossy(&wanted.stdout), "the guest's write did not reach its disk");
+}
+
+/// What the guest writes over its data disk.
+const PATTERN: &str = "yes vmvault-guest-write";
+
+/// A scratch directory with less room than the disks are large is refused before anything
+/// touches the VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scratch_without_room_for_the_disks_is_refused_before_the_snapshot() {
+    let lab = Lab::new(false).await;
+    let _vm = boot(&lab, "web").await;
+    let scratch = lab.path("scratch");
+    let _tmpfs = testkit::Tmpfs::mount(&scratch, "16M");
+    let options = BackupOptions { disks: vec!["vdb".into()], scratch: scratch.clone(), ..Default::default() };
+    let err = backup(Arc::clone(&lab.vault), "web", options, Arc::new(engine::NoProgress)).await.unwrap_err();
+    assert_eq!(err.kind(), engine::error::ErrorKind::Limit, "{err}");
+    let line = err.to_string();
+    assert!(
+        line.contains("16.0 MiB free") && line.contains("64.0 MiB") && line.contains("--scratch"),
+        "{line}"
+    );
+    let monitor = Mutex::new(QmpClient::connect(&lab.path("guest.sock"), T).unwrap());
+    assert_eq!(run_state(&monitor), "running");
+    let nodes = monitor.lock().unwrap().execute("query-named-block-nodes", json!({}), T).unwrap();
+    assert!(!nodes.to_string().contains("vmvault-fleece"), "a fleecing node was left: {nodes}");
+    let blocks = monitor.lock().unwrap().execute("query-block", json!({}), T).unwrap();
+    for block in blocks.as_array().unwrap() {
+        let bitmaps = &block["inserted"]["dirty-bitmaps"];
+        assert!(bitmaps.as_array().is_none_or(Vec::is_empty), "a bitmap was added: {bitmaps}");
+    }
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "the scratch was left with files");
+}
+
+/// A paused VM's agent cannot answer: the note says the VM is paused (not that the agent is
+/// missing), the point is crash-consistent, and the VM stays paused as its operator left it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vm_is_named_paused_and_stays_paused() {
+    let lab = Lab::new(false).await;
+    let _vm = boot(&lab, "web").await;
+    let monitor = Mutex::new(QmpClient::connect(&lab.path("guest.sock"), T).unwrap());
+    monitor.lock().unwrap().execute("stop", json!({}), T).unwrap();
+    let options = BackupOptions { disks: vec!["vdb".into()], ..Default::default() };
+    let point = backup(Arc::clone(&lab.vault), "web", options, Arc::new(engine::NoProgress)).await.unwrap();
+    assert_eq!(point.consistency, Consistency::Crash);
+    assert!(
+        point.notes.iter().any(|n| n.contains("not running") && n.contains("\"paused\"")),
+        "{:?}",
+        point.notes
+    );
+    assert!(!point.notes.iter().any(|n| n.contains("agent absent")), "{:?}", point.notes);
+    assert_eq!(run_state(&monitor), "paused");
+}
+
+/// The freeze is real: the point of the booted guest's root disk is file-system-consistent,
+/// its ext4 needs no journal recovery (`e2fsck -fn` clean), and the writer's log in it is a
+/// whole-line prefix of the log the guest goes on writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_point_of_a_booted_guest_is_clean_and_ends_at_the_snapshot() {
+    let lab = Lab::new(false).await;
+    let _vm = boot(&lab, "web").await;
+    std::thread::sleep(Duration::from_secs(2));
+    let options = BackupOptions { disks: vec!["vda".into()], ..Default::default() };
+    let point = backup(Arc::clone(&lab.vault), "web", options, Arc::new(engine::NoProgress)).await.unwrap();
+    assert_eq!(point.consistency, Consistency::FileSystem, "{:?}", point.notes);
+    let restored = lab.path("restored.raw");
+    lab.restore("web", &point.point_id, "vda", &restored, DiskFormat::Raw).await;
+    let (clean, log) = check_root(&restored);
+    assert!(clean.0, "e2fsck -fn on the point's root: {}", clean.1);
+    std::thread::sleep(Duration::from_secs(1));
+    let (rc, live) = guest_exec(&lab.path("qga.sock"), "cat /var/log/writer.log");
+    assert_eq!(rc, 0);
+    assert!(log.ends_with('\n') && log.lines().count() > 3, "the point's log is not whole: {log:?}");
+    assert!(live.starts_with(&log), "the point's log is not a prefix of the guest's");
+    assert!(live.len() > log.len(), "the writer did not go on after the thaw");
+}
+
+/// `e2fsck -fn` of the root partition (1 MiB in) of a raw image, with whether it was clean
+/// without journal recovery, and the writer's log read by debugfs.
+fn check_root(image: &Path) -> ((bool, String), String) {
+    let out =
+        Command::new("losetup").args(["--show", "-f", "-r", "-o", "1048576"]).arg(image).output().unwrap();
+    let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let fsck = Command::new("e2fsck").args(["-fn", &dev]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&fsck.stdout), String::from_utf8_lossy(&fsck.stderr));
+    let clean = fsck.status.code() == Some(0) && !text.contains("journal");
+    let cat = Command::new("debugfs").args(["-R", "cat /var/log/writer.log", &dev]).output().unwrap();
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    ((clean, text), String::from_utf8_lossy(&cat.stdout).into_owned())
+}
