@@ -6,26 +6,26 @@
 
 pub mod group;
 mod live;
+mod options;
 mod pending;
 mod plan;
 mod read;
 pub mod rendezvous;
+mod snapshot;
 mod stopped;
 mod undo;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use disk::qmp::QmpClient;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 use vault::layout;
 use vault::session::{Rescue, Session};
-use vault::{ChunkId, Consistency, FixedIndex, Manifest, ManifestDisk, PointGroup, PointKind, UnlockedVault};
+use vault::{ChunkId, Consistency, FixedIndex, Manifest, ManifestDisk, PointGroup, UnlockedVault};
 
 use crate::catalog::checkpoint::{self, BITMAP_PREFIX, Checkpoint, Checkpoints, bitmap_name};
 use crate::catalog::item::ProtectedItem;
@@ -38,69 +38,12 @@ use crate::ledger::{Repairs, Stored};
 use crate::points::{self, new_point_id};
 use crate::progress::Progress;
 use crate::transfer::Transfer;
-use live::{QMP_TIMEOUT, Quiesced, live_phase, plan_live};
+pub use options::{BackupOptions, default_scratch};
 use pending::{Committed, Pending};
+use plan::Prepared;
 use plan::{Bases, Plan};
 use read::DiskResult;
-use rendezvous::{GroupRendezvous, Step};
-
-/// What to back up and how to label the point.
-#[derive(Clone, Debug)]
-pub struct BackupOptions {
-    /// Disk labels to include; empty means all.
-    pub disks: Vec<String>,
-    /// Scheduled or on-demand.
-    pub kind: PointKind,
-    /// Keep an on-demand point until then.
-    pub retain_until: Option<Timestamp>,
-    /// Set to cancel; checked between blocks and between the steps of every phase.
-    pub cancel: Arc<AtomicBool>,
-    /// The job this backup runs in (names its writer session).
-    pub job_id: String,
-    /// Lease of the backup's writer session (how soon a crashed backup stops blocking others).
-    pub session_lease: Duration,
-    /// The consistency group backup this one is a member of (see [`group`]).
-    pub group: Option<Arc<GroupRendezvous>>,
-    /// Where a running VM's fleecing overlays grow during the backup (see [`default_scratch`]).
-    pub scratch: PathBuf,
-}
-
-/// The scratch directory when none is given: `$VMVAULT_SCRATCH`, else the host's vmvault
-/// state directory — `/var/lib/vmvault/scratch` for root, `$XDG_STATE_HOME/vmvault/scratch`
-/// (`~/.local/state/vmvault/scratch`) otherwise — on a real disk rather than `/tmp`, which is
-/// a small tmpfs on many distributions.
-pub fn default_scratch() -> PathBuf {
-    if let Some(dir) = std::env::var_os("VMVAULT_SCRATCH").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    // SAFETY: geteuid(2) has no failure mode.
-    if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/var/lib/vmvault/scratch");
-    }
-    let state =
-        std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()).map(PathBuf::from).or_else(|| {
-            std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".local/state"))
-        });
-    match state {
-        Some(state) => state.join("vmvault/scratch"),
-        None => std::env::temp_dir().join("vmvault-scratch"),
-    }
-}
-
-impl Default for BackupOptions {
-    fn default() -> Self {
-        BackupOptions {
-            disks: vec![],
-            kind: PointKind::OnDemand,
-            retain_until: None,
-            cancel: Arc::new(AtomicBool::new(false)),
-            job_id: format!("backup-{}", std::process::id()),
-            session_lease: vault::lease::DEFAULT_LEASE,
-            group: None,
-            scratch: default_scratch(),
-        }
-    }
-}
+use snapshot::{connect_qmp, snapshot_and_read};
 
 /// How one disk was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -223,18 +166,6 @@ pub async fn backup(
         // With the session over, what it stored can be collected.
         Err(e) => Err(undo::after_failure(&vault, e, stored.take()).await),
     }
-}
-
-/// Everything decided before the snapshot phase.
-struct Prepared {
-    /// What the operator should know already (damage found and stepped around).
-    notes: Vec<String>,
-    selected: Vec<DiskRecord>,
-    time: Timestamp,
-    point_id: String,
-    checkpoints: Checkpoints,
-    bases: Bases,
-    repairs: Repairs,
 }
 
 /// What the manifest and the summary say of the point.
@@ -416,61 +347,6 @@ async fn load_bases(
         }
     }
     Ok(bases)
-}
-
-/// A VM whose QMP socket answers is running: it is backed up live. One that does not answer is
-/// treated as stopped (its images must then be free).
-fn connect_qmp(vm: &VmRecord, selected: &[DiskRecord]) -> Result<Option<QmpClient>> {
-    let Some(socket) = &vm.qmp else { return Ok(None) };
-    match QmpClient::connect(socket, QMP_TIMEOUT) {
-        Ok(client) => Ok(Some(client)),
-        Err(e) if selected.iter().any(|d| disk::lock::is_in_use(&d.path).unwrap_or(false)) => {
-            Err(EngineError::Invalid(format!(
-                "VM {:?} is running but its QMP socket does not answer ({e}); check `vm show {}`",
-                vm.name, vm.name
-            )))
-        }
-        Err(_) => Ok(None),
-    }
-}
-
-/// The snapshot and transfer phases, on a blocking thread: hold the disks (frozen at one
-/// instant for a running VM, meeting the group at each step), then read them.
-fn snapshot_and_read(
-    transfer: &Transfer<'_>,
-    vm: &VmRecord,
-    prepared: Prepared,
-    qmp: Option<QmpClient>,
-    options: &BackupOptions,
-) -> Result<(Pending, Vec<DiskResult>, Quiesced)> {
-    let Prepared { selected, point_id, checkpoints, bases, .. } = prepared;
-    transfer.progress.phase("snapshot");
-    let cancel = &options.cancel;
-    let meet = |step: Step| options.group.as_ref().map_or(Ok(()), |g| g.wait(&vm.name, step, cancel));
-    let (pending, quiesced) = match qmp {
-        Some(qmp) => {
-            let planned = plan_live(qmp, selected, &checkpoints, bases, &options.scratch);
-            let taken = live_phase(planned, &point_id, vm.qga.as_deref(), vm.scripts.as_ref(), meet)?;
-            (taken.pending, taken.quiesced)
-        }
-        None => {
-            let pending = stopped::hold_disks(&vm.name, &point_id, selected, &checkpoints, bases, cancel)?;
-            // A stopped member has nothing to freeze, but keeps the group's steps.
-            [Step::Ready, Step::Frozen, Step::Taken].into_iter().try_for_each(&meet)?;
-            (pending, Quiesced::default())
-        }
-    };
-    if cancel.load(Ordering::SeqCst) {
-        return Err(EngineError::Cancelled);
-    }
-    transfer.progress.phase("transfer");
-    let done = read::read_all(transfer, &pending.disks, &point_id);
-    // A snapshot stopped to spare the VM explains why the read failed, and fails a read that
-    // did not.
-    if let Some(why) = pending.harmed() {
-        return Err(EngineError::Failed(why));
-    }
-    Ok((pending, done?, quiesced))
 }
 
 /// Commit: every disk's index, then (after a flush) the manifest. Only a commit that succeeded

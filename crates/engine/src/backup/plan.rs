@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 
 use disk::ImageLock;
 use disk::qemu;
+use jiff::Timestamp;
 use vault::FixedIndex;
 
-use crate::catalog::checkpoint::{Checkpoint, ImageIdentity};
+use crate::catalog::checkpoint::{Checkpoint, Checkpoints, ImageIdentity};
 use crate::catalog::vm::DiskRecord;
 use crate::error::Result;
+use crate::ledger::Repairs;
 
 /// What the transfer phase reads of one disk.
 pub(super) enum Plan {
@@ -155,4 +157,16 @@ pub(super) fn offline_bitmaps(path: &Path) -> Result<Vec<BitmapState>> {
             name: b.name,
         })
         .collect())
+}
+
+/// Everything decided before the snapshot phase.
+pub(super) struct Prepared {
+    /// What the operator should know already (damage found and stepped around).
+    pub(super) notes: Vec<String>,
+    pub(super) selected: Vec<DiskRecord>,
+    pub(super) time: Timestamp,
+    pub(super) point_id: String,
+    pub(super) checkpoints: Checkpoints,
+    pub(super) bases: Bases,
+    pub(super) repairs: Repairs,
 }
