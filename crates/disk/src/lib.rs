@@ -16,6 +16,7 @@ pub mod qmp;
 pub mod scratch;
 pub mod staged;
 pub mod swap;
+pub mod watch;
 pub mod writer;
 
 pub use error::{DiskError, Result};

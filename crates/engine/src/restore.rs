@@ -219,6 +219,7 @@ pub async fn restore_vm(
     manifest: &Manifest,
     new_name: &str,
     dir: &Path,
+    attach: &libvirt::Attach,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoredVm> {
     check_name("VM", new_name)?;
@@ -261,11 +262,8 @@ pub async fn restore_vm(
     for (file, restored) in staged {
         disks.push(RestoredDisk { path: file.finish()?, ..restored });
     }
-    let nics = source
-        .nics
-        .iter()
-        .map(|n| Ok(Nic { mac: new_mac()?, network: n.network.clone() }))
-        .collect::<Result<Vec<_>>>()?;
+    let nics =
+        source.nics.iter().map(|n| Ok(Nic { mac: new_mac()?, ..n.clone() })).collect::<Result<Vec<_>>>()?;
     let record = VmRecord {
         name: new_name.to_string(),
         uuid: new_uuid()?,
@@ -285,7 +283,14 @@ pub async fn restore_vm(
         qmp: None,
         qga: None,
         scripts: None,
+        // Defined in libvirt only if asked (`--define`), after the restore.
+        libvirt: None,
         registered: Timestamp::now(),
+    };
+    // From the source's definition when it is known (everything it had is kept), else made.
+    let domain = match &source.libvirt {
+        Some(link) => libvirt::restored_xml(&link.definition, &record, attach)?,
+        None => libvirt::domain_xml(&libvirt::restored::attached(&record, attach)),
     };
     let libvirt_xml = dir.join(format!("{new_name}.xml"));
     let qemu_script = dir.join(format!("{new_name}.qemu.sh"));
@@ -296,21 +301,33 @@ pub async fn restore_vm(
         file.finish()?;
         Ok(())
     };
-    write(&libvirt_xml, libvirt::domain_xml(&record))?;
-    write(
-        &qemu_script,
-        format!(
-            "#!/bin/sh\n# VM {new_name}, restored by vmvault from point {}\nexec {}\n",
-            manifest.point_id,
-            libvirt::qemu_command(&record)
-        ),
-    )?;
+    write(&libvirt_xml, domain)?;
+    write(&qemu_script, libvirt::qemu_script(&record, &manifest.point_id))?;
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&qemu_script, std::fs::Permissions::from_mode(0o755));
     }
     let record = crate::services::vms::add(catalog, record).await?;
     Ok(RestoredVm { vm: record, disks, libvirt_xml, qemu_script })
+}
+
+/// Define a restored VM in libvirt at `uri` (and start it with `start`): from then on it is
+/// a libvirt domain to vmvault too.
+pub async fn define_restored(
+    vault: &UnlockedVault,
+    restored: &RestoredVm,
+    uri: &str,
+    start: bool,
+) -> Result<VmRecord> {
+    let xml = std::fs::read_to_string(&restored.libvirt_xml)
+        .map_err(|e| EngineError::Failed(format!("{}: {e}", restored.libvirt_xml.display())))?;
+    let link = libvirt::define(uri, &xml, start)?;
+    Catalog::of(vault.vault())
+        .update(&restored.vm.name, |mut vm: VmRecord| {
+            vm.libvirt = Some(link.clone());
+            Ok(vm)
+        })
+        .await
 }
 
 /// What replacing a disk did.

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -150,26 +149,12 @@ async fn a_frozen_point_of_a_booted_guest_is_clean_and_ends_at_the_snapshot() {
     assert_eq!(point.consistency, Consistency::FileSystem, "{:?}", point.notes);
     let restored = lab.path("restored.raw");
     lab.restore("web", &point.point_id, "vda", &restored, DiskFormat::Raw).await;
-    let (clean, log) = check_root(&restored);
-    assert!(clean.0, "e2fsck -fn on the point's root: {}", clean.1);
+    let (clean, fsck, log) = testkit::guest::check_root(&restored);
+    assert!(clean, "e2fsck -fn on the point's root: {fsck}");
     std::thread::sleep(Duration::from_secs(1));
     let (rc, live) = guest_exec(&lab.path("qga.sock"), "cat /var/log/writer.log");
     assert_eq!(rc, 0);
     assert!(log.ends_with('\n') && log.lines().count() > 3, "the point's log is not whole: {log:?}");
     assert!(live.starts_with(&log), "the point's log is not a prefix of the guest's");
     assert!(live.len() > log.len(), "the writer did not go on after the thaw");
-}
-
-/// `e2fsck -fn` of the root partition (1 MiB in) of a raw image, with whether it was clean
-/// without journal recovery, and the writer's log read by debugfs.
-fn check_root(image: &Path) -> ((bool, String), String) {
-    let out =
-        Command::new("losetup").args(["--show", "-f", "-r", "-o", "1048576"]).arg(image).output().unwrap();
-    let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let fsck = Command::new("e2fsck").args(["-fn", &dev]).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&fsck.stdout), String::from_utf8_lossy(&fsck.stderr));
-    let clean = fsck.status.code() == Some(0) && !text.contains("journal");
-    let cat = Command::new("debugfs").args(["-R", "cat /var/log/writer.log", &dev]).output().unwrap();
-    let _ = Command::new("losetup").args(["-d", &dev]).status();
-    ((clean, text), String::from_utf8_lossy(&cat.stdout).into_owned())
 }

@@ -93,3 +93,22 @@ impl Drop for BootedGuest {
         }
     }
 }
+
+/// What a restored root disk of the guest shows: whether `e2fsck -fn` of its root partition
+/// (1 MiB in) found it clean without journal recovery, what e2fsck said, and the writer's log
+/// in it (read by debugfs). `image` is raw.
+pub fn check_root(image: &Path) -> (bool, String, String) {
+    let out = Command::new("losetup")
+        .args(["--show", "-f", "-r", "-o", "1048576"])
+        .arg(image)
+        .output()
+        .expect("losetup");
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let fsck = Command::new("e2fsck").args(["-fn", &dev]).output().expect("e2fsck");
+    let text = format!("{}{}", String::from_utf8_lossy(&fsck.stdout), String::from_utf8_lossy(&fsck.stderr));
+    let clean = fsck.status.code() == Some(0) && !text.contains("journal");
+    let cat =
+        Command::new("debugfs").args(["-R", "cat /var/log/writer.log", &dev]).output().expect("debugfs");
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    (clean, text, String::from_utf8_lossy(&cat.stdout).into_owned())
+}

@@ -207,7 +207,7 @@ pub async fn run_demo(dir: Option<PathBuf>) -> Result<()> {
         disks: vec![(Some("vda".into()), vda.clone()), (Some("data".into()), data.clone())],
         vcpus: 2,
         memory_mib: 1024,
-        nics: vec![Nic { mac: "52:54:00:de:4d:01".into(), network: Some("default".into()) }],
+        nics: vec![Nic { mac: "52:54:00:de:4d:01".into(), network: Some("default".into()), bridge: false }],
         ..Default::default()
     };
     vms::add(Catalog::of(vault.vault()), vms::prepare(new, &Limits::default())?).await?;

@@ -10,6 +10,7 @@ use engine::catalog::Catalog;
 use engine::catalog::item::ProtectedItem;
 use engine::catalog::vm::VmRecord;
 use engine::jobs::{Job, Operation, run_job};
+use engine::libvirt::Attach;
 use engine::{points, restore};
 use vault::UnlockedVault;
 
@@ -48,6 +49,21 @@ pub enum RestoreCommand {
         /// Directory for its disks and definition.
         #[arg(long)]
         to: PathBuf,
+        /// Define it in libvirt (from the source's definition when vmvault read it from libvirt).
+        #[arg(long)]
+        define: bool,
+        /// Start it once defined.
+        #[arg(long, requires = "define")]
+        start: bool,
+        /// Attach its NICs to this libvirt network (default: where the source's were).
+        #[arg(long, value_name = "NAME", conflicts_with = "bridge")]
+        network: Option<String>,
+        /// Attach its NICs to this host bridge instead.
+        #[arg(long, value_name = "BRIDGE")]
+        bridge: Option<String>,
+        /// The libvirt URI for --define (default $VMVAULT_LIBVIRT, else qemu:///system).
+        #[arg(long, value_name = "URI")]
+        libvirt: Option<String>,
     },
     /// Replace disks of a stopped VM with their content in a point; the current disk is kept aside.
     Replace {
@@ -116,11 +132,18 @@ async fn restore(
                 started.elapsed().as_secs_f64()
             ));
         }
-        RestoreCommand::Vm { name, point, new_name, to } => {
+        RestoreCommand::Vm { name, point, new_name, to, define, start, network, bridge, libvirt } => {
             let vm: VmRecord = Catalog::of(vault.vault()).get(&name).await?;
             let manifest = points::find(&vault, &name, &point).await?;
             progress.set_point(&manifest.point_id);
-            let r = restore::restore_vm(vault, &vm, &manifest, &new_name, &to, progress).await?;
+            let attach = match (network, bridge) {
+                (Some(n), _) => Attach::Network(n),
+                (None, Some(b)) => Attach::Bridge(b),
+                (None, None) => Attach::AsSource,
+            };
+            let r =
+                restore::restore_vm(Arc::clone(&vault), &vm, &manifest, &new_name, &to, &attach, progress)
+                    .await?;
             out.push(format!(
                 "Restored VM {name} point {} as new VM {new_name} (uuid {}).",
                 manifest.point_id, r.vm.uuid
@@ -131,7 +154,14 @@ async fn restore(
             for n in &r.vm.nics {
                 out.push(format!("  nic  {}", n.mac));
             }
-            out.push(format!("  libvirt: virsh define {}", r.libvirt_xml.display()));
+            if define {
+                let uri = libvirt.unwrap_or_else(engine::libvirt::default_uri);
+                restore::define_restored(&vault, &r, &uri, start).await?;
+                let how = if start { "defined and started" } else { "defined" };
+                out.push(format!("  libvirt: {how} as domain {new_name} on {uri}"));
+            } else {
+                out.push(format!("  libvirt: virsh define {}", r.libvirt_xml.display()));
+            }
             out.push(format!("  qemu:    {}", r.qemu_script.display()));
         }
         RestoreCommand::Replace { name, point, disks } => {

@@ -41,10 +41,18 @@ pub enum VmCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Register a VM from a libvirt domain XML file (`virsh dumpxml NAME > FILE`).
+    /// Register libvirt domains: read from libvirt itself (by name or UUID, or --all), so every
+    /// backup goes through libvirt; or from a domain XML file (`virsh dumpxml NAME > FILE`).
     ImportLibvirt {
-        /// The domain XML file.
-        file: PathBuf,
+        /// Domain names or UUIDs, or domain XML files.
+        #[arg(required_unless_present = "all")]
+        domains: Vec<String>,
+        /// Every domain libvirt knows (those already registered are skipped).
+        #[arg(long, conflicts_with = "domains")]
+        all: bool,
+        /// The libvirt URI (default $VMVAULT_LIBVIRT, else qemu:///system).
+        #[arg(long, value_name = "URI")]
+        libvirt: Option<String>,
     },
     /// List registered VMs.
     List {
@@ -96,18 +104,44 @@ pub async fn run(context: &Context, command: VmCommand) -> Result<()> {
             let nics = nics
                 .iter()
                 .map(|n| match n.split_once(',') {
-                    Some((mac, net)) => Nic { mac: mac.to_lowercase(), network: Some(net.to_string()) },
-                    None => Nic { mac: n.to_lowercase(), network: None },
+                    Some((mac, net)) => {
+                        Nic { mac: mac.to_lowercase(), network: Some(net.to_string()), bridge: false }
+                    }
+                    None => Nic { mac: n.to_lowercase(), network: None, bridge: false },
                 })
                 .collect();
-            let new = NewVm { name, uuid: None, disks, vcpus, memory_mib: memory, nics, qmp, qga, force };
+            let new = NewVm {
+                name,
+                uuid: None,
+                disks,
+                vcpus,
+                memory_mib: memory,
+                nics,
+                qmp,
+                qga,
+                force,
+                libvirt: None,
+            };
             let record = vms::add(catalog, vms::prepare(new, &Limits::default())?).await?;
             print_registered(&record);
         }
-        VmCommand::ImportLibvirt { file } => {
-            let new = engine::libvirt::parse_domain(&file)?;
-            let record = vms::add(catalog, vms::prepare(new, &Limits::default())?).await?;
-            print_registered(&record);
+        VmCommand::ImportLibvirt { domains, all, libvirt } => {
+            let uri = libvirt.unwrap_or_else(engine::libvirt::default_uri);
+            let (files, names): (Vec<String>, Vec<String>) =
+                domains.into_iter().partition(|d| std::path::Path::new(d).is_file());
+            let mut new: Vec<NewVm> =
+                files.iter().map(|f| engine::libvirt::parse_domain(f.as_ref())).collect::<Result<_, _>>()?;
+            if all || !names.is_empty() {
+                new.extend(engine::libvirt::read_domains(&uri, &names, all)?);
+            }
+            for vm in new {
+                if all && catalog.find::<VmRecord>(&vm.name).await?.is_some() {
+                    println!("VM {} is registered already: skipped.", vm.name);
+                    continue;
+                }
+                let record = vms::add(catalog, vms::prepare(vm, &Limits::default())?).await?;
+                print_registered(&record);
+            }
         }
         VmCommand::List { json } => {
             let vms = catalog.list::<VmRecord>().await?;

@@ -5,15 +5,14 @@
 //! dropped, fleecing jobs cancelled, so the guest's writes go to its disk again), resumes the
 //! VM, and says so: the backup then fails and commits nothing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::error::{DiskError, Result};
 use crate::qmp::QmpClient;
+use crate::watch::Watch;
 
 /// How often the VM's run state is asked for.
 const POLL: Duration = Duration::from_millis(200);
@@ -31,53 +30,14 @@ pub(super) struct Stops {
     pub(super) scratch: String,
 }
 
-/// A thread watching the VM's run state; stopped when dropped.
-pub(super) struct Guard {
-    stop: Arc<AtomicBool>,
-    tripped: Arc<Mutex<Option<String>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Guard {
-    /// Watch the VM behind `qmp`, whose run state was `initial` before the snapshot.
-    pub(super) fn spawn(
-        qmp: Arc<Mutex<QmpClient>>,
-        initial: String,
-        stops: Stops,
-        timeout: Duration,
-    ) -> Guard {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tripped = Arc::new(Mutex::new(None));
-        let (stop2, tripped2) = (Arc::clone(&stop), Arc::clone(&tripped));
-        let thread = std::thread::spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
-                std::thread::sleep(POLL);
-                let Ok(mut qmp) = qmp.lock() else { return };
-                if let Some(why) = harm(&mut qmp, &initial, timeout) {
-                    let message = stop_and_resume(&mut qmp, &why, &stops, timeout);
-                    if let Ok(mut slot) = tripped2.lock() {
-                        *slot = Some(message);
-                    }
-                    return;
-                }
-            }
-        });
-        Guard { stop, tripped, thread: Some(thread) }
-    }
-
-    /// What harmed the VM, and what the guard did about it, once it tripped.
-    pub(super) fn tripped(&self) -> Option<String> {
-        self.tripped.lock().ok().and_then(|t| t.clone())
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// Watch the VM behind `qmp`, whose run state was `initial` before the snapshot; the watch
+/// trips (having stopped the snapshot and resumed the VM) when the VM came to harm.
+pub(super) fn guard(qmp: Arc<Mutex<QmpClient>>, initial: String, stops: Stops, timeout: Duration) -> Watch {
+    Watch::spawn(POLL, move || {
+        let mut qmp = qmp.lock().ok()?;
+        let why = harm(&mut qmp, &initial, timeout)?;
+        Some(stop_and_resume(&mut qmp, &why, &stops, timeout))
+    })
 }
 
 /// The VM's run state as QEMU reports it (`running`, `paused`, `io-error`, `inmigrate`…).

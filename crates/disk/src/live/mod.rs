@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use crate::error::{DiskError, Result};
 use crate::qmp::QmpClient;
 use crate::scratch::WorkDir;
+use crate::watch::Watch;
 pub use guard::run_state;
-use guard::{Guard, Stops};
+use guard::{Stops, guard};
 
 /// One disk of the running VM as the snapshot sees it.
 #[derive(Clone, Debug)]
@@ -57,7 +58,7 @@ pub struct LiveSnapshot {
     disks: Vec<LiveDisk>,
     server_started: bool,
     timeout: Duration,
-    guard: Option<Guard>,
+    guard: Option<Watch>,
     scratch: WorkDir,
     /// Held only to be removed with the snapshot.
     _sockets: WorkDir,
@@ -150,7 +151,7 @@ impl LiveSnapshot {
                 .display()
                 .to_string(),
         };
-        snapshot.guard = Some(Guard::spawn(Arc::clone(&snapshot.qmp), initial, stops, timeout));
+        snapshot.guard = Some(guard(Arc::clone(&snapshot.qmp), initial, stops, timeout));
         Ok(snapshot)
     }
 
@@ -158,7 +159,7 @@ impl LiveSnapshot {
     /// scratch, or a guest write failed), and what was done about it; `None` while all is well.
     /// A backup whose snapshot tripped must not commit.
     pub fn harmed(&self) -> Option<String> {
-        self.guard.as_ref().and_then(Guard::tripped)
+        self.guard.as_ref().and_then(Watch::tripped)
     }
 
     fn prepare_and_freeze(&mut self, new_bitmap: &str) -> Result<()> {

@@ -12,8 +12,8 @@ use disk::qmp::{GuestAgent, QmpClient};
 use disk::scratch::WorkDir;
 use vault::Consistency;
 
-use super::pending::Pending;
-use super::plan::{Bases, BitmapState, HeldDisk, Plan, Source, plan_disk};
+use super::pending::{Pending, Running};
+use super::plan::{Bases, BitmapState, HeldDisk, Plan, Source, Tracker, plan_disk};
 use super::read::{socket_dir, work_name};
 use super::rendezvous::Step;
 use crate::catalog::checkpoint::{Checkpoints, ImageIdentity, bitmap_name};
@@ -28,10 +28,13 @@ pub(super) const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the guest agent may take to freeze or thaw.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Thaws what a freeze froze; an error says why it could not.
+pub(super) type Thaw = Box<dyn FnOnce() -> std::result::Result<(), String> + Send>;
+
 /// What became of the guest's file systems around the snapshot instant.
-enum Freeze {
-    /// Frozen through the agent, which thaws them.
-    Held(GuestAgent),
+pub(super) enum Freeze {
+    /// Frozen (through the agent, ours or libvirt's), thawed by this.
+    Held(Thaw),
     /// Not attempted: switched off (`fsFreezeEnabled: false`), or no agent answers. Scripts
     /// alone may still make the point application-consistent.
     Skipped(Option<String>),
@@ -53,7 +56,12 @@ fn freeze(qga: Option<&Path>) -> Freeze {
         }
     };
     match agent.execute("guest-fsfreeze-freeze", serde_json::json!({}), AGENT_TIMEOUT) {
-        Ok(_) => Freeze::Held(agent),
+        Ok(_) => Freeze::Held(Box::new(move || {
+            agent
+                .execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })),
         Err(e) => {
             // A partial freeze must never stay: thaw whatever froze.
             let _ = agent.execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT);
@@ -75,12 +83,10 @@ enum Frozen {
 /// Thaw at once after the snapshot instant; returns how the freeze went, and notes.
 fn thaw(freeze: Freeze) -> (Frozen, Vec<String>) {
     match freeze {
-        Freeze::Held(mut agent) => {
-            match agent.execute("guest-fsfreeze-thaw", serde_json::json!({}), AGENT_TIMEOUT) {
-                Ok(_) => (Frozen::Held, vec![]),
-                Err(e) => (Frozen::Held, vec![format!("thawing the guest's file systems failed: {e}")]),
-            }
-        }
+        Freeze::Held(thaw) => match thaw() {
+            Ok(()) => (Frozen::Held, vec![]),
+            Err(e) => (Frozen::Held, vec![format!("thawing the guest's file systems failed: {e}")]),
+        },
         Freeze::Skipped(note) => (Frozen::Skipped, note.into_iter().collect()),
         Freeze::Failed(note) => (Frozen::Failed, vec![note]),
     }
@@ -129,10 +135,9 @@ pub(super) struct LiveTaken {
 /// Snapshot phase of a running VM: pre-script, then (once the group, if any, is ready) freeze,
 /// one QMP transaction for every disk (see `disk::live`), thaw at once — also on error —, then
 /// the post-script. `meet` waits for the other members of a group at each step.
-pub(super) fn live_phase(
-    planned: Result<LivePlan>,
+pub(super) fn live_phase<P: Planned>(
+    planned: Result<P>,
     point_id: &str,
-    qga: Option<&Path>,
     scripts: Option<&ScriptConfig>,
     meet: impl Fn(Step) -> Result<()>,
 ) -> Result<LiveTaken> {
@@ -148,10 +153,10 @@ pub(super) fn live_phase(
             let before = Instant::now();
             let agent = match plan.not_running() {
                 Some(state) => Freeze::Skipped(Some(format!(
-                    "the VM is not running (QEMU reports {state:?}): its guest agent cannot answer, \
-                     so file systems were not frozen"
+                    "the VM is not running ({state}): its guest agent cannot answer, so file systems \
+                     were not frozen"
                 ))),
-                None if freeze_enabled => freeze(qga),
+                None if freeze_enabled => plan.freeze(),
                 None => Freeze::Skipped(None),
             };
             // The guest pauses from a freeze that held; else only for the transaction.
@@ -175,6 +180,17 @@ pub(super) fn live_phase(
     Ok(LiveTaken { pending, quiesced: Quiesced { consistency, notes, freeze_to_thaw: window } })
 }
 
+/// A running VM's disks planned, nothing changed yet: what the snapshot phase needs of it,
+/// whether QEMU runs it directly ([`LivePlan`]) or libvirt does.
+pub(super) trait Planned {
+    /// What the VM is doing instead of running (a paused VM's agent cannot answer).
+    fn not_running(&self) -> Option<String>;
+    /// Freeze the guest's file systems.
+    fn freeze(&self) -> Freeze;
+    /// The snapshot instant: a view of every disk at once, held until the point commits.
+    fn take(self, point_id: &str) -> Result<Pending>;
+}
+
 /// A running VM's disks planned from QEMU's own bitmaps; nothing in QEMU changed yet.
 pub(super) struct LivePlan {
     qmp: QmpClient,
@@ -185,6 +201,8 @@ pub(super) struct LivePlan {
     scratch: PathBuf,
     /// QEMU's run state when planned (`running`, `paused`, `io-error`…).
     state: String,
+    /// The guest agent's socket.
+    qga: Option<PathBuf>,
 }
 
 /// Plan a running VM's disks from QEMU's own bitmaps.
@@ -194,6 +212,7 @@ pub(super) fn plan_live(
     checkpoints: &Checkpoints,
     mut bases: Bases,
     scratch: &Path,
+    qga: Option<&Path>,
 ) -> Result<LivePlan> {
     let state = disk::live::run_state(&mut qmp, QMP_TIMEOUT)?;
     let mut held = Vec::new();
@@ -228,7 +247,15 @@ pub(super) fn plan_live(
             })
             .collect();
         let checkpoint = checkpoints.disks.get(&record.label);
-        let plan = plan_disk(&record.path, info.size, &record.label, checkpoint, &mut bases, || Ok(states))?;
+        let plan = plan_disk(
+            &record.path,
+            info.size,
+            &record.label,
+            checkpoint,
+            &mut bases,
+            Tracker::Bitmap,
+            || Ok(states),
+        )?;
         exports.push((record.path.clone(), plan.bitmap().map(String::from), true));
         held.push(HeldDisk {
             size: info.size,
@@ -241,17 +268,27 @@ pub(super) fn plan_live(
             record,
         });
     }
-    Ok(LivePlan { qmp, held, exports, scratch: scratch.to_path_buf(), state })
+    Ok(LivePlan {
+        qmp,
+        held,
+        exports,
+        scratch: scratch.to_path_buf(),
+        state,
+        qga: qga.map(Path::to_path_buf),
+    })
 }
 
-impl LivePlan {
-    /// QEMU's run state when it is not `running` (a paused VM's agent cannot answer).
-    fn not_running(&self) -> Option<&str> {
-        (self.state != "running").then_some(self.state.as_str())
+impl Planned for LivePlan {
+    fn not_running(&self) -> Option<String> {
+        (self.state != "running").then(|| format!("QEMU reports {:?}", self.state))
     }
 
-    /// The snapshot instant: one transaction freezes a view of every disk. Until the point
-    /// commits, the live snapshot owns the new bitmap (`finish` merges or keeps it).
+    fn freeze(&self) -> Freeze {
+        freeze(self.qga.as_deref())
+    }
+
+    /// One transaction freezes a view of every disk. Until the point commits, the live
+    /// snapshot owns the new bitmap (`finish` merges or keeps it).
     fn take(self, point_id: &str) -> Result<Pending> {
         let LivePlan { qmp, mut held, exports, scratch, .. } = self;
         let scratch = WorkDir::create(&scratch, &work_name(point_id))?;
@@ -259,17 +296,20 @@ impl LivePlan {
         let sockets = socket_dir(point_id)?;
         let live = LiveSnapshot::start(qmp, &exports, &bitmap_name(point_id), scratch, sockets, QMP_TIMEOUT)?;
         for (disk, live_disk) in held.iter_mut().zip(live.disks()) {
-            disk.source =
-                Source::Live { socket: live.socket().to_path_buf(), export: live_disk.export.clone() };
+            disk.source = Source::Live {
+                socket: live.socket().to_path_buf(),
+                export: live_disk.export.clone(),
+                bitmap: live_disk.previous_bitmap.clone(),
+            };
         }
-        Ok(Pending::new(point_id, held, Some(live)))
+        Ok(Pending::new(point_id, held, Some(Running::Qemu(live))))
     }
 }
 
 /// The fleecing overlays grow by every block the guest overwrites while the backup runs, at
 /// most to the disks' size: a scratch directory without that room could fill and pause the
 /// guest, so the snapshot is not taken.
-fn check_room(scratch: &WorkDir, needed: u64) -> Result<()> {
+pub(super) fn check_room(scratch: &WorkDir, needed: u64) -> Result<()> {
     let free = disk::scratch::free_bytes(scratch.path())?;
     if free >= needed {
         return Ok(());

@@ -5,6 +5,10 @@
 //! undoes it when dropped — on any error, cancel or panic.
 
 pub mod group;
+#[cfg(feature = "libvirt")]
+mod libvirt;
+#[cfg(feature = "libvirt")]
+mod libvirt_job;
 mod live;
 mod options;
 mod pending;
@@ -27,7 +31,7 @@ use vault::layout;
 use vault::session::{Rescue, Session};
 use vault::{ChunkId, Consistency, FixedIndex, Manifest, ManifestDisk, PointGroup, UnlockedVault};
 
-use crate::catalog::checkpoint::{self, BITMAP_PREFIX, Checkpoint, Checkpoints, bitmap_name};
+use crate::catalog::checkpoint::{self, Checkpoint, Checkpoints, bitmap_name};
 use crate::catalog::item::ProtectedItem;
 use crate::catalog::policy::Policy;
 use crate::catalog::verified;
@@ -43,7 +47,7 @@ use pending::{Committed, Pending};
 use plan::Prepared;
 use plan::{Bases, Plan};
 use read::DiskResult;
-use snapshot::{connect_qmp, snapshot_and_read};
+use snapshot::{runner, snapshot_and_read};
 
 /// How one disk was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -185,8 +189,10 @@ async fn backup_in_session(
     stored: Arc<Stored>,
 ) -> Result<BackupSummary> {
     let started = Instant::now();
+    let (vm, mut found) = snapshot::refresh(&vault, vm).await?;
     let mut prepared = prepare(&vault, &vm, &session, &options).await?;
-    let qmp = connect_qmp(&vm, &prepared.selected)?;
+    prepared.notes.extend(found.as_mut().map(snapshot::Found::take_notes).unwrap_or_default());
+    let runner = runner(&vm, &prepared.selected, found)?;
     let (time, point_id) = (prepared.time, prepared.point_id.clone());
     let early_notes = std::mem::take(&mut prepared.notes);
     let repairs = Arc::new(std::mem::take(&mut prepared.repairs));
@@ -205,7 +211,7 @@ async fn backup_in_session(
                 stored: &stored,
                 workers: crate::transfer::worker_count(),
             };
-            snapshot_and_read(&transfer, &vm, prepared, qmp, &options)
+            snapshot_and_read(&transfer, &vm, prepared, runner, &options)
         })
     };
     // A panic in the pipeline arrives here as an error: the pending point it held was
@@ -413,7 +419,7 @@ async fn after_commit(
         notes.push(format!("change tracking not recorded ({e}); the next backup reads every disk in full"));
     }
     if let Some(live) = live {
-        let cleanup = live.finish(true, &new_bitmap, BITMAP_PREFIX);
+        let cleanup = live.finish(true, facts.point_id);
         notes.extend(cleanup.into_iter().map(|n| format!("live snapshot clean-up: {n}")));
     } else {
         for disk in &mut disks {

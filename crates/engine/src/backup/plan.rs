@@ -47,8 +47,9 @@ pub(super) enum Source {
     Image,
     /// The stopped VM's qcow2 image exported read-only by qemu-nbd with the plan's bitmap.
     QemuNbd,
-    /// The running QEMU's NBD export of the frozen view.
-    Live { socket: PathBuf, export: String },
+    /// The running VM's NBD export of the frozen view (QEMU's own, or libvirt's backup job),
+    /// with the dirty bitmap an incremental reads under the name the export gives it.
+    Live { socket: PathBuf, export: String, bitmap: Option<String> },
 }
 
 /// One disk held for the duration of a backup.
@@ -95,6 +96,16 @@ impl Bases {
     }
 }
 
+/// What tracks a disk's changes since its checkpoint's point.
+#[derive(Clone, Copy)]
+pub(super) enum Tracker {
+    /// A persistent bitmap vmvault added (to a stopped image, or through QMP).
+    Bitmap,
+    /// A libvirt checkpoint (and the bitmap libvirt keeps for it).
+    #[cfg(feature = "libvirt")]
+    Checkpoint,
+}
+
 /// Decide how a disk with change tracking is read: incrementally when its checkpoint, its
 /// bitmap and the checkpoint's point all agree, else in full with a note saying why.
 pub(super) fn plan_disk(
@@ -103,11 +114,12 @@ pub(super) fn plan_disk(
     label: &str,
     checkpoint: Option<&Checkpoint>,
     bases: &mut Bases,
+    tracker: Tracker,
     bitmaps: impl FnOnce() -> Result<Vec<BitmapState>>,
 ) -> Result<Plan> {
     let base = bases.take_previous(label, size);
     let Some(cp) = checkpoint else { return Ok(Plan::Full { base, note: None }) };
-    let why = match incremental_refusal(path, size, cp, bitmaps)? {
+    let why = match incremental_refusal(path, size, cp, tracker, bitmaps)? {
         None => match bases.checkpointed.remove(label) {
             Some(index) if index.disk_size() == size => {
                 return Ok(Plan::Incremental { bitmap: cp.bitmap.clone(), base: index });
@@ -125,6 +137,7 @@ fn incremental_refusal(
     path: &Path,
     size: u64,
     cp: &Checkpoint,
+    tracker: Tracker,
     bitmaps: impl FnOnce() -> Result<Vec<BitmapState>>,
 ) -> Result<Option<String>> {
     if ImageIdentity::of(path).ok() != Some(cp.image) {
@@ -135,7 +148,14 @@ fn incremental_refusal(
     }
     let bitmaps = bitmaps()?;
     Ok(match bitmaps.iter().find(|b| b.name == cp.bitmap) {
-        None => Some(format!("change-tracking bitmap {} is missing", cp.bitmap)),
+        None => Some(match tracker {
+            Tracker::Bitmap => format!("change-tracking bitmap {} is missing", cp.bitmap),
+            #[cfg(feature = "libvirt")]
+            Tracker::Checkpoint => format!(
+                "libvirt has no checkpoint {} (deleted behind vmvault's back, or the domain was redefined)",
+                cp.bitmap
+            ),
+        }),
         Some(b) if !b.consistent => {
             Some(format!("change-tracking bitmap {} is inconsistent ({})", cp.bitmap, b.state))
         }

@@ -43,22 +43,24 @@ fn read_disk(transfer: &Transfer<'_>, disk: &HeldDisk, point_id: &str) -> Result
     };
     let note = disk.plan.note();
     match &disk.source {
-        Source::Live { socket, export } => read_nbd(transfer, disk.size, &disk.plan, socket, export)
-            .map(|(index, stats)| (index, stats, note))
-            .map_err(|e| match e {
-                EngineError::Cancelled => e,
-                other => EngineError::Invalid(format!(
-                    "disk {label}: reading the running VM's snapshot failed ({other}); did QEMU exit? \
+        Source::Live { socket, export, bitmap } => {
+            read_nbd(transfer, disk.size, &disk.plan, socket, export, bitmap.as_deref())
+                .map(|(index, stats)| (index, stats, note))
+                .map_err(|e| match e {
+                    EngineError::Cancelled => e,
+                    other => EngineError::Invalid(format!(
+                        "disk {label}: reading the running VM's snapshot failed ({other}); did QEMU exit? \
                      Nothing was committed"
-                )),
-            }),
+                    )),
+                })
+        }
         Source::QemuNbd => {
             let dir = socket_dir(point_id)?;
             let result = (|| {
                 let socket = dir.path().join("nbd.sock");
                 let export =
                     NbdExport::start(&disk.record.path, DiskFormat::Qcow2, disk.plan.bitmap(), &socket)?;
-                read_nbd(transfer, disk.size, &disk.plan, export.socket(), "")
+                read_nbd(transfer, disk.size, &disk.plan, export.socket(), "", disk.plan.bitmap())
             })();
             result.map(|(index, stats)| (index, stats, note)).map_err(named)
         }
@@ -83,18 +85,19 @@ fn known_of(plan: &Plan) -> HashSet<ChunkId> {
     base.iter().flat_map(|b| b.entries().iter().copied()).filter(|id| !id.is_zero()).collect()
 }
 
-/// Read a disk through an NBD export (qemu-nbd's or a running QEMU's): the dirty blocks of
-/// the plan's bitmap over its base, or every allocated block.
+/// Read a disk through an NBD export (qemu-nbd's, a running QEMU's or libvirt's): the dirty
+/// blocks of the plan's bitmap (exported as `bitmap`) over its base, or every allocated block.
 fn read_nbd(
     transfer: &Transfer<'_>,
     size: u64,
     plan: &Plan,
     socket: &Path,
     export: &str,
+    bitmap: Option<&str>,
 ) -> Result<(FixedIndex, TransferStats)> {
     // qemu-nbd exits once its last client leaves (also when this process is killed): the
     // first connection stays open until the readers are connected.
-    let mut first = NbdSource::connect_named(socket, export, plan.bitmap())?;
+    let mut first = NbdSource::connect_named(socket, export, bitmap.filter(|_| plan.bitmap().is_some()))?;
     let (blocks, mut index) = match plan {
         Plan::Incremental { base, .. } => (patched(&first.dirty()?, base), base.clone()),
         Plan::Full { .. } => (whole(&blocks_of(&first.allocated()?, size)), FixedIndex::zeroed(size)?),

@@ -1,10 +1,14 @@
 //! The snapshot and transfer phases of one backup, on a blocking thread: a running VM is
-//! snapshotted live, a stopped one has its images held; then every held disk is read.
+//! snapshotted live (through QEMU's monitor, or libvirt's backup API for a domain libvirt
+//! manages), a stopped one has its images held; then every held disk is read.
 
 use std::sync::atomic::Ordering;
 
 use disk::qmp::QmpClient;
+use vault::{Consistency, UnlockedVault};
 
+#[cfg(feature = "libvirt")]
+pub(super) use super::libvirt::Found;
 use super::live::{QMP_TIMEOUT, Quiesced, live_phase, plan_live};
 use super::options::BackupOptions;
 use super::pending::Pending;
@@ -16,19 +20,72 @@ use crate::catalog::vm::{DiskRecord, VmRecord};
 use crate::error::{EngineError, Result};
 use crate::transfer::Transfer;
 
-/// A VM whose QMP socket answers is running: it is backed up live. One that does not answer is
-/// treated as stopped (its images must then be free).
-pub(super) fn connect_qmp(vm: &VmRecord, selected: &[DiskRecord]) -> Result<Option<QmpClient>> {
-    let Some(socket) = &vm.qmp else { return Ok(None) };
+/// A libvirt domain as the backup found it (none without libvirt).
+#[cfg(not(feature = "libvirt"))]
+pub(super) enum Found {}
+
+#[cfg(not(feature = "libvirt"))]
+impl Found {
+    /// What changed since the last backup.
+    pub(super) fn take_notes(&mut self) -> Vec<String> {
+        match *self {}
+    }
+}
+
+/// How the VM is found when the backup starts.
+pub(super) enum Runner {
+    /// Not running: its images are read as they are. `clean` when libvirt says the guest
+    /// shut itself down (its file systems were then unmounted cleanly).
+    Stopped { clean: bool },
+    /// QEMU runs it, and vmvault has its monitor.
+    Qemu(QmpClient),
+    /// libvirt runs it.
+    #[cfg(feature = "libvirt")]
+    Libvirt(Found),
+}
+
+/// The VM's registration brought up to date by libvirt, when libvirt manages it, with the
+/// domain as found and notes on what changed.
+pub(super) async fn refresh(vault: &UnlockedVault, vm: VmRecord) -> Result<(VmRecord, Option<Found>)> {
+    let Some(link) = vm.libvirt.clone() else { return Ok((vm, None)) };
+    #[cfg(feature = "libvirt")]
+    {
+        let (vm, found) =
+            super::libvirt::refresh(crate::catalog::Catalog::of(vault.vault()), vm, &link).await?;
+        Ok((vm, Some(found)))
+    }
+    #[cfg(not(feature = "libvirt"))]
+    {
+        let _ = vault;
+        Err(crate::libvirt::absent(&link.uri))
+    }
+}
+
+/// How the VM runs. A VM whose QMP socket answers is running: it is backed up live. One that
+/// does not answer is treated as stopped (its images must then be free).
+pub(super) fn runner(vm: &VmRecord, selected: &[DiskRecord], found: Option<Found>) -> Result<Runner> {
+    #[cfg(feature = "libvirt")]
+    if let Some(found) = found {
+        use crate::libvirt::host::DomainState;
+        return Ok(match found.state {
+            DomainState::ShutOff { clean } => Runner::Stopped { clean },
+            _ => Runner::Libvirt(found),
+        });
+    }
+    #[cfg(not(feature = "libvirt"))]
+    if let Some(never) = found {
+        match never {}
+    }
+    let Some(socket) = &vm.qmp else { return Ok(Runner::Stopped { clean: false }) };
     match QmpClient::connect(socket, QMP_TIMEOUT) {
-        Ok(client) => Ok(Some(client)),
+        Ok(client) => Ok(Runner::Qemu(client)),
         Err(e) if selected.iter().any(|d| disk::lock::is_in_use(&d.path).unwrap_or(false)) => {
             Err(EngineError::Invalid(format!(
                 "VM {:?} is running but its QMP socket does not answer ({e}); check `vm show {}`",
                 vm.name, vm.name
             )))
         }
-        Err(_) => Ok(None),
+        Err(_) => Ok(Runner::Stopped { clean: false }),
     }
 }
 
@@ -38,24 +95,41 @@ pub(super) fn snapshot_and_read(
     transfer: &Transfer<'_>,
     vm: &VmRecord,
     prepared: Prepared,
-    qmp: Option<QmpClient>,
+    runner: Runner,
     options: &BackupOptions,
 ) -> Result<(Pending, Vec<DiskResult>, Quiesced)> {
     let Prepared { selected, point_id, checkpoints, bases, .. } = prepared;
     transfer.progress.phase("snapshot");
     let cancel = &options.cancel;
     let meet = |step: Step| options.group.as_ref().map_or(Ok(()), |g| g.wait(&vm.name, step, cancel));
-    let (pending, quiesced) = match qmp {
-        Some(qmp) => {
-            let planned = plan_live(qmp, selected, &checkpoints, bases, &options.scratch);
-            let taken = live_phase(planned, &point_id, vm.qga.as_deref(), vm.scripts.as_ref(), meet)?;
+    let (pending, quiesced) = match runner {
+        Runner::Qemu(qmp) => {
+            let planned = plan_live(qmp, selected, &checkpoints, bases, &options.scratch, vm.qga.as_deref());
+            let taken = live_phase(planned, &point_id, vm.scripts.as_ref(), meet)?;
             (taken.pending, taken.quiesced)
         }
-        None => {
+        #[cfg(feature = "libvirt")]
+        Runner::Libvirt(found) => {
+            let planned =
+                super::libvirt::plan_libvirt(found, selected, &checkpoints, bases, &options.scratch);
+            let taken = live_phase(planned, &point_id, vm.scripts.as_ref(), meet)?;
+            (taken.pending, taken.quiesced)
+        }
+        Runner::Stopped { clean } => {
             let pending = stopped::hold_disks(&vm.name, &point_id, selected, &checkpoints, bases, cancel)?;
             // A stopped member has nothing to freeze, but keeps the group's steps.
             [Step::Ready, Step::Frozen, Step::Taken].into_iter().try_for_each(&meet)?;
-            (pending, Quiesced::default())
+            let quiesced = match clean {
+                true => Quiesced {
+                    consistency: Consistency::FileSystem,
+                    notes: vec![
+                        "libvirt reports the guest shut itself down: its file systems are consistent".into(),
+                    ],
+                    freeze_to_thaw: None,
+                },
+                false => Quiesced::default(),
+            };
+            (pending, quiesced)
         }
     };
     if cancel.load(Ordering::SeqCst) {

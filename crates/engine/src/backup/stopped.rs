@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use disk::{DiskFormat, ImageLock, qemu};
 
 use super::pending::Pending;
-use super::plan::{Bases, HeldDisk, Plan, Source, offline_bitmaps, plan_disk};
+use super::plan::{Bases, HeldDisk, Plan, Source, Tracker, offline_bitmaps, plan_disk};
 use crate::catalog::checkpoint::{BITMAP_PREFIX, Checkpoints, ImageIdentity, bitmap_name};
 use crate::catalog::vm::DiskRecord;
 use crate::error::{EngineError, Result};
@@ -48,7 +48,9 @@ fn hold_disk(
     let plan = if tracked {
         let path = record.path.clone();
         let checkpoint = checkpoints.disks.get(&record.label);
-        plan_disk(&record.path, info.size, &record.label, checkpoint, bases, || offline_bitmaps(&path))?
+        plan_disk(&record.path, info.size, &record.label, checkpoint, bases, Tracker::Bitmap, || {
+            offline_bitmaps(&path)
+        })?
     } else {
         Plan::Full { base: bases.take_previous(&record.label, info.size), note: None }
     };

@@ -32,6 +32,21 @@ pub struct Nic {
     /// libvirt network or bridge it attaches to, if known.
     #[serde(default)]
     pub network: Option<String>,
+    /// `network` names a host bridge (libvirt `<interface type='bridge'>`), not a network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bridge: bool,
+}
+
+/// How a VM that libvirt manages is reached: every backup asks libvirt for its state and its
+/// current definition (disks added, removed or resized are handled then), so no socket path or
+/// domain id is ever kept stale.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibvirtLink {
+    /// The daemon's URI (`qemu:///system`).
+    pub uri: String,
+    /// The domain's persistent definition as last read: what `restore vm --define` re-creates
+    /// (agent channel, serial console, graphics, features), with new name, UUID, MACs, disks.
+    pub definition: String,
 }
 
 /// A registered virtual machine.
@@ -59,6 +74,9 @@ pub struct VmRecord {
     /// Pre/post-snapshot scripts of live backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scripts: Option<crate::scripts::ScriptConfig>,
+    /// The libvirt domain it is (by its UUID), when libvirt manages it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libvirt: Option<LibvirtLink>,
     /// When it was registered.
     pub registered: Timestamp,
 }

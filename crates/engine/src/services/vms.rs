@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use crate::catalog::Catalog;
 use crate::catalog::group::ConsistencyGroup;
 use crate::catalog::item::{ProtectedItem, ProtectionState};
-use crate::catalog::vm::{DiskRecord, Nic, VmRecord};
+use crate::catalog::vm::{DiskRecord, LibvirtLink, Nic, VmRecord};
 use crate::catalog::{checkpoint, group, verified};
 use crate::error::{EngineError, Result};
 use crate::limits::Limits;
@@ -88,6 +88,8 @@ pub struct NewVm {
     pub qga: Option<PathBuf>,
     /// Accept a raw disk that looks like no disk (smaller than 1 MiB, or text).
     pub force: bool,
+    /// The libvirt domain it is, when read from libvirt.
+    pub libvirt: Option<LibvirtLink>,
 }
 
 /// A raw disk smaller than this is refused without `force`: no installer makes one.
@@ -131,6 +133,7 @@ pub fn prepare(new: NewVm, limits: &Limits) -> Result<VmRecord> {
         qmp: new.qmp.as_deref().map(absolute).transpose()?,
         qga: new.qga.as_deref().map(absolute).transpose()?,
         scripts: None,
+        libvirt: new.libvirt,
         registered: Timestamp::now(),
     })
 }
