@@ -6,77 +6,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{Lab, sh};
-use testkit::guest::overlay;
-use testkit::libvirt::{LibvirtGuest, URI, guest_exec, try_virsh, virsh, wait_for_agent};
-
-/// A lab with a booted guest under libvirt: `vda` the OS, `vdb` a 64 MiB qcow2 data disk.
-fn booted(lab: &Lab, name: &str) -> LibvirtGuest {
-    let (root, data) = (lab.path("root.qcow2"), lab.path("data.qcow2"));
-    overlay(&root);
-    sh("qemu-img", &["create", "-q", "-f", "qcow2", &data.display().to_string(), "64M"]);
-    sh("qemu-io", &["-f", "qcow2", "-c", "write -P 0x5a 0 64M", &data.display().to_string()]);
-    let guest = LibvirtGuest::define(name, lab.dir.path(), &root, &[(&data, "qcow2")]);
-    guest.start();
-    lab.ok(&["vault", "init", "--no-encryption"]);
-    lab.ok(&["vm", "import-libvirt", name, "--libvirt", URI]);
-    guest
-}
-
-fn backup(lab: &Lab, vm: &str) -> serde_json::Value {
-    let scratch = lab.path("scratch").display().to_string();
-    lab.json(&["backup", vm, "--scratch", &scratch, "--json"])
-}
-
-fn modes(summary: &serde_json::Value) -> Vec<String> {
-    summary["disks"].as_array().unwrap().iter().map(|d| d["mode"].as_str().unwrap().to_string()).collect()
-}
-
-/// The guest writes `blocks` × 64 KiB of random data over its data disk from `seek` on, and
-/// returns the md5 of the whole data disk as the guest sees it.
-fn guest_writes(domain: &str, seek: u32, blocks: u32) -> String {
-    let (rc, _) = guest_exec(
-        domain,
-        &format!("dd if=/dev/urandom of=/dev/vdb bs=64k seek={seek} count={blocks} oflag=direct"),
-    );
-    assert_eq!(rc, 0);
-    data_md5(domain)
-}
-
-fn data_md5(domain: &str) -> String {
-    let (rc, out) = guest_exec(domain, "md5sum < /dev/vdb");
-    assert_eq!(rc, 0);
-    out.split_whitespace().next().unwrap().to_string()
-}
-
-fn md5(path: &Path) -> String {
-    let out = Command::new("md5sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
-}
-
-/// The point's data disk restored as raw: its md5.
-fn restored_data(lab: &Lab, vm: &str, point: &str) -> String {
-    let to = lab.path(&format!("r-{point}.raw"));
-    lab.ok(&[
-        "restore",
-        "disk",
-        vm,
-        "--point",
-        point,
-        "--disk",
-        "vdb",
-        "--to",
-        &to.display().to_string(),
-        "--format",
-        "raw",
-    ]);
-    let sum = md5(&to);
-    let _ = std::fs::remove_file(&to);
-    sum
-}
+use common::Lab;
+use common::libvirt::*;
+use testkit::libvirt::{guest_exec, try_virsh, virsh, wait_for_agent};
 
 /// Full and incremental backups of a running domain through libvirt, frozen by libvirt's
 /// agent calls; the point's root file system is clean and its writer's log ends at the
@@ -202,4 +136,80 @@ fn killed(pid: i32) -> OnDrop<impl FnMut()> {
     OnDrop(move || {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     })
+}
+
+/// Each backup re-reads the domain's definition: a disk attached with `virsh attach-disk
+/// --persistent` is backed up from the next point on (in full, then incrementally), a
+/// detached one is noted and no longer read. A domain the guest shut down cleanly gives a
+/// file-system-consistent point; one destroyed gives a crash-consistent one.
+#[test]
+fn attached_and_detached_disks_and_how_the_domain_stopped_are_followed() {
+    let lab = Lab::local(None);
+    let guest = booted(&lab, "vmv-att");
+    backup(&lab, "vmv-att");
+    let extra = lab.path("extra.qcow2");
+    common::sh("qemu-img", &["create", "-q", "-f", "qcow2", &extra.display().to_string(), "16M"]);
+    let extra_arg = extra.display().to_string();
+    virsh(&[
+        "attach-disk",
+        "vmv-att",
+        &extra_arg,
+        "vdc",
+        "--driver",
+        "qemu",
+        "--subdriver",
+        "qcow2",
+        "--persistent",
+    ]);
+    let (rc, _) =
+        guest_exec("vmv-att", "yes vmvault | dd of=/dev/vdc bs=1M count=8 iflag=fullblock oflag=direct");
+    assert_eq!(rc, 0);
+    let (_, want) = guest_exec("vmv-att", "md5sum < /dev/vdc");
+    let attached = backup(&lab, "vmv-att");
+    assert!(attached["notes"].to_string().contains("disk vdc"), "{attached}");
+    assert_eq!(modes(&attached), ["incremental", "incremental", "full"], "{attached}");
+    let to = lab.path("r-vdc.raw");
+    let point = attached["point_id"].as_str().unwrap();
+    lab.ok(&[
+        "restore",
+        "disk",
+        "vmv-att",
+        "--point",
+        point,
+        "--disk",
+        "vdc",
+        "--to",
+        &to.display().to_string(),
+        "--format",
+        "raw",
+    ]);
+    assert_eq!(md5(&to), want.split_whitespace().next().unwrap(), "the attached disk is not bit-exact");
+    assert_eq!(modes(&backup(&lab, "vmv-att")), ["incremental", "incremental", "incremental"]);
+
+    virsh(&["detach-disk", "vmv-att", "vdb", "--persistent"]);
+    let detached = backup(&lab, "vmv-att");
+    assert!(detached["notes"].to_string().contains("disk vdb was detached"), "{detached}");
+    let labels: Vec<&str> =
+        detached["disks"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["vda", "vdc"]);
+
+    // Shut down by the guest (through its agent): its file systems were unmounted cleanly.
+    virsh(&["shutdown", "--mode", "agent", "vmv-att"]);
+    wait_state(&guest, "shut off");
+    let clean = backup(&lab, "vmv-att");
+    assert_eq!(clean["consistency"], "file-system", "{clean}");
+    assert!(clean["notes"].to_string().contains("shut itself down"), "{clean}");
+    // Destroyed: as if the power went.
+    guest.start();
+    virsh(&["destroy", "vmv-att"]);
+    let pulled = backup(&lab, "vmv-att");
+    assert_eq!(pulled["consistency"], "crash", "{pulled}");
+}
+
+fn wait_state(guest: &testkit::libvirt::LibvirtGuest, state: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while guest.state() != state {
+        assert!(std::time::Instant::now() < deadline, "{} is {:?}, not {state:?}", guest.name, guest.state());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }

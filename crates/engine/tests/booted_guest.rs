@@ -158,3 +158,44 @@ async fn a_frozen_point_of_a_booted_guest_is_clean_and_ends_at_the_snapshot() {
     assert!(live.starts_with(&log), "the point's log is not a prefix of the guest's");
     assert!(live.len() > log.len(), "the writer did not go on after the thaw");
 }
+
+/// The same under libvirt: the domain pauses on the full scratch during libvirt's backup job;
+/// vmvault ends the job, resumes the domain, fails with one line and commits nothing, and the
+/// checkpoint it began is gone again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scratch_that_fills_under_libvirt_fails_the_backup_and_the_domain_runs_on() {
+    use testkit::libvirt::{LibvirtGuest, URI, virsh};
+    let lab = Lab::new(false).await;
+    let (root, data) = (lab.path("root.qcow2"), lab.path("data.qcow2"));
+    overlay(&root);
+    create(&data, "qcow2", "64M");
+    qemu_io(&data, "qcow2", "write -P 0x5a 0 64M");
+    // Mounted before the domain starts: libvirt runs QEMU in a mount namespace of its own,
+    // which does not see file systems mounted later.
+    let scratch = lab.path("scratch");
+    let _tmpfs = testkit::Tmpfs::mount(&scratch, "80M");
+    let guest = LibvirtGuest::define("vmv-full", lab.dir.path(), &root, &[(&data, "qcow2")]);
+    guest.start();
+    for new in engine::libvirt::read_domains(URI, &["vmv-full".into()], false).unwrap() {
+        vms::add(lab.catalog(), vms::prepare(new, &Limits::default()).unwrap()).await.unwrap();
+    }
+    let filler = scratch.join("filler");
+    let hook = DuringTransfer(Mutex::new(Some(Box::new(move || {
+        let st = Command::new("fallocate").args(["-l", "72M"]).arg(&filler).status().unwrap();
+        assert!(st.success());
+        let write = format!("{PATTERN} | dd of=/dev/vdb bs=1M count=32 iflag=fullblock oflag=direct");
+        let (rc, _) = testkit::libvirt::guest_exec("vmv-full", &write);
+        assert_eq!(rc, 0, "the guest's write failed for good: the domain was not resumed in time");
+    }))));
+    let options = BackupOptions { disks: vec!["vdb".into()], scratch: scratch.clone(), ..Default::default() };
+    let err = backup(Arc::clone(&lab.vault), "vmv-full", options, Arc::new(hook)).await.unwrap_err();
+    let line = err.to_string();
+    eprintln!("the backup failed with: {line}");
+    assert!(line.contains("paused on an I/O error") && line.contains("resumed"), "{line}");
+    assert!(line.contains("Nothing was committed") && !line.contains('\n'), "{line}");
+    assert_eq!(guest.state(), "running", "the domain was left paused");
+    assert!(engine::points::list(&lab.vault, "vmv-full").await.unwrap().is_empty(), "a point was committed");
+    assert_eq!(virsh(&["checkpoint-list", "vmv-full", "--name"]).trim(), "", "the new checkpoint stayed");
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("filler")], "the backup left files in its scratch");
+}

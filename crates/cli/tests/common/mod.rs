@@ -2,6 +2,8 @@
 //! it, or an S3 bucket on the test process's moto_server) and the `vmvault` binary.
 #![allow(dead_code)]
 
+pub mod libvirt;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -212,7 +212,9 @@ impl Domain {
         Ok(names)
     }
 
-    /// Delete a checkpoint (libvirt removes or merges its bitmaps).
+    /// Delete a checkpoint: libvirt removes or merges its bitmaps. One whose bitmap is gone
+    /// from an image cannot be deleted so; then only libvirt's record of it is, and the error
+    /// says so (bitmaps it left in other images stay until a stopped backup removes them).
     pub fn delete_checkpoint(&self, name: &str) -> Result<()> {
         let c = cstring(name)?;
         // SAFETY: a valid C string; the checkpoint reference is freed after use.
@@ -221,9 +223,21 @@ impl Domain {
             if cp.is_null() {
                 self.check(-1, &format!("finding checkpoint {name}"))?;
             }
-            let rc = sys::virDomainCheckpointDelete(cp, 0);
+            let doing = format!("deleting checkpoint {name}");
+            let result = match self.check(sys::virDomainCheckpointDelete(cp, 0), &doing) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let flag = sys::VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY;
+                    self.check(sys::virDomainCheckpointDelete(cp, flag), &doing).and_then(|_| {
+                        Err(EngineError::Libvirt {
+                            what: self.what(),
+                            message: format!("{e}; only libvirt's record of checkpoint {name} was deleted"),
+                        })
+                    })
+                }
+            };
             sys::virDomainCheckpointFree(cp);
-            self.check(rc, &format!("deleting checkpoint {name}")).map(|_| ())
+            result
         }
     }
 
