@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 use crate::error::{DiskError, Result};
 
+/// How long QEMU may take to greet a new client.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Longest line accepted from QEMU (query results of big VMs stay far below this).
 const MAX_LINE: usize = 16 << 20;
 
@@ -94,8 +97,15 @@ impl QmpClient {
     pub fn connect(socket: &Path, timeout: Duration) -> Result<QmpClient> {
         let mut lines = Lines::connect(socket, "QMP")?;
         let deadline = Instant::now() + timeout;
-        let greeting = lines.receive(deadline)?.ok_or_else(|| {
-            lines.error(format!("no QMP greeting within {} s; is this a QMP socket?", timeout.as_secs_f32()))
+        // QEMU greets at once, unless another client holds the monitor (it serves one).
+        let wait = timeout.min(GREETING_TIMEOUT);
+        let greeting = lines.receive(Instant::now() + wait)?.ok_or_else(|| {
+            lines.error(format!(
+                "no QMP greeting within {} s: another client holds this monitor (QEMU serves one at a \
+                 time; libvirt keeps the monitor of every domain it runs — register such a VM with \
+                 `vmvault vm import-libvirt NAME`), or it is not a QMP socket",
+                wait.as_secs_f32()
+            ))
         })?;
         let Some(qmp) = greeting.get("QMP") else {
             return Err(lines

@@ -64,6 +64,16 @@ fn qmp_negotiates_runs_commands_and_delivers_events() {
     assert_eq!(qmp.execute("query-status", json!({}), T).unwrap()["status"], "running");
 }
 
+/// A monitor someone else holds (libvirt holds its domains' monitors) never greets a second
+/// client: the error says so and names what to do, instead of hanging for the whole timeout.
+#[test]
+fn a_monitor_held_by_another_client_is_named_so() {
+    let vm = RunningVm::start();
+    let _holder = QmpClient::connect(&vm.path("qmp.sock"), T).unwrap();
+    let err = QmpClient::connect(&vm.path("qmp.sock"), T).err().unwrap().to_string();
+    assert!(err.contains("another client holds this monitor") && err.contains("import-libvirt"), "{err}");
+}
+
 #[test]
 fn a_guest_agent_without_a_guest_is_reported_absent() {
     let vm = RunningVm::start();

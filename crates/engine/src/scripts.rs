@@ -153,21 +153,51 @@ fn run_once(script: &Path, params: &[String], timeout: Duration) -> std::result:
         .args(params)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start: {e}"))?;
+    // What the script says on stderr, its end kept for the job's notes when it fails.
+    let said = child.stderr.take().map(|stderr| std::thread::spawn(move || tail(stderr)));
+    let last_words = |said: Option<std::thread::JoinHandle<String>>| {
+        let text = said.and_then(|t| t.join().ok()).unwrap_or_default();
+        if text.is_empty() { String::new() } else { format!("; it said: {text}") }
+    };
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(format!("failed ({status})")),
+            Ok(Some(status)) => return Err(format!("failed ({status}){}", last_words(said))),
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("timed out after {} s and was killed", timeout.as_secs()));
+                return Err(format!(
+                    "timed out after {} s and was killed{}",
+                    timeout.as_secs(),
+                    last_words(said)
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(e.to_string()),
         }
     }
+}
+
+/// The last lines (at most 3, and 500 bytes) of what `from` gives until it ends, on one line.
+fn tail(mut from: impl std::io::Read) -> String {
+    const KEEP: usize = 4096;
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > KEEP {
+            kept.drain(..kept.len() - KEEP);
+        }
+    }
+    let text = String::from_utf8_lossy(&kept);
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let last = lines[lines.len().saturating_sub(3)..].join(" | ");
+    last.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect()
 }

@@ -9,8 +9,10 @@ use engine::catalog::group::ConsistencyGroup;
 use engine::catalog::item::{ProtectedItem, ProtectionState};
 use engine::catalog::policy::Policy;
 use engine::catalog::vm::VmRecord;
+use engine::limits::Limits;
 use engine::retention::Retention;
 use engine::services::protection::{self, StopMode};
+use engine::services::vms::NewVm;
 use engine::services::{groups, policies, vms};
 use engine::{EngineError, ErrorKind, Record};
 use jiff::Timestamp;
@@ -204,4 +206,21 @@ async fn a_policy_delete_racing_a_protect_never_leaves_an_item_without_its_polic
         // Free the policy for the next round's delete to be decided by the race alone.
         lab.catalog().forget::<ProtectedItem>("web").await.unwrap();
     }
+}
+
+/// A disk belongs to one VM: a second VM naming the same image (by another path, too) is
+/// refused, since each one's backup would remove the other's change-tracking bitmaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_belongs_to_one_vm_only() {
+    let lab = Lab::new(false).await;
+    let image = lab.path("shared.qcow2");
+    create(&image, "qcow2", "16M");
+    lab.register("first", &[("vda", &image)]).await;
+    std::os::unix::fs::symlink(&image, lab.path("alias.qcow2")).unwrap();
+    let new =
+        NewVm { name: "second".into(), disks: vec![(None, lab.path("alias.qcow2"))], ..Default::default() };
+    let err = vms::add(lab.catalog(), vms::prepare(new, &Limits::default()).unwrap()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    assert!(err.to_string().contains("already disk vda of VM \"first\""), "{err}");
+    assert!(lab.catalog().find::<VmRecord>("second").await.unwrap().is_none());
 }

@@ -202,7 +202,8 @@ async fn pre_and_post_scripts_decide_consistency_or_stop_the_backup() {
     let log = lab.path("scripts.log");
     let ok_pre = script(lab.dir.path(), "pre.sh", &format!("echo \"pre $1\" >> {}", log.display()));
     let ok_post = script(lab.dir.path(), "post.sh", &format!("echo post >> {}", log.display()));
-    let failing = script(lab.dir.path(), "fail.sh", "exit 3");
+    let failing =
+        script(lab.dir.path(), "fail.sh", "echo starting; echo 'mysql: cannot flush tables' >&2; exit 3");
     let slow = script(lab.dir.path(), "slow.sh", "sleep 5");
     let config = |pre: &Path, cont: bool| engine::scripts::ScriptConfig {
         pre_script_location: Some(pre.to_path_buf()),
@@ -242,9 +243,10 @@ async fn pre_and_post_scripts_decide_consistency_or_stop_the_backup() {
     let cont = run(config(&failing, true)).await.unwrap();
     assert_eq!(cont.consistency, vault::Consistency::Crash);
     assert!(
-        cont.notes
-            .iter()
-            .any(|n| n.contains("pre-script") && n.contains("fail.sh") && n.contains("exit status: 3")),
+        cont.notes.iter().any(|n| n.contains("pre-script")
+            && n.contains("fail.sh")
+            && n.contains("exit status: 3")
+            && n.contains("it said: mysql: cannot flush tables")),
         "{:?}",
         cont.notes
     );

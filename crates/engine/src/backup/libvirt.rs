@@ -25,6 +25,7 @@ use crate::error::{EngineError, Result};
 use crate::libvirt::definition::{devices, disk_of};
 use crate::libvirt::host::{Domain, DomainState, Host};
 use crate::progress::human_bytes;
+use crate::services::vms::owner_of;
 
 /// A libvirt domain as the backup found it.
 pub(super) struct Found {
@@ -56,7 +57,9 @@ pub(super) async fn refresh(
     let state = domain.state()?;
     let xml = domain.xml(!state.is_active())?;
     let definition = domain.xml(true)?;
-    let (disks, notes) = current_disks(&vm, &xml, &domain)?;
+    let others: Vec<VmRecord> =
+        catalog.list::<VmRecord>().await?.into_iter().filter(|other| other.name != vm.name).collect();
+    let (disks, notes) = current_disks(&vm, &others, &xml, &domain)?;
     let found = Found { domain: Arc::new(domain), state, xml, notes };
     if disks == vm.disks && definition == link.definition {
         return Ok((vm, found));
@@ -72,7 +75,12 @@ pub(super) async fn refresh(
 }
 
 /// The domain's disks now, and notes on what changed from the registration.
-fn current_disks(vm: &VmRecord, xml: &str, domain: &Domain) -> Result<(Vec<DiskRecord>, Vec<String>)> {
+fn current_disks(
+    vm: &VmRecord,
+    others: &[VmRecord],
+    xml: &str,
+    domain: &Domain,
+) -> Result<(Vec<DiskRecord>, Vec<String>)> {
     let what = format!("the definition of domain {}", domain.name());
     let doc = roxmltree::Document::parse(xml)
         .map_err(|e| EngineError::Libvirt { what: what.clone(), message: format!("not XML: {e}") })?;
@@ -88,6 +96,14 @@ fn current_disks(vm: &VmRecord, xml: &str, domain: &Domain) -> Result<(Vec<DiskR
             continue;
         };
         let path = PathBuf::from(source);
+        let known = vm.disks.iter().any(|d| d.label == label && d.path == path);
+        if !known && let Some((owner, theirs)) = owner_of(others, &path) {
+            notes.push(format!(
+                "disk {label} ({source}) is disk {theirs} of VM {owner:?} already: not backed up with this VM \
+                 (a disk belongs to one VM)"
+            ));
+            continue;
+        }
         let info = disk::probe(&path)?;
         match vm.disks.iter().find(|d| d.label == label) {
             None => notes

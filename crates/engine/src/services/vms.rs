@@ -16,10 +16,35 @@ use crate::limits::Limits;
 use crate::names::{check_name, new_uuid};
 use crate::scripts::ScriptConfig;
 
-/// Register a VM; refuses a name already taken.
+/// Register a VM; refuses a name already taken, and a disk another VM has (each VM's backup
+/// would remove the other's change-tracking bitmaps: silent full reads).
 pub async fn add(catalog: Catalog<'_>, record: VmRecord) -> Result<VmRecord> {
+    let others = catalog.list::<VmRecord>().await?;
+    for disk in &record.disks {
+        if let Some((vm, theirs)) = owner_of(&others, &disk.path) {
+            return Err(EngineError::refused(
+                format!(
+                    "{} is already disk {} of VM {:?}; a disk belongs to one VM",
+                    disk.path.display(),
+                    theirs,
+                    vm
+                ),
+                format!("remove it from {vm} first (`vmvault vm remove {vm}`), or give this VM another disk"),
+            ));
+        }
+    }
     catalog.create(&record).await?;
     Ok(record)
+}
+
+/// The VM (and its label) among `vms` that has the disk at `path`, the same file by any name.
+pub fn owner_of(vms: &[VmRecord], path: &Path) -> Option<(String, String)> {
+    let same = |a: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(path)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == path,
+    };
+    vms.iter()
+        .find_map(|vm| vm.disks.iter().find(|d| same(&d.path)).map(|d| (vm.name.clone(), d.label.clone())))
 }
 
 /// Set (or, with `None`, clear) the pre/post-snapshot scripts of a VM.
