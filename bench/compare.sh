@@ -279,3 +279,11 @@ for t, p, s, st in rows:
             cmp += f", stores {int(stored_ref[p]) / int(st):.2f}x the bytes"
     print(f"{t:<16} {p:<12} {s:>8.2f} {mbps:>8.0f} {human(st):>11}   {cmp}")
 EOF
+
+# ---------------------------------------------------------------- a running libvirt domain
+# vmvault against virtnbdbackup on the same running domain (bench/libvirt.sh; skipped when
+# libvirt or virtnbdbackup is missing, or with BENCH_LIBVIRT=0).
+if [ "${BENCH_LIBVIRT:-1}" = 1 ] && command -v virtnbdbackup >/dev/null && command -v virsh >/dev/null; then
+    echo >&2
+    VMVAULT=$VMVAULT bash "$here/bench/libvirt.sh"
+fi

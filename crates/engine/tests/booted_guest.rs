@@ -199,3 +199,42 @@ async fn a_scratch_that_fills_under_libvirt_fails_the_backup_and_the_domain_runs
     let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("filler")], "the backup left files in its scratch");
 }
+
+/// A stopped VM without libvirt: its guest's file systems tell how it stopped. Shut down by the
+/// guest, every ext file system was unmounted cleanly and the point is file-system-consistent;
+/// killed while running, the journal needs recovery and the point is crash-consistent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_vm_is_file_system_consistent_only_after_a_clean_shutdown() {
+    let lab = Lab::new(false).await;
+    let vm = boot(&lab, "web").await;
+    let mut agent = disk::qmp::GuestAgent::connect(&lab.path("qga.sock"), T).unwrap();
+    // The guest powers off: no answer comes.
+    let _ = agent.execute("guest-shutdown", json!({}), Duration::from_secs(2));
+    wait_gone(vm.pid);
+    drop(vm);
+    // The OS disk (the data disk holds no file system, so it cannot tell).
+    let root_only = || BackupOptions { disks: vec!["vda".into()], ..Default::default() };
+    let clean =
+        backup(Arc::clone(&lab.vault), "web", root_only(), Arc::new(engine::NoProgress)).await.unwrap();
+    assert_eq!(clean.consistency, Consistency::FileSystem, "{:?}", clean.notes);
+    assert!(clean.notes.iter().any(|n| n.contains("unmounted cleanly")), "{:?}", clean.notes);
+
+    let vm =
+        BootedGuest::boot(lab.dir.path(), &lab.path("root.qcow2"), &[(&lab.path("data.qcow2"), "qcow2")]);
+    let pid = vm.pid;
+    drop(vm); // SIGKILL: as if the power went
+    wait_gone(pid);
+    let pulled =
+        backup(Arc::clone(&lab.vault), "web", root_only(), Arc::new(engine::NoProgress)).await.unwrap();
+    assert_eq!(pulled.consistency, Consistency::Crash, "{:?}", pulled.notes);
+}
+
+/// Wait until the process `pid` is gone (QEMU exits once its guest powers off).
+fn wait_gone(pid: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(std::time::Instant::now() < deadline, "QEMU did not exit");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

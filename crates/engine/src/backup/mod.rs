@@ -15,6 +15,7 @@ mod pending;
 mod plan;
 mod read;
 pub mod rendezvous;
+mod shutdown;
 mod snapshot;
 mod stopped;
 mod undo;

@@ -15,7 +15,7 @@ use super::pending::Pending;
 use super::plan::Prepared;
 use super::read::{self, DiskResult};
 use super::rendezvous::Step;
-use super::stopped;
+use super::{shutdown, stopped};
 use crate::catalog::vm::{DiskRecord, VmRecord};
 use crate::error::{EngineError, Result};
 use crate::transfer::Transfer;
@@ -34,9 +34,10 @@ impl Found {
 
 /// How the VM is found when the backup starts.
 pub(super) enum Runner {
-    /// Not running: its images are read as they are. `clean` when libvirt says the guest
-    /// shut itself down (its file systems were then unmounted cleanly).
-    Stopped { clean: bool },
+    /// Not running: its images are read as they are. `libvirt_clean` is how libvirt says it
+    /// stopped (the guest shut itself down, or not); without libvirt the guest's file systems
+    /// tell.
+    Stopped { libvirt_clean: Option<bool> },
     /// QEMU runs it, and vmvault has its monitor.
     Qemu(QmpClient),
     /// libvirt runs it.
@@ -68,7 +69,7 @@ pub(super) fn runner(vm: &VmRecord, selected: &[DiskRecord], found: Option<Found
     if let Some(found) = found {
         use crate::libvirt::host::DomainState;
         return Ok(match found.state {
-            DomainState::ShutOff { clean } => Runner::Stopped { clean },
+            DomainState::ShutOff { clean } => Runner::Stopped { libvirt_clean: Some(clean) },
             _ => Runner::Libvirt(found),
         });
     }
@@ -76,7 +77,7 @@ pub(super) fn runner(vm: &VmRecord, selected: &[DiskRecord], found: Option<Found
     if let Some(never) = found {
         match never {}
     }
-    let Some(socket) = &vm.qmp else { return Ok(Runner::Stopped { clean: false }) };
+    let Some(socket) = &vm.qmp else { return Ok(Runner::Stopped { libvirt_clean: None }) };
     match QmpClient::connect(socket, QMP_TIMEOUT) {
         Ok(client) => Ok(Runner::Qemu(client)),
         Err(e) if selected.iter().any(|d| disk::lock::is_in_use(&d.path).unwrap_or(false)) => {
@@ -85,7 +86,7 @@ pub(super) fn runner(vm: &VmRecord, selected: &[DiskRecord], found: Option<Found
                 vm.name, vm.name
             )))
         }
-        Err(_) => Ok(Runner::Stopped { clean: false }),
+        Err(_) => Ok(Runner::Stopped { libvirt_clean: None }),
     }
 }
 
@@ -115,19 +116,22 @@ pub(super) fn snapshot_and_read(
             let taken = live_phase(planned, &point_id, vm.scripts.as_ref(), meet)?;
             (taken.pending, taken.quiesced)
         }
-        Runner::Stopped { clean } => {
+        Runner::Stopped { libvirt_clean } => {
             let pending = stopped::hold_disks(&vm.name, &point_id, selected, &checkpoints, bases, cancel)?;
             // A stopped member has nothing to freeze, but keeps the group's steps.
             [Step::Ready, Step::Frozen, Step::Taken].into_iter().try_for_each(&meet)?;
+            let clean = match libvirt_clean {
+                Some(true) => {
+                    Some("libvirt reports the guest shut itself down: its file systems are consistent".into())
+                }
+                Some(false) => None,
+                None => shutdown::cleanly_unmounted(&pending.disks),
+            };
             let quiesced = match clean {
-                true => Quiesced {
-                    consistency: Consistency::FileSystem,
-                    notes: vec![
-                        "libvirt reports the guest shut itself down: its file systems are consistent".into(),
-                    ],
-                    freeze_to_thaw: None,
-                },
-                false => Quiesced::default(),
+                Some(note) => {
+                    Quiesced { consistency: Consistency::FileSystem, notes: vec![note], freeze_to_thaw: None }
+                }
+                None => Quiesced::default(),
             };
             (pending, quiesced)
         }

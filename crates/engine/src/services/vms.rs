@@ -19,7 +19,9 @@ use crate::scripts::ScriptConfig;
 /// Register a VM; refuses a name already taken, and a disk another VM has (each VM's backup
 /// would remove the other's change-tracking bitmaps: silent full reads).
 pub async fn add(catalog: Catalog<'_>, record: VmRecord) -> Result<VmRecord> {
-    let others = catalog.list::<VmRecord>().await?;
+    // A name taken is refused by `create` (it names the conflict better than a shared disk).
+    let others: Vec<VmRecord> =
+        catalog.list::<VmRecord>().await?.into_iter().filter(|vm| vm.name != record.name).collect();
     for disk in &record.disks {
         if let Some((vm, theirs)) = owner_of(&others, &disk.path) {
             return Err(EngineError::refused(

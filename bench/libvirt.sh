@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# vmvault against virtnbdbackup on the same running libvirt domain, side by side, in one run.
+#
+# It installs nothing. What it uses, and how to get it:
+#   apt-get install -y libvirt-daemon-system virtnbdbackup debootstrap extlinux   # virtnbdbackup 1.9.15
+#   cargo build --release                                                         # vmvault itself
+#   sh .ci/guest-image                                                            # the booted guest (cached)
+# It runs as root and starts libvirtd (and virtlogd) if none answers.
+#
+# The domain: the test guest (Debian 12, qemu-guest-agent, a writer appending a synced line
+# every 100 ms) booted under TCG from a qcow2 overlay of the cached image (2 GiB, ~600 MB
+# used), plus a 2 GiB qcow2 data disk holding 512 MiB of random bytes and 1 GiB of log-like
+# text. The change between the two backups: 1 % of the logical size (41 MiB) written by the
+# guest itself, as 64 KiB direct writes in 20 bursts of 2 MiB at random places of its data disk.
+#
+# Both tools back up the running domain through libvirt's backup API (pull mode, checkpoints,
+# freeze through libvirt's agent), fully, then incrementally after the change, then restore the
+# latest backup of both disks; the restored data disks are compared with each other and with
+# the guest's own checksum (the guest does not touch that disk after the change). Each timed
+# step ends with `sync`.
+#
+# Usage: bench/libvirt.sh            (work directory: $BENCH_DIR/libvirt, default /var/tmp/vmvault-bench/libvirt)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${BENCH_DIR:-/var/tmp/vmvault-bench}/libvirt
+VMVAULT=${VMVAULT:-${CARGO_TARGET_DIR:-$here/target}/release/vmvault}
+DOM=vmvault-bench
+[ -x "$VMVAULT" ] || { echo "no vmvault at $VMVAULT: run cargo build --release (or set VMVAULT)" >&2; exit 1; }
+for tool in virsh virtnbdbackup virtnbdrestore qemu-img qemu-io python3; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install -y libvirt-daemon-system virtnbdbackup" >&2; exit 1; }
+done
+virsh -c qemu:///system version >/dev/null 2>&1 || { virtlogd -d; libvirtd -d; sleep 2; }
+image=$(sh "$here/.ci/guest-image")
+
+now() { date +%s.%N; }
+since() { sync; python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
+bytes_of() { du -sb "$1" | cut -f1; }
+agent() { virsh qemu-agent-command "$DOM" "$1"; }
+guest_sh() { # run a shell command in the guest, wait for it, print its stdout
+    local pid out
+    pid=$(agent "{\"execute\":\"guest-exec\",\"arguments\":{\"path\":\"/bin/sh\",\"arg\":[\"-c\",\"$1\"],\"capture-output\":true}}" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["return"]["pid"])')
+    while :; do
+        out=$(agent "{\"execute\":\"guest-exec-status\",\"arguments\":{\"pid\":$pid}}")
+        if echo "$out" | grep -q '"exited":true'; then
+            echo "$out" | python3 -c 'import base64,json,sys; r=json.load(sys.stdin)["return"]; print(base64.b64decode(r.get("out-data","")).decode(), end="")'
+            return
+        fi
+        sleep 0.2
+    done
+}
+cleanup() { virsh destroy "$DOM" >/dev/null 2>&1 || true; virsh undefine --checkpoints-metadata "$DOM" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- the domain
+cleanup
+rm -rf "$WORK" && mkdir -p "$WORK" && chmod 755 "$WORK"
+qemu-img create -q -f qcow2 -b "$image" -F qcow2 "$WORK/root.qcow2"
+qemu-img create -q -f qcow2 "$WORK/data.qcow2" 2G
+head -c 512M /dev/urandom >"$WORK/random.bin"
+python3 - "$WORK/text.bin" <<'EOF'
+import random, sys
+random.seed(7)
+words = "GET POST PUT /api/v1/orders /static/app.js 200 201 304 404 500 user session cache miss hit db query slow ok".split()
+with open(sys.argv[1], "w") as f:
+    n = 0
+    while n < 1 << 30:
+        line = f"2026-11-{random.randint(1,28):02d}T{random.randint(0,23):02d}:{random.randint(0,59):02d}Z " \
+               + " ".join(random.choice(words) for _ in range(8)) + f" id={random.getrandbits(32):08x}\n"
+        f.write(line)
+        n += len(line)
+    f.truncate(1 << 30)
+EOF
+qemu-io -f qcow2 -c "write -s $WORK/random.bin 0 512M" -c "write -s $WORK/text.bin 768M 1G" "$WORK/data.qcow2" >/dev/null
+rm -f "$WORK/random.bin" "$WORK/text.bin"
+cat >"$WORK/dom.xml" <<EOF
+<domain type='qemu'>
+  <name>$DOM</name>
+  <memory unit='MiB'>512</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <features><acpi/></features>
+  <cpu mode='custom'><model>qemu64</model></cpu>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$WORK/root.qcow2'/><target dev='vda' bus='virtio'/></disk>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$WORK/data.qcow2'/><target dev='vdb' bus='virtio'/></disk>
+    <serial type='pty'><target port='0'/></serial>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+  </devices>
+</domain>
+EOF
+virsh define "$WORK/dom.xml" >/dev/null
+virsh start "$DOM" >/dev/null
+until agent '{"execute":"guest-ping"}' >/dev/null 2>&1; do sleep 1; done
+LOGICAL=$((4 << 30))
+
+# The guest's own 1 % change: 20 bursts of 32 × 64 KiB at random 64 KiB-aligned places.
+change_script=$(python3 - <<'EOF'
+import random
+random.seed(42)
+cmds = []
+for burst in range(20):
+    start = random.randrange(0, (2 << 30) // (64 << 10) - 32)
+    cmds.append(f"dd if=/dev/urandom of=/dev/vdb bs=64k seek={start} count=32 oflag=direct 2>/dev/null")
+print("; ".join(cmds))
+EOF
+)
+
+results=()   # "tool|phase|seconds|stored"
+record() { results+=("$1|$2|$3|$4"); printf '  %-16s %-12s %8s s  stored %s\n' "$1" "$2" "$3" "$4" >&2; }
+
+export VMVAULT_VAULT=$WORK/vault VMVAULT_PASSPHRASE=bench-passphrase
+"$VMVAULT" vault init >/dev/null
+"$VMVAULT" vm import-libvirt "$DOM" >/dev/null
+"$VMVAULT" key unlock --timeout 1h >/dev/null
+mkdir -p "$WORK/scratch"
+
+echo "libvirt benchmark: domain $DOM running under TCG, 4 GiB logical; $(nproc) cores; $(date -u +%FT%TZ)" >&2
+t=$(now); "$VMVAULT" backup "$DOM" --scratch "$WORK/scratch" --json >"$WORK/vmvault-full.json"; record vmvault live-full "$(since "$t")" "$(bytes_of "$WORK/vault")"
+t=$(now); virtnbdbackup -d "$DOM" -l full -o "$WORK/virtnbd" >"$WORK/virtnbd-full.log" 2>&1; record virtnbdbackup live-full "$(since "$t")" "$(bytes_of "$WORK/virtnbd")"
+
+guest_sh "$change_script"
+want=$(guest_sh "md5sum < /dev/vdb" | cut -d' ' -f1)
+
+t=$(now); "$VMVAULT" backup "$DOM" --scratch "$WORK/scratch" --json >"$WORK/vmvault-incr.json"; record vmvault live-incr "$(since "$t")" "$(bytes_of "$WORK/vault")"
+t=$(now); virtnbdbackup -d "$DOM" -l inc -o "$WORK/virtnbd" >"$WORK/virtnbd-incr.log" 2>&1; record virtnbdbackup live-incr "$(since "$t")" "$(bytes_of "$WORK/virtnbd")"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert [x['mode'] for x in d['disks']]==['incremental','incremental'], d" "$WORK/vmvault-incr.json"
+
+t=$(now)
+"$VMVAULT" restore disk "$DOM" --point latest --disk vda --to "$WORK/r-vmvault/vda.qcow2" >/dev/null
+"$VMVAULT" restore disk "$DOM" --point latest --disk vdb --to "$WORK/r-vmvault/vdb.qcow2" >/dev/null
+record vmvault restore "$(since "$t")" "-"
+t=$(now); virtnbdrestore -i "$WORK/virtnbd" -o "$WORK/r-virtnbd" >"$WORK/virtnbd-restore.log" 2>&1; record virtnbdbackup restore "$(since "$t")" "-"
+"$VMVAULT" key lock >/dev/null
+
+# Both restored data disks hold what the guest wrote.
+got_vmvault=$(qemu-img convert -O raw "$WORK/r-vmvault/vdb.qcow2" /dev/stdout | md5sum | cut -d' ' -f1)
+got_virtnbd=$(qemu-img convert -O raw "$(find "$WORK/r-virtnbd" -name 'vdb*' -o -name 'data*' | head -1)" /dev/stdout | md5sum | cut -d' ' -f1)
+[ "$got_vmvault" = "$want" ] || { echo "RESTORE MISMATCH for vmvault ($got_vmvault, guest $want)" >&2; exit 1; }
+[ "$got_virtnbd" = "$want" ] || { echo "RESTORE MISMATCH for virtnbdbackup ($got_virtnbd, guest $want)" >&2; exit 1; }
+
+python3 - "$LOGICAL" "${results[@]}" <<'EOF'
+import sys
+logical = int(sys.argv[1])
+rows = [r.split("|") for r in sys.argv[2:]]
+ref = {p: (float(s), st) for t, p, s, st in rows if t == "vmvault"}
+def human(n):
+    if n == "-": return "-"
+    n = int(n)
+    for u in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or u == "GiB": return f"{n:.0f} {u}" if u == "B" else f"{n:.1f} {u}"
+        n /= 1024
+print(f"{'tool':<16} {'phase':<12} {'seconds':>8} {'MB/s':>8} {'stored':>11}   vmvault is")
+for t, p, s, st in rows:
+    s = float(s)
+    cmp = ""
+    if t != "vmvault":
+        cmp = f"{s / ref[p][0]:.1f}x faster"
+        if st != "-" and ref[p][1] != "-":
+            cmp += f", stores {int(ref[p][1]) / int(st):.2f}x the bytes"
+    print(f"{t:<16} {p:<12} {s:>8.2f} {logical / s / 1e6:>8.0f} {human(st):>11}   {cmp}")
+EOF
