@@ -63,19 +63,7 @@ build_disks() {
 
     qemu-img create -q -f qcow2 "$base/data.qcow2" 4G
     head -c 512M /dev/urandom >"$base/random.bin"
-    python3 - "$base/text.bin" <<'EOF'
-import random, sys
-random.seed(7)
-words = "GET POST PUT /api/v1/orders /static/app.js 200 201 304 404 500 user session cache miss hit db query slow ok".split()
-with open(sys.argv[1], "w") as f:
-    n = 0
-    while n < 1 << 30:
-        line = f"2026-11-{random.randint(1,28):02d}T{random.randint(0,23):02d}:{random.randint(0,59):02d}:{random.randint(0,59):02d}Z " \
-               + " ".join(random.choice(words) for _ in range(8)) + f" id={random.getrandbits(32):08x}\n"
-        f.write(line)
-        n += len(line)
-    f.truncate(1 << 30)
-EOF
+    python3 "$here/bench/logtext.py" "$base/text.bin"
     qemu-io -f qcow2 -c "write -s $base/random.bin 256M 512M" -c "write -s $base/text.bin 1G 1G" \
         -c "write -P 0 2560M 256M" "$base/data.qcow2" >/dev/null
     rm -f "$base/random.bin" "$base/text.bin"

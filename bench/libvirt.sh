@@ -59,19 +59,7 @@ rm -rf "$WORK" && mkdir -p "$WORK" && chmod 755 "$WORK"
 qemu-img create -q -f qcow2 -b "$image" -F qcow2 "$WORK/root.qcow2"
 qemu-img create -q -f qcow2 "$WORK/data.qcow2" 2G
 head -c 512M /dev/urandom >"$WORK/random.bin"
-python3 - "$WORK/text.bin" <<'EOF'
-import random, sys
-random.seed(7)
-words = "GET POST PUT /api/v1/orders /static/app.js 200 201 304 404 500 user session cache miss hit db query slow ok".split()
-with open(sys.argv[1], "w") as f:
-    n = 0
-    while n < 1 << 30:
-        line = f"2026-11-{random.randint(1,28):02d}T{random.randint(0,23):02d}:{random.randint(0,59):02d}Z " \
-               + " ".join(random.choice(words) for _ in range(8)) + f" id={random.getrandbits(32):08x}\n"
-        f.write(line)
-        n += len(line)
-    f.truncate(1 << 30)
-EOF
+python3 "$here/bench/logtext.py" "$WORK/text.bin"
 qemu-io -f qcow2 -c "write -s $WORK/random.bin 0 512M" -c "write -s $WORK/text.bin 768M 1G" "$WORK/data.qcow2" >/dev/null
 rm -f "$WORK/random.bin" "$WORK/text.bin"
 cat >"$WORK/dom.xml" <<EOF
