@@ -182,7 +182,10 @@ fn each_role_is_allowed_and_denied_exactly_what_it_should() {
     let restored = site.lab.path("r.qcow2");
     let restore =
         ["restore", "disk", "web", "--point", "latest", "--disk", "vda", "--to", restored.to_str().unwrap()];
-    let db_disk = format!("vda={}", disk.display());
+    // A disk of its own (a disk belongs to one VM).
+    let db_image = site.lab.path("db-table.qcow2");
+    common::sh("qemu-img", &["create", "-q", "-f", "qcow2", db_image.to_str().unwrap(), "8M"]);
+    let db_disk = format!("vda={}", db_image.display());
     let policy =
         ["policy", "create", "p", "--schedule", "daily 01:00", "--timezone", "UTC", "--keep-daily", "7"];
     // (token, command, allowed)

@@ -147,6 +147,16 @@ async fn a_frozen_point_of_a_booted_guest_is_clean_and_ends_at_the_snapshot() {
     let options = BackupOptions { disks: vec!["vda".into()], ..Default::default() };
     let point = backup(Arc::clone(&lab.vault), "web", options, Arc::new(engine::NoProgress)).await.unwrap();
     assert_eq!(point.consistency, Consistency::FileSystem, "{:?}", point.notes);
+    // Nothing is left of the backup's work directories (sockets, overlays).
+    let base =
+        std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let prefix = format!("vmvault-{}-", point.point_id);
+    let left: Vec<_> = std::fs::read_dir(&base)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "the backup left {left:?} in {}", base.display());
     let restored = lab.path("restored.raw");
     lab.restore("web", &point.point_id, "vda", &restored, DiskFormat::Raw).await;
     let (clean, fsck, log) = testkit::guest::check_root(&restored);

@@ -144,11 +144,12 @@ async fn a_group_has_two_registered_vms_each_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remove_racing_a_protect_never_leaves_a_protected_item_without_its_vm() {
     let lab = lab_with(&[]).await;
-    let image = lab.path("vm.raw");
-    create(&image, "raw", "8M");
     let (mut removed, mut protected) = (0, 0);
     for round in 0..24 {
         let name = format!("vm{round}");
+        // A disk of its own: a VM protect won keeps its disk.
+        let image = lab.path(&format!("{name}.raw"));
+        create(&image, "raw", "8M");
         lab.register(&name, &[("vda", &image)]).await;
         let vault = std::sync::Arc::clone(&lab.vault);
         let n = name.clone();

@@ -44,7 +44,12 @@ pub fn guest_writes(domain: &str, seek: u32, blocks: u32) -> String {
 }
 
 pub fn data_md5(domain: &str) -> String {
-    let (rc, out) = guest_exec(domain, "md5sum < /dev/vdb");
+    disk_md5(domain, "vdb")
+}
+
+/// The md5 of the guest's disk `disk` (`vdc`) as the guest reads it.
+pub fn disk_md5(domain: &str, disk: &str) -> String {
+    let (rc, out) = guest_exec(domain, &format!("md5sum < /dev/{disk}"));
     assert_eq!(rc, 0);
     out.split_whitespace().next().unwrap().to_string()
 }
