@@ -15,9 +15,10 @@
 #
 # Both tools back up the running domain through libvirt's backup API (pull mode, checkpoints,
 # freeze through libvirt's agent), fully, then incrementally after the change, then restore the
-# latest backup of both disks; the restored data disks are compared with each other and with
-# the guest's own checksum (the guest does not touch that disk after the change). Each timed
-# step ends with `sync`.
+# latest backup of both disks; each restored data disk is compared with the guest's own
+# checksum of it at that backup (the guest does not touch that disk after the change). Each
+# timed step ends with `sync`. virtnbdbackup refuses a domain holding checkpoints it did not
+# make, so the tools take turns on the same running domain (virtnbdbackup first).
 #
 # Usage: bench/libvirt.sh            (work directory: $BENCH_DIR/libvirt, default /var/tmp/vmvault-bench/libvirt)
 set -euo pipefail
@@ -105,28 +106,34 @@ export VMVAULT_VAULT=$WORK/vault VMVAULT_PASSPHRASE=bench-passphrase
 mkdir -p "$WORK/scratch"
 
 echo "libvirt benchmark: domain $DOM running under TCG, 4 GiB logical; $(nproc) cores; $(date -u +%FT%TZ)" >&2
-t=$(now); "$VMVAULT" backup "$DOM" --scratch "$WORK/scratch" --json >"$WORK/vmvault-full.json"; record vmvault live-full "$(since "$t")" "$(bytes_of "$WORK/vault")"
+# virtnbdbackup refuses a domain with checkpoints it did not make, so the tools take turns:
+# virtnbdbackup's chain first (full, the change, incremental, restore), its checkpoints then
+# deleted, then vmvault's (full, the same change again at the same places, incremental, restore).
 t=$(now); virtnbdbackup -d "$DOM" -l full -o "$WORK/virtnbd" >"$WORK/virtnbd-full.log" 2>&1; record virtnbdbackup live-full "$(since "$t")" "$(bytes_of "$WORK/virtnbd")"
-
 guest_sh "$change_script"
-want=$(guest_sh "md5sum < /dev/vdb" | cut -d' ' -f1)
-
-t=$(now); "$VMVAULT" backup "$DOM" --scratch "$WORK/scratch" --json >"$WORK/vmvault-incr.json"; record vmvault live-incr "$(since "$t")" "$(bytes_of "$WORK/vault")"
+want_virtnbd=$(guest_sh "md5sum < /dev/vdb" | cut -d' ' -f1)
 t=$(now); virtnbdbackup -d "$DOM" -l inc -o "$WORK/virtnbd" >"$WORK/virtnbd-incr.log" 2>&1; record virtnbdbackup live-incr "$(since "$t")" "$(bytes_of "$WORK/virtnbd")"
-python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert [x['mode'] for x in d['disks']]==['incremental','incremental'], d" "$WORK/vmvault-incr.json"
+t=$(now); virtnbdrestore -i "$WORK/virtnbd" -o "$WORK/r-virtnbd" >"$WORK/virtnbd-restore.log" 2>&1; record virtnbdbackup restore "$(since "$t")" "-"
+for cp in $(virsh checkpoint-list "$DOM" --name); do virsh checkpoint-delete "$DOM" "$cp" >/dev/null; done
 
+t=$(now); "$VMVAULT" backup "$DOM" --scratch "$WORK/scratch" --json >"$WORK/vmvault-full.json"; record vmvault live-full "$(since "$t")" "$(bytes_of "$WORK/vault")"
+guest_sh "$change_script"
+want_vmvault=$(guest_sh "md5sum < /dev/vdb" | cut -d' ' -f1)
+t=$(now); "$VMVAULT" backup "$DOM" --scratch "$WORK/scratch" --json >"$WORK/vmvault-incr.json"; record vmvault live-incr "$(since "$t")" "$(bytes_of "$WORK/vault")"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert [x['mode'] for x in d['disks']]==['incremental','incremental'], d" "$WORK/vmvault-incr.json"
+mkdir -p "$WORK/r-vmvault"
 t=$(now)
 "$VMVAULT" restore disk "$DOM" --point latest --disk vda --to "$WORK/r-vmvault/vda.qcow2" >/dev/null
 "$VMVAULT" restore disk "$DOM" --point latest --disk vdb --to "$WORK/r-vmvault/vdb.qcow2" >/dev/null
 record vmvault restore "$(since "$t")" "-"
-t=$(now); virtnbdrestore -i "$WORK/virtnbd" -o "$WORK/r-virtnbd" >"$WORK/virtnbd-restore.log" 2>&1; record virtnbdbackup restore "$(since "$t")" "-"
 "$VMVAULT" key lock >/dev/null
 
 # Both restored data disks hold what the guest wrote.
-got_vmvault=$(qemu-img convert -O raw "$WORK/r-vmvault/vdb.qcow2" /dev/stdout | md5sum | cut -d' ' -f1)
-got_virtnbd=$(qemu-img convert -O raw "$(find "$WORK/r-virtnbd" -name 'vdb*' -o -name 'data*' | head -1)" /dev/stdout | md5sum | cut -d' ' -f1)
-[ "$got_vmvault" = "$want" ] || { echo "RESTORE MISMATCH for vmvault ($got_vmvault, guest $want)" >&2; exit 1; }
-[ "$got_virtnbd" = "$want" ] || { echo "RESTORE MISMATCH for virtnbdbackup ($got_virtnbd, guest $want)" >&2; exit 1; }
+raw_md5() { qemu-img convert -O raw "$1" "$WORK/check.raw" && md5sum "$WORK/check.raw" | cut -d' ' -f1; rm -f "$WORK/check.raw"; }
+got_vmvault=$(raw_md5 "$WORK/r-vmvault/vdb.qcow2")
+got_virtnbd=$(raw_md5 "$(find "$WORK/r-virtnbd" -name 'vdb*' -o -name 'data*' | head -1)")
+[ "$got_vmvault" = "$want_vmvault" ] || { echo "RESTORE MISMATCH for vmvault ($got_vmvault, guest $want_vmvault)" >&2; exit 1; }
+[ "$got_virtnbd" = "$want_virtnbd" ] || { echo "RESTORE MISMATCH for virtnbdbackup ($got_virtnbd, guest $want_virtnbd)" >&2; exit 1; }
 
 python3 - "$LOGICAL" "${results[@]}" <<'EOF'
 import sys
@@ -149,3 +156,4 @@ for t, p, s, st in rows:
             cmp += f", stores {int(ref[p][1]) / int(st):.2f}x the bytes"
     print(f"{t:<16} {p:<12} {s:>8.2f} {logical / s / 1e6:>8.0f} {human(st):>11}   {cmp}")
 EOF
+rm -rf "$WORK/r-vmvault" "$WORK/r-virtnbd"

@@ -60,6 +60,8 @@ fn failed(what: &str, e: virt::error::Error) -> EngineError {
 impl Host {
     /// Connect to the daemon at `uri` (`qemu:///system`).
     pub fn connect(uri: &str) -> Result<Host> {
+        // libvirt prints every error to stderr unless told not to: vmvault reports its own.
+        virt::error::clear_error_callback();
         let conn = Connect::open(Some(uri)).map_err(|e| EngineError::Libvirt {
             what: uri.to_string(),
             message: format!(
