@@ -242,31 +242,7 @@ bench_qemu_img
 rm -rf "$run"
 
 # ---------------------------------------------------------------- the table
-python3 - "$LOGICAL" "${results[@]}" <<'EOF'
-import sys
-logical = int(sys.argv[1])
-rows = [r.split("|") for r in sys.argv[2:]]
-ref = {(t, p): float(s) for t, p, s, _ in rows}
-stored_ref = {p: st for t, p, s, st in rows if t == "vmvault"}
-def human(n):
-    if n == "-": return "-"
-    n = int(n)
-    for u in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or u == "GiB": return f"{n:.0f} {u}" if u == "B" else f"{n:.1f} {u}"
-        n /= 1024
-print(f"{'tool':<16} {'phase':<12} {'seconds':>8} {'MB/s':>8} {'stored':>11}   vmvault is")
-for t, p, s, st in rows:
-    s = float(s)
-    mbps = logical / s / 1e6 if s > 0 and not p.startswith("files") else float("nan")
-    if t == "vmvault":
-        cmp = ""
-    else:
-        speed = s / ref[("vmvault", p)] if ref.get(("vmvault", p)) else float("nan")
-        cmp = f"{speed:.1f}x faster"
-        if st not in ("-", "0") and stored_ref.get(p, "-") != "-":
-            cmp += f", stores {int(stored_ref[p]) / int(st):.2f}x the bytes"
-    print(f"{t:<16} {p:<12} {s:>8.2f} {mbps:>8.0f} {human(st):>11}   {cmp}")
-EOF
+python3 "$here/bench/table.py" "$LOGICAL" "${results[@]}"
 
 # ---------------------------------------------------------------- a running libvirt domain
 # vmvault against virtnbdbackup on the same running domain (bench/libvirt.sh; skipped when

@@ -135,25 +135,5 @@ got_virtnbd=$(raw_md5 "$(find "$WORK/r-virtnbd" -name 'vdb*' -o -name 'data*' | 
 [ "$got_vmvault" = "$want_vmvault" ] || { echo "RESTORE MISMATCH for vmvault ($got_vmvault, guest $want_vmvault)" >&2; exit 1; }
 [ "$got_virtnbd" = "$want_virtnbd" ] || { echo "RESTORE MISMATCH for virtnbdbackup ($got_virtnbd, guest $want_virtnbd)" >&2; exit 1; }
 
-python3 - "$LOGICAL" "${results[@]}" <<'EOF'
-import sys
-logical = int(sys.argv[1])
-rows = [r.split("|") for r in sys.argv[2:]]
-ref = {p: (float(s), st) for t, p, s, st in rows if t == "vmvault"}
-def human(n):
-    if n == "-": return "-"
-    n = int(n)
-    for u in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or u == "GiB": return f"{n:.0f} {u}" if u == "B" else f"{n:.1f} {u}"
-        n /= 1024
-print(f"{'tool':<16} {'phase':<12} {'seconds':>8} {'MB/s':>8} {'stored':>11}   vmvault is")
-for t, p, s, st in rows:
-    s = float(s)
-    cmp = ""
-    if t != "vmvault":
-        cmp = f"{s / ref[p][0]:.1f}x faster"
-        if st != "-" and ref[p][1] != "-":
-            cmp += f", stores {int(ref[p][1]) / int(st):.2f}x the bytes"
-    print(f"{t:<16} {p:<12} {s:>8.2f} {logical / s / 1e6:>8.0f} {human(st):>11}   {cmp}")
-EOF
+python3 "$here/bench/table.py" "$LOGICAL" "${results[@]}"
 rm -rf "$WORK/r-vmvault" "$WORK/r-virtnbd"
