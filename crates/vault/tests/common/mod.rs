@@ -58,23 +58,6 @@ pub fn flip_byte(path: &Path, offset: usize) {
     std::fs::write(path, bytes).expect("write damaged file");
 }
 
-/// Every file below `dir` with its content, to prove that nothing was written.
-pub fn snapshot_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read dir") {
-            let path = entry.expect("dir entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.display().to_string(), std::fs::read(&path).expect("read file")));
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// Where a test's vault lives: a temporary directory or a new bucket on the test process's
 /// S3 endpoint (moto_server). Tests of vault operations run in both.
