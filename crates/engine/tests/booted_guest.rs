@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,28 +56,10 @@ async fn a_scratch_that_fills_fails_the_backup_and_the_vm_runs_on() {
     let scratch = lab.path("scratch");
     let _tmpfs = testkit::Tmpfs::mount(&scratch, "80M");
     let monitor = Arc::new(Mutex::new(QmpClient::connect(&lab.path("guest.sock"), T).unwrap()));
-    let (qga, filler) = (lab.path("qga.sock"), scratch.join("filler"));
-    // Once the snapshot exists, something else fills the scratch, then the guest overwrites
-    // 32 MiB of its data disk, whose old content no longer fits.
-    let hook = DuringTransfer(Mutex::new(Some(Box::new(move || {
-        let st = Command::new("fallocate").args(["-l", "72M"]).arg(&filler).status().unwrap();
-        assert!(st.success());
-        let (rc, _) = guest_exec(
-            &qga,
-            &format!("{PATTERN} | dd of=/dev/vdb bs=1M count=32 iflag=fullblock oflag=direct"),
-        );
-        assert_eq!(rc, 0, "the guest's write failed for good: the VM was not resumed in time");
-    }))));
-    let options = BackupOptions { disks: vec!["vdb".into()], scratch: scratch.clone(), ..Default::default() };
-    let err = backup(Arc::clone(&lab.vault), "web", options, Arc::new(hook)).await.unwrap_err();
-    let line = err.to_string();
-    eprintln!("the backup failed with: {line}");
-    assert!(line.contains("paused on an I/O error") && line.contains("resumed"), "{line}");
-    assert!(line.contains("Nothing was committed") && !line.contains('\n'), "{line}");
+    let qga = lab.path("qga.sock");
+    let hook = fill_then_overwrite(&scratch, move |command| guest_exec(&qga, command));
+    fails_sparing_the_vm(&lab, "web", &scratch, hook).await;
     assert_eq!(run_state(&monitor), "running", "the VM was left paused");
-    assert!(engine::points::list(&lab.vault, "web").await.unwrap().is_empty(), "a point was committed");
-    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("filler")], "the backup left files in its scratch");
     // The guest's disk holds what it wrote (the write that failed was retried on resume).
     let (rc, written) = guest_exec(&lab.path("qga.sock"), "head -c 32M /dev/vdb | md5sum");
     let wanted =
@@ -87,6 +70,38 @@ async fn a_scratch_that_fills_fails_the_backup_and_the_vm_runs_on() {
 
 /// What the guest writes over its data disk.
 const PATTERN: &str = "yes vmvault-guest-write";
+
+/// Progress that, once the snapshot exists, fills the 80 MiB scratch with 72 MiB of something
+/// else, then has the guest (through `exec`) overwrite 32 MiB of its data disk, whose old
+/// content no longer fits. The guest's write must succeed in the end: the VM was resumed.
+fn fill_then_overwrite(
+    scratch: &Path,
+    exec: impl Fn(&str) -> (i64, String) + Send + 'static,
+) -> DuringTransfer {
+    let filler = scratch.join("filler");
+    DuringTransfer(Mutex::new(Some(Box::new(move || {
+        let st = Command::new("fallocate").args(["-l", "72M"]).arg(&filler).status().unwrap();
+        assert!(st.success());
+        let (rc, _) =
+            exec(&format!("{PATTERN} | dd of=/dev/vdb bs=1M count=32 iflag=fullblock oflag=direct"));
+        assert_eq!(rc, 0, "the guest's write failed for good: the VM was not resumed in time");
+    }))))
+}
+
+/// Back up `vm`'s data disk with `hook` filling its scratch: the backup fails with one line
+/// saying the VM paused and was resumed, commits nothing, and leaves only the filler behind.
+async fn fails_sparing_the_vm(lab: &Lab, vm: &str, scratch: &Path, hook: DuringTransfer) {
+    let options =
+        BackupOptions { disks: vec!["vdb".into()], scratch: scratch.to_path_buf(), ..Default::default() };
+    let err = backup(Arc::clone(&lab.vault), vm, options, Arc::new(hook)).await.unwrap_err();
+    let line = err.to_string();
+    eprintln!("the backup failed with: {line}");
+    assert!(line.contains("paused on an I/O error") && line.contains("resumed"), "{line}");
+    assert!(line.contains("Nothing was committed") && !line.contains('\n'), "{line}");
+    assert!(engine::points::list(&lab.vault, vm).await.unwrap().is_empty(), "a point was committed");
+    let left: Vec<_> = std::fs::read_dir(scratch).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("filler")], "the backup left files in its scratch");
+}
 
 /// A scratch directory with less room than the disks are large is refused before anything
 /// touches the VM.
@@ -189,25 +204,10 @@ async fn a_scratch_that_fills_under_libvirt_fails_the_backup_and_the_domain_runs
     for new in engine::libvirt::read_domains(URI, &["vmv-full".into()], false).unwrap() {
         vms::add(lab.catalog(), vms::prepare(new, &Limits::default()).unwrap()).await.unwrap();
     }
-    let filler = scratch.join("filler");
-    let hook = DuringTransfer(Mutex::new(Some(Box::new(move || {
-        let st = Command::new("fallocate").args(["-l", "72M"]).arg(&filler).status().unwrap();
-        assert!(st.success());
-        let write = format!("{PATTERN} | dd of=/dev/vdb bs=1M count=32 iflag=fullblock oflag=direct");
-        let (rc, _) = testkit::libvirt::guest_exec("vmv-full", &write);
-        assert_eq!(rc, 0, "the guest's write failed for good: the domain was not resumed in time");
-    }))));
-    let options = BackupOptions { disks: vec!["vdb".into()], scratch: scratch.clone(), ..Default::default() };
-    let err = backup(Arc::clone(&lab.vault), "vmv-full", options, Arc::new(hook)).await.unwrap_err();
-    let line = err.to_string();
-    eprintln!("the backup failed with: {line}");
-    assert!(line.contains("paused on an I/O error") && line.contains("resumed"), "{line}");
-    assert!(line.contains("Nothing was committed") && !line.contains('\n'), "{line}");
+    let hook = fill_then_overwrite(&scratch, |command| testkit::libvirt::guest_exec("vmv-full", command));
+    fails_sparing_the_vm(&lab, "vmv-full", &scratch, hook).await;
     assert_eq!(guest.state(), "running", "the domain was left paused");
-    assert!(engine::points::list(&lab.vault, "vmv-full").await.unwrap().is_empty(), "a point was committed");
     assert_eq!(virsh(&["checkpoint-list", "vmv-full", "--name"]).trim(), "", "the new checkpoint stayed");
-    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("filler")], "the backup left files in its scratch");
 }
 
 /// A stopped VM without libvirt: its guest's file systems tell how it stopped. Shut down by the

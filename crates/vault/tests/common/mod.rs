@@ -58,7 +58,6 @@ pub fn flip_byte(path: &Path, offset: usize) {
     std::fs::write(path, bytes).expect("write damaged file");
 }
 
-
 /// Where a test's vault lives: a temporary directory or a new bucket on the test process's
 /// S3 endpoint (moto_server). Tests of vault operations run in both.
 pub struct Place {
