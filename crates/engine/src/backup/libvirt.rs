@@ -31,8 +31,10 @@ use crate::services::vms::owner_of;
 pub(super) struct Found {
     pub(super) domain: Arc<Domain>,
     pub(super) state: DomainState,
-    /// The definition QEMU runs (the persistent one when shut off).
-    pub(super) xml: String,
+    /// Every disk target of the domain (the backup and checkpoint XML name them all).
+    targets: Vec<String>,
+    /// The user and group QEMU runs as (its DAC label), when the definition says.
+    owner: Option<(u32, u32)>,
     /// What changed since the last backup.
     pub(super) notes: Vec<String>,
 }
@@ -55,12 +57,20 @@ pub(super) async fn refresh(
     let host = Host::connect(&link.uri)?;
     let domain = host.domain(&vm.uuid)?;
     let state = domain.state()?;
-    let xml = domain.xml(!state.is_active())?;
     let definition = domain.xml(true)?;
+    // What QEMU runs; when shut off, the persistent definition is all there is.
+    let xml = if state.is_active() { domain.xml(false)? } else { definition.clone() };
     let others: Vec<VmRecord> =
         catalog.list::<VmRecord>().await?.into_iter().filter(|other| other.name != vm.name).collect();
-    let (disks, notes) = current_disks(&vm, &others, &xml, &domain)?;
-    let found = Found { domain: Arc::new(domain), state, xml, notes };
+    let doc = roxmltree::Document::parse(&xml).map_err(|e| EngineError::Libvirt {
+        what: format!("the definition of domain {}", domain.name()),
+        message: format!("not XML: {e}"),
+    })?;
+    let (disks, notes) = current_disks(&vm, &others, &doc)?;
+    let targets =
+        devices(&doc.root_element()).iter().filter_map(|d| disk_of(d)?.target.map(str::to_string)).collect();
+    let owner = qemu_owner(&doc);
+    let found = Found { domain: Arc::new(domain), state, targets, owner, notes };
     if disks == vm.disks && definition == link.definition {
         return Ok((vm, found));
     }
@@ -78,12 +88,8 @@ pub(super) async fn refresh(
 fn current_disks(
     vm: &VmRecord,
     others: &[VmRecord],
-    xml: &str,
-    domain: &Domain,
+    doc: &roxmltree::Document,
 ) -> Result<(Vec<DiskRecord>, Vec<String>)> {
-    let what = format!("the definition of domain {}", domain.name());
-    let doc = roxmltree::Document::parse(xml)
-        .map_err(|e| EngineError::Libvirt { what: what.clone(), message: format!("not XML: {e}") })?;
     let mut disks = Vec::new();
     let mut notes = Vec::new();
     for dev in devices(&doc.root_element()) {
@@ -134,8 +140,6 @@ pub(super) struct LibvirtPlan {
     found: Found,
     held: Vec<HeldDisk>,
     jobs: Vec<JobDisk>,
-    /// Every disk target of the domain (the backup and checkpoint XML name them all).
-    all: Vec<String>,
     scratch: PathBuf,
 }
 
@@ -148,16 +152,13 @@ pub(super) fn plan_libvirt(
     mut bases: Bases,
     scratch: &Path,
 ) -> Result<LibvirtPlan> {
-    let doc = roxmltree::Document::parse(&found.xml)
-        .map_err(|e| EngineError::Libvirt { what: found.domain.name().into(), message: e.to_string() })?;
-    let all: Vec<String> =
-        devices(&doc.root_element()).iter().filter_map(|d| disk_of(d)?.target.map(str::to_string)).collect();
     let names = found.domain.checkpoints()?;
     let mut held = Vec::new();
     let mut jobs = Vec::new();
+    // The records were probed just now, by `refresh`.
     for record in selected {
-        let info = disk::probe(&record.path)?;
-        let tracked = info.format == DiskFormat::Qcow2;
+        let size = record.size;
+        let tracked = record.format == DiskFormat::Qcow2;
         let plan = if tracked {
             let states = names
                 .iter()
@@ -168,17 +169,11 @@ pub(super) fn plan_libvirt(
                 })
                 .collect();
             let checkpoint = checkpoints.disks.get(&record.label);
-            plan_disk(
-                &record.path,
-                info.size,
-                &record.label,
-                checkpoint,
-                &mut bases,
-                Tracker::Checkpoint,
-                || Ok(states),
-            )?
+            plan_disk(&record.path, size, &record.label, checkpoint, &mut bases, Tracker::Checkpoint, || {
+                Ok(states)
+            })?
         } else {
-            let base = bases.take_previous(&record.label, info.size);
+            let base = bases.take_previous(&record.label, size);
             let note = "full read: a raw disk holds no change-tracking bitmap (read in full, deduplicated)";
             Plan::Full { base, note: Some(note.into()) }
         };
@@ -188,7 +183,7 @@ pub(super) fn plan_libvirt(
             tracked,
         });
         held.push(HeldDisk {
-            size: info.size,
+            size,
             plan,
             source: Source::Image,
             new_bitmap: None,
@@ -197,7 +192,7 @@ pub(super) fn plan_libvirt(
             record,
         });
     }
-    Ok(LibvirtPlan { found, held, jobs, all, scratch: scratch.to_path_buf() })
+    Ok(LibvirtPlan { found, held, jobs, scratch: scratch.to_path_buf() })
 }
 
 impl Planned for LibvirtPlan {
@@ -243,9 +238,10 @@ impl Planned for LibvirtPlan {
     /// disk. An incremental libvirt refuses (a bitmap missing or broken in the image) is
     /// begun again in full.
     fn take(self, point_id: &str) -> Result<Pending> {
-        let LibvirtPlan { found, mut held, mut jobs, all, scratch } = self;
+        let LibvirtPlan { found, mut held, mut jobs, scratch } = self;
+        let all = &found.targets;
         let checkpoint = bitmap_name(point_id);
-        let owner = qemu_owner(&found.xml);
+        let owner = found.owner;
         let needed = held.iter().map(|d| d.size).sum();
         let work = || -> Result<WorkDir> {
             let dir = WorkDir::create(&scratch, &work_name(point_id))?;
@@ -253,7 +249,7 @@ impl Planned for LibvirtPlan {
             check_room(&dir, needed)?;
             Ok(dir)
         };
-        let job = match LibvirtJob::begin(Arc::clone(&found.domain), work()?, &jobs, &all, &checkpoint) {
+        let job = match LibvirtJob::begin(Arc::clone(&found.domain), work()?, &jobs, all, &checkpoint) {
             Err(e) if jobs.iter().any(|j| j.incremental.is_some()) => {
                 for (disk, job) in held.iter_mut().zip(jobs.iter_mut()) {
                     if let Some(from) = job.incremental.take()
@@ -265,7 +261,7 @@ impl Planned for LibvirtPlan {
                         disk.plan = Plan::Full { base: Some(base.clone()), note: Some(note) };
                     }
                 }
-                LibvirtJob::begin(Arc::clone(&found.domain), work()?, &jobs, &all, &checkpoint)?
+                LibvirtJob::begin(Arc::clone(&found.domain), work()?, &jobs, all, &checkpoint)?
             }
             other => other?,
         };
@@ -282,8 +278,7 @@ impl Planned for LibvirtPlan {
 
 /// The user and group QEMU runs as for this domain (its DAC label, `+64055:+64055`): the
 /// scratch directory must be theirs, since QEMU writes the scratch files and the socket.
-fn qemu_owner(xml: &str) -> Option<(u32, u32)> {
-    let doc = roxmltree::Document::parse(xml).ok()?;
+fn qemu_owner(doc: &roxmltree::Document) -> Option<(u32, u32)> {
     let label = doc
         .descendants()
         .filter(|n| n.has_tag_name("seclabel") && n.attribute("model") == Some("dac"))
