@@ -7,6 +7,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -156,10 +157,12 @@ fn run_once(script: &Path, params: &[String], timeout: Duration) -> std::result:
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start: {e}"))?;
-    // What the script says on stderr, its end kept for the job's notes when it fails.
-    let said = child.stderr.take().map(|stderr| std::thread::spawn(move || tail(stderr)));
-    let last_words = |said: Option<std::thread::JoinHandle<String>>| {
-        let text = said.and_then(|t| t.join().ok()).unwrap_or_default();
+    // What the script says on stderr, its end kept for the job's notes when it fails. A
+    // process the script left behind may hold the pipe open: the words are taken as they are
+    // once the script is gone, never waited for beyond a moment.
+    let said = child.stderr.take().map(Said::collect);
+    let last_words = |said: Option<Said>| {
+        let text = said.map(Said::last_words).unwrap_or_default();
         if text.is_empty() { String::new() } else { format!("; it said: {text}") }
     };
     let deadline = Instant::now() + timeout;
@@ -182,22 +185,45 @@ fn run_once(script: &Path, params: &[String], timeout: Duration) -> std::result:
     }
 }
 
-/// The last lines (at most 3, and 500 bytes) of what `from` gives until it ends, on one line.
-fn tail(mut from: impl std::io::Read) -> String {
+/// The end of what a script writes to a pipe, gathered by a thread of its own.
+struct Said {
+    kept: Arc<Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Said {
+    /// Bytes kept: the last 4 KiB.
     const KEEP: usize = 4096;
-    let mut kept: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = from.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        kept.extend_from_slice(&buf[..n]);
-        if kept.len() > KEEP {
-            kept.drain(..kept.len() - KEEP);
-        }
+
+    fn collect(mut from: impl std::io::Read + Send + 'static) -> Said {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::clone(&kept);
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                let Ok(mut kept) = shared.lock() else { return };
+                if n == 0 {
+                    return;
+                }
+                kept.extend_from_slice(&buf[..n]);
+                let excess = kept.len().saturating_sub(Self::KEEP);
+                kept.drain(..excess);
+            }
+        });
+        Said { kept, reader }
     }
-    let text = String::from_utf8_lossy(&kept);
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let last = lines[lines.len().saturating_sub(3)..].join(" | ");
-    last.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect()
+
+    /// The last lines (at most 3, and 500 bytes) said so far, on one line; waits at most
+    /// 200 ms for the pipe to close.
+    fn last_words(self) -> String {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while !self.reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let kept = self.kept.lock().map(|k| k.clone()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&kept);
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let last = lines[lines.len().saturating_sub(3)..].join(" | ");
+        last.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect()
+    }
 }

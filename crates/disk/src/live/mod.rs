@@ -213,11 +213,6 @@ impl LiveSnapshot {
         Ok(())
     }
 
-    /// The scratch directory holding the fleecing overlays.
-    pub fn scratch(&self) -> &Path {
-        self.scratch.path()
-    }
-
     /// The unix socket of QEMU's NBD server.
     pub fn socket(&self) -> &Path {
         &self.socket

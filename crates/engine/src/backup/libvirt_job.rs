@@ -131,12 +131,12 @@ impl LibvirtJob {
             Ok(names) => names,
             Err(e) => return [notes, vec![e.to_string()]].concat(),
         };
-        let drop: Vec<&String> = if committed {
+        let doomed: Vec<&String> = if committed {
             names.iter().filter(|n| n.starts_with(BITMAP_PREFIX) && **n != self.checkpoint).collect()
         } else {
             names.iter().filter(|n| **n == self.checkpoint).collect()
         };
-        for name in drop {
+        for name in doomed {
             if let Err(e) = self.domain.delete_checkpoint(name) {
                 notes.push(e.to_string());
             }

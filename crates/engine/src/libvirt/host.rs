@@ -72,11 +72,6 @@ impl Host {
         Ok(Host { conn, uri: uri.to_string() })
     }
 
-    /// The URI connected to.
-    pub fn uri(&self) -> &str {
-        &self.uri
-    }
-
     /// The domain with this UUID, or else this name.
     pub fn domain(&self, uuid_or_name: &str) -> Result<Domain> {
         let dom = self
