@@ -58,11 +58,7 @@ trap cleanup EXIT
 cleanup
 rm -rf "$WORK" && mkdir -p "$WORK" && chmod 755 "$WORK"
 qemu-img create -q -f qcow2 -b "$image" -F qcow2 "$WORK/root.qcow2"
-qemu-img create -q -f qcow2 "$WORK/data.qcow2" 2G
-head -c 512M /dev/urandom >"$WORK/random.bin"
-python3 "$here/bench/logtext.py" "$WORK/text.bin"
-qemu-io -f qcow2 -c "write -s $WORK/random.bin 0 512M" -c "write -s $WORK/text.bin 768M 1G" "$WORK/data.qcow2" >/dev/null
-rm -f "$WORK/random.bin" "$WORK/text.bin"
+bash "$here/bench/data-disk.sh" "$WORK/data.qcow2"
 cat >"$WORK/dom.xml" <<EOF
 <domain type='qemu'>
   <name>$DOM</name>

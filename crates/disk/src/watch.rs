@@ -1,14 +1,16 @@
 //! A thread that checks something at a steady pace until it finds a problem or is dropped:
 //! how a live snapshot keeps an eye on the VM it holds (see [`crate::live`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// The watching thread; stopped (and joined) when dropped.
+/// The watching thread; stopped (and joined) when dropped — at once, not after its next
+/// check: the end of a backup waits for it.
 pub struct Watch {
-    stop: Arc<AtomicBool>,
+    /// Dropped to wake and stop the thread.
+    stop: Option<Sender<()>>,
     tripped: Arc<Mutex<Option<String>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -17,12 +19,11 @@ impl Watch {
     /// Run `check` every `every` until it returns what went wrong (kept, see
     /// [`Watch::tripped`]) or the watch is dropped.
     pub fn spawn(every: Duration, mut check: impl FnMut() -> Option<String> + Send + 'static) -> Watch {
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = channel::<()>();
         let tripped = Arc::new(Mutex::new(None));
-        let (stop2, tripped2) = (Arc::clone(&stop), Arc::clone(&tripped));
+        let tripped2 = Arc::clone(&tripped);
         let thread = std::thread::spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
-                std::thread::sleep(every);
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                 if let Some(problem) = check() {
                     if let Ok(mut slot) = tripped2.lock() {
                         *slot = Some(problem);
@@ -31,7 +32,7 @@ impl Watch {
                 }
             }
         });
-        Watch { stop, tripped, thread: Some(thread) }
+        Watch { stop: Some(stop), tripped, thread: Some(thread) }
     }
 
     /// What the check found, once it found something.
@@ -42,9 +43,32 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_dropped_watch_stops_without_waiting_for_its_next_check() {
+        let watch = Watch::spawn(Duration::from_secs(3600), || None);
+        let began = Instant::now();
+        drop(watch);
+        assert!(began.elapsed() < Duration::from_secs(60), "the drop waited for the hourly check");
+    }
+
+    #[test]
+    fn a_problem_found_is_kept() {
+        let watch = Watch::spawn(Duration::from_millis(1), || Some("the VM paused".into()));
+        while watch.tripped().is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(watch.tripped().as_deref(), Some("the VM paused"));
     }
 }

@@ -13,11 +13,13 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::direct;
 use super::{Backend, ObjectInfo, Put, Version, check_key};
 use crate::error::{Result, VaultError, random_bytes};
 
@@ -33,13 +35,19 @@ pub struct LocalBackend {
 struct Inner {
     root: PathBuf,
     unsynced_dirs: Mutex<HashSet<PathBuf>>,
+    /// Cleared once the filesystem refuses direct I/O: everything is buffered from then on.
+    direct: AtomicBool,
 }
 
 impl LocalBackend {
     /// A backend rooted at `root`; the directory is created on first write.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalBackend {
-            inner: Arc::new(Inner { root: root.into(), unsynced_dirs: Mutex::new(HashSet::new()) }),
+            inner: Arc::new(Inner {
+                root: root.into(),
+                unsynced_dirs: Mutex::new(HashSet::new()),
+                direct: AtomicBool::new(true),
+            }),
         }
     }
 
@@ -110,15 +118,30 @@ impl Inner {
         random_bytes(&mut suffix)?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(suffix)));
         let result = (|| {
-            let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
-            // A folder emptied and removed by GC's tidying meanwhile is made again.
-            let mut file = match open() {
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    fs::create_dir_all(dir)?;
-                    open()?
+            let create = |direct: bool| {
+                let mut options = if direct { direct::options() } else { OpenOptions::new() };
+                options.write(true).create_new(true);
+                let open = || options.open(&tmp);
+                // A folder emptied and removed by GC's tidying meanwhile is made again.
+                match open() {
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        fs::create_dir_all(dir)?;
+                        open()
+                    }
+                    other => other,
                 }
-                other => other?,
             };
+            if self.goes_direct(data.len() as u64) {
+                match create(true).and_then(|mut file| direct::write(&mut file, data).map(|()| file)) {
+                    Ok(file) => return file.sync_all(),
+                    Err(e) if direct::unsupported(&e) => {
+                        self.direct.store(false, Ordering::Relaxed);
+                        let _ = fs::remove_file(&tmp);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut file = create(false)?;
             file.write_all(data)?;
             file.sync_all()
         })();
@@ -148,8 +171,27 @@ impl Inner {
         }
     }
 
+    /// Whether an object of `len` bytes is written and read with direct I/O (see [`direct`]).
+    fn goes_direct(&self, len: u64) -> bool {
+        len >= direct::DIRECT_MIN && self.direct.load(Ordering::Relaxed)
+    }
+
     fn get(&self, key: &str) -> Result<Bytes> {
         let path = self.path(key)?;
+        let len = match fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(self.not_found(key)),
+            Err(e) => return Err(VaultError::io(&path, e)),
+        };
+        if self.goes_direct(len) {
+            match direct::read(&path, len) {
+                Ok(Some(data)) => return Ok(data),
+                Ok(None) => {} // it changed meanwhile: read it as it is now
+                Err(e) if direct::unsupported(&e) => self.direct.store(false, Ordering::Relaxed),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(self.not_found(key)),
+                Err(e) => return Err(VaultError::io(&path, e)),
+            }
+        }
         match fs::read(&path) {
             Ok(data) => Ok(Bytes::from(data)),
             Err(e) if e.kind() == ErrorKind::NotFound => Err(self.not_found(key)),

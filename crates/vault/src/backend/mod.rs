@@ -9,6 +9,7 @@
 //! - compare-and-swap, for small mutable documents (catalog, key file): the writer names
 //!   the version it read, and loses with [`VaultError::Conflict`] if someone wrote since.
 
+mod direct;
 mod local;
 mod s3;
 
