@@ -6,7 +6,7 @@
 //!
 //! The stages are those of `engine::transfer` and `vault::blob`, with the same libraries and
 //! parameters: 4 MiB blocks of the allocated extents, all-zero blocks dropped, keyed BLAKE3
-//! for chunk ids, zstd at the vault's level (kept only when smaller), AES-256-GCM, a BLAKE3
+//! for chunk ids, zstd at the vault's level (kept only when smaller), AES-256-GCM (ring), a BLAKE3
 //! checksum of the sealed blob, chunk files written with O_DIRECT and fsynced; a restore reads
 //! them back, opens, decompresses and writes one image with O_DIRECT and a final fsync.
 
@@ -19,9 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use engine::transfer::{blocks_of, is_zero};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -41,7 +40,7 @@ fn main() -> Res<()> {
     let dir = tempfile::tempdir_in(std::env::var_os("LIMIT_DIR").unwrap_or_else(|| ".".into()))?;
 
     let id_key = [7u8; 32];
-    let cipher = Aes256Gcm::new(&[9u8; 32].into());
+    let cipher = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[9u8; 32]).map_err(|_| "AES key")?);
     let (_, hash) = timed(|| parallel(&blocks, cores, |b| Ok(blake3::keyed_hash(&id_key, b))))?;
     let (packed, compress) = timed(|| parallel(&blocks, cores, |b| compress_block(b)))?;
     let (sealed, encrypt) = timed(|| parallel(&packed, cores, |p| seal(&cipher, p)))?;
@@ -184,26 +183,28 @@ fn decompress_block(packed: &Packed) -> Res<Vec<u8>> {
     Ok(if packed.1 { zstd::bulk::decompress(&packed.0, BLOCK as usize)? } else { packed.0.clone() })
 }
 
-fn seal(cipher: &Aes256Gcm, packed: &Packed) -> Res<Sealed> {
+fn seal(cipher: &LessSafeKey, packed: &Packed) -> Res<Sealed> {
     let mut out = Vec::with_capacity(12 + packed.0.len() + 16);
     let mut nonce = [0u8; 12];
     getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&packed.0);
     let tag = cipher
-        .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"limit", &mut out[12..])
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(b"limit"), &mut out[12..])
         .map_err(|_| "encryption failed")?;
-    out.extend_from_slice(&tag);
+    out.extend_from_slice(tag.as_ref());
     Ok(Sealed(out))
 }
 
-fn open(cipher: &Aes256Gcm, sealed: &(Vec<u8>, bool)) -> Res<Packed> {
+fn open(cipher: &LessSafeKey, sealed: &(Vec<u8>, bool)) -> Res<Packed> {
     let (blob, compressed) = sealed;
     let (nonce, rest) = blob.split_at(12);
     let (body, tag) = rest.split_at(rest.len() - 16);
     let mut buf = body.to_vec();
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| "nonce")?;
+    let tag = Tag::try_from(tag).map_err(|_| "tag")?;
     cipher
-        .decrypt_in_place_detached(Nonce::from_slice(nonce), b"limit", &mut buf, Tag::from_slice(tag))
+        .open_in_place_separate_tag(nonce, Aad::from(b"limit"), tag, &mut buf, 0..)
         .map_err(|_| "authentication failed")?;
     Ok(Packed(buf, *compressed))
 }

@@ -4,9 +4,7 @@
 //! random nonce with the chunk id and the header as associated data, and appends a plain
 //! BLAKE3 checksum of everything before it so a server without the key can check integrity.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
-
+use crate::chunk_cipher::{NONCE_LEN, TAG_LEN};
 use crate::error::{Result, VaultError, random_bytes};
 use crate::id::ChunkId;
 use crate::keys::Keys;
@@ -27,8 +25,6 @@ pub const FLAG_ENCRYPTED: u8 = 0x02;
 pub const MAX_PLAINTEXT: usize = 16 * 1024 * 1024;
 /// zstd level used for chunks: fast, since throughput matters more than the last few percent.
 pub const ZSTD_LEVEL: i32 = 1;
-
-const TAG_LEN: usize = 16;
 
 thread_local! {
     /// One zstd context per thread, reused: making one per chunk repeats its table setup.
@@ -68,20 +64,16 @@ pub fn seal(keys: &Keys, id: &ChunkId, plaintext: &[u8]) -> Result<Vec<u8>> {
     header[0..4].copy_from_slice(&BLOB_MAGIC);
     header[4] = BLOB_VERSION;
     let mut out = Vec::with_capacity(BLOB_HEADER_LEN + body.len() + TAG_LEN + BLOB_CHECKSUM_LEN);
-    match keys.chunk_cipher_key() {
-        Some(key) => {
+    match keys.chunk_cipher() {
+        Some(cipher) => {
             header[5] = flags | FLAG_ENCRYPTED;
-            random_bytes(&mut header[8..20])?;
+            let mut nonce = [0u8; NONCE_LEN];
+            random_bytes(&mut nonce)?;
+            header[8..20].copy_from_slice(&nonce);
             out.extend_from_slice(&header);
             out.extend_from_slice(body);
             let aad = associated_data(id, &header);
-            let tag = Aes256Gcm::new(key.into())
-                .encrypt_in_place_detached(
-                    Nonce::from_slice(&header[8..20]),
-                    &aad,
-                    &mut out[BLOB_HEADER_LEN..],
-                )
-                .map_err(|_| VaultError::Failed("chunk encryption failed".into()))?;
+            let tag = cipher.seal(&nonce, &aad, &mut out[BLOB_HEADER_LEN..])?;
             out.extend_from_slice(&tag);
         }
         None => {
@@ -105,22 +97,19 @@ pub fn check(id: &ChunkId, stored: &[u8]) -> Result<()> {
 pub fn open(keys: &Keys, id: &ChunkId, stored: &[u8]) -> Result<Vec<u8>> {
     let blob = parse(id, stored)?;
     let encrypted = blob.flags & FLAG_ENCRYPTED != 0;
-    let body = match (keys.chunk_cipher_key(), encrypted) {
-        (Some(key), true) => {
+    let body = match (keys.chunk_cipher(), encrypted) {
+        (Some(cipher), true) => {
             if blob.payload.len() < TAG_LEN {
                 return Err(VaultError::corrupt(format!("chunk {id}"), "ciphertext shorter than its tag"));
             }
             let (ciphertext, tag) = blob.payload.split_at(blob.payload.len() - TAG_LEN);
             let mut buf = ciphertext.to_vec();
             let aad = associated_data(id, blob.header);
-            Aes256Gcm::new(key.into())
-                .decrypt_in_place_detached(
-                    Nonce::from_slice(&blob.header[8..20]),
-                    &aad,
-                    &mut buf,
-                    Tag::from_slice(tag),
-                )
-                .map_err(|_| VaultError::ChunkAuthentication { id: *id })?;
+            let mut nonce = [0u8; NONCE_LEN];
+            nonce.copy_from_slice(&blob.header[8..20]);
+            if !cipher.open(&nonce, &aad, &mut buf, tag) {
+                return Err(VaultError::ChunkAuthentication { id: *id });
+            }
             buf
         }
         (None, false) => blob.payload.to_vec(),

@@ -5,6 +5,7 @@
 
 use zeroize::Zeroizing;
 
+use crate::chunk_cipher::ChunkCipher;
 use crate::error::{Result, random_bytes};
 use crate::id::{ChunkId, VaultId};
 use crate::point_key::{PointKey, PointSigner};
@@ -97,7 +98,7 @@ enum Secrets {
     Encrypted {
         master: MasterKey,
         chunk_id: Zeroizing<[u8; 32]>,
-        chunk_cipher: Zeroizing<[u8; 32]>,
+        chunk_cipher: ChunkCipher,
         signing: Zeroizing<[u8; 32]>,
     },
     /// An unencrypted vault has no secret: its signing key is derived from the public vault id,
@@ -107,12 +108,12 @@ enum Secrets {
 
 impl Keys {
     /// Sub-keys of an encrypted vault.
-    pub(crate) fn encrypted(master: MasterKey) -> Self {
+    pub(crate) fn encrypted(master: MasterKey) -> Result<Self> {
         let chunk_id = master.derive(CONTEXT_CHUNK_ID);
-        let chunk_cipher = master.derive(CONTEXT_CHUNK_CIPHER);
+        let chunk_cipher = ChunkCipher::new(&master.derive(CONTEXT_CHUNK_CIPHER))?;
         let signing = master.derive(CONTEXT_SIGNING);
         let points = PointSigner::from_seed(&master.derive(CONTEXT_POINT_SIGNING));
-        Keys { secrets: Secrets::Encrypted { master, chunk_id, chunk_cipher, signing }, points }
+        Ok(Keys { secrets: Secrets::Encrypted { master, chunk_id, chunk_cipher, signing }, points })
     }
 
     /// Keys of an unencrypted vault: plain BLAKE3 chunk ids and no encryption.
@@ -156,7 +157,7 @@ impl Keys {
         self.points.sign(bytes)
     }
 
-    pub(crate) fn chunk_cipher_key(&self) -> Option<&[u8; 32]> {
+    pub(crate) fn chunk_cipher(&self) -> Option<&ChunkCipher> {
         match &self.secrets {
             Secrets::Encrypted { chunk_cipher, .. } => Some(chunk_cipher),
             Secrets::Plain { .. } => None,

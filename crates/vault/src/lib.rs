@@ -37,6 +37,7 @@
 pub mod backend;
 pub mod blob;
 pub mod catalog;
+mod chunk_cipher;
 pub mod config;
 pub mod error;
 pub mod gc;

@@ -122,7 +122,7 @@ impl Vault {
                 let config = VaultConfig::new(Encryption::Aes256Gcm)?;
                 let master = MasterKey::generate()?;
                 let key_file = KeyFile::wrap(&master, &passphrase, kdf)?;
-                (config, Keys::encrypted(master), Some(key_file))
+                (config, Keys::encrypted(master)?, Some(key_file))
             }
             InitEncryption::None => {
                 let config = VaultConfig::new(Encryption::None)?;
@@ -188,7 +188,7 @@ impl Vault {
             return Err(VaultError::NotEncrypted { location: self.location() });
         }
         let master = self.key_file().await?.unwrap_key(passphrase, &self.location())?;
-        self.with_keys(Keys::encrypted(master))
+        self.with_keys(Keys::encrypted(master)?)
     }
 
     /// Use an unencrypted vault for reading and writing content.
@@ -202,7 +202,7 @@ impl Vault {
 
     /// Unlock with a master key held elsewhere (a key agent, or a recovery key).
     pub fn unlock_with_master(self, master: MasterKey) -> Result<UnlockedVault> {
-        self.with_keys(Keys::encrypted(master))
+        self.with_keys(Keys::encrypted(master)?)
     }
 
     fn with_keys(self, keys: Keys) -> Result<UnlockedVault> {
@@ -224,7 +224,7 @@ impl Vault {
             return Err(VaultError::NotEncrypted { location: self.location() });
         }
         let location = self.location();
-        let keys = Keys::encrypted(recovery.master());
+        let keys = Keys::encrypted(recovery.master())?;
         if self.config.verify(&keys, &self.config_bytes).is_err() {
             return Err(VaultError::WrongRecoveryKey { location });
         }
