@@ -7,25 +7,25 @@
 //! The stages are those of `engine::transfer` and `vault::blob`, with the same libraries and
 //! parameters: 4 MiB blocks of the allocated extents, all-zero blocks dropped, keyed BLAKE3
 //! for chunk ids, zstd at the vault's level (kept only when smaller), AES-256-GCM (ring), a BLAKE3
-//! checksum of the sealed blob, chunk files written with O_DIRECT and fsynced; a restore reads
-//! them back, opens, decompresses and writes one image with O_DIRECT and a final fsync.
+//! checksum of the sealed blob, chunk files stored by vault's own local backend (O_DIRECT, an
+//! fsync each, one flush); a restore reads them back through it, opens, decompresses and writes
+//! one raw image through the restore's own sink (`disk::writer`, O_DIRECT, a final fsync).
 
 use std::error::Error;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
+use bytes::Bytes;
+use disk::DiskFormat;
 use engine::transfer::{blocks_of, is_zero};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
+use vault::backend::{Backend, LocalBackend};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 const BLOCK: u64 = vault::index::CHUNK_SIZE as u64;
-const ALIGN: usize = 4096;
 
 fn main() -> Res<()> {
     let images: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
@@ -45,15 +45,20 @@ fn main() -> Res<()> {
     let (packed, compress) = timed(|| parallel(&blocks, cores, |b| compress_block(b)))?;
     let (sealed, encrypt) = timed(|| parallel(&packed, cores, |p| seal(&cipher, p)))?;
     let (_, checksum) = timed(|| parallel(&sealed, cores, |s| Ok(blake3::hash(&s.0))))?;
-    let paths: Vec<PathBuf> = (0..sealed.len()).map(|i| dir.path().join(format!("c{i}"))).collect();
-    let jobs: Vec<(&PathBuf, &Sealed)> = paths.iter().zip(&sealed).collect();
-    let (_, write) = timed(|| parallel(&jobs, cores, |(path, s)| write_direct(path, &s.0)))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let store = LocalBackend::new(dir.path().join("vault"));
+    let keys: Vec<String> = (0..sealed.len()).map(|i| format!("chunks/{:02x}/c{i}", i % 256)).collect();
+    let jobs: Vec<(&String, &Sealed)> = keys.iter().zip(&sealed).collect();
+    let (_, write) = timed(|| {
+        parallel(&jobs, cores, |(key, s)| Ok(runtime.block_on(store.put_if_absent(key, s.0.clone()))?))?;
+        Ok(runtime.block_on(store.flush())?)
+    })?;
     let stored: u64 = sealed.iter().map(|s| s.0.len() as u64).sum();
     let compressed: Vec<bool> = packed.iter().map(|p| p.1).collect();
     drop((packed, sealed));
 
-    let (read_back, fetch) = timed(|| parallel(&paths, cores, read_direct))?;
-    let read_back: Vec<(Vec<u8>, bool)> = read_back.into_iter().zip(compressed).collect();
+    let (read_back, fetch) = timed(|| parallel(&keys, cores, |key| Ok(runtime.block_on(store.get(key))?)))?;
+    let read_back: Vec<(Bytes, bool)> = read_back.into_iter().zip(compressed).collect();
     let (opened, decrypt) = timed(|| parallel(&read_back, cores, |s| open(&cipher, s)))?;
     let (plain, decompress) = timed(|| parallel(&opened, cores, decompress_block))?;
     drop((read_back, opened));
@@ -84,11 +89,11 @@ fn main() -> Res<()> {
         ("compress: zstd", compress),
         ("encrypt: AES-256-GCM", encrypt),
         ("checksum: BLAKE3 of the blob", checksum),
-        ("write chunk files: O_DIRECT + fsync each", write),
-        ("restore: read chunk files (O_DIRECT)", fetch),
+        ("write chunk files (local backend), flush", write),
+        ("restore: read chunk files (local backend)", fetch),
         ("restore: decrypt", decrypt),
         ("restore: decompress", decompress),
-        ("restore: write the image (O_DIRECT) + fsync", write_image),
+        ("restore: write the image (raw sink), fsync", write_image),
     ];
     for (name, s) in rows {
         println!("{name:<44} {s:>8.2} {:>10.2}", gb(s));
@@ -172,7 +177,7 @@ fn parallel<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> Res
 /// A block as stored: compressed or not.
 struct Packed(Vec<u8>, bool);
 /// A sealed blob: nonce, ciphertext and tag (whether it was compressed is kept aside).
-struct Sealed(Vec<u8>);
+struct Sealed(Bytes);
 
 fn compress_block(block: &[u8]) -> Res<Packed> {
     let compressed = zstd::bulk::compress(block, vault::blob::ZSTD_LEVEL)?;
@@ -193,10 +198,10 @@ fn seal(cipher: &LessSafeKey, packed: &Packed) -> Res<Sealed> {
         .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(b"limit"), &mut out[12..])
         .map_err(|_| "encryption failed")?;
     out.extend_from_slice(tag.as_ref());
-    Ok(Sealed(out))
+    Ok(Sealed(Bytes::from(out)))
 }
 
-fn open(cipher: &LessSafeKey, sealed: &(Vec<u8>, bool)) -> Res<Packed> {
+fn open(cipher: &LessSafeKey, sealed: &(Bytes, bool)) -> Res<Packed> {
     let (blob, compressed) = sealed;
     let (nonce, rest) = blob.split_at(12);
     let (body, tag) = rest.split_at(rest.len() - 16);
@@ -209,54 +214,11 @@ fn open(cipher: &LessSafeKey, sealed: &(Vec<u8>, bool)) -> Res<Packed> {
     Ok(Packed(buf, *compressed))
 }
 
-/// `data` rounded up to whole 4 KiB blocks in an aligned buffer, for O_DIRECT.
-fn aligned(data: &[u8]) -> (Vec<u8>, usize) {
-    let padded = data.len().div_ceil(ALIGN) * ALIGN;
-    let mut buf = vec![0u8; padded + ALIGN];
-    let start = buf.as_ptr().align_offset(ALIGN);
-    buf[start..start + data.len()].copy_from_slice(data);
-    (buf, start)
-}
-
-fn write_direct(path: &Path, data: &[u8]) -> Res<()> {
-    let (buf, start) = aligned(data);
-    let mut file = OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_DIRECT).open(path)?;
-    file.write_all(&buf[start..start + data.len().div_ceil(ALIGN) * ALIGN])?;
-    file.set_len(data.len() as u64)?;
-    file.sync_all()?;
-    Ok(())
-}
-
-fn read_direct(path: &PathBuf) -> Res<Vec<u8>> {
-    let len = std::fs::metadata(path)?.len() as usize;
-    let (mut buf, start) = aligned(&vec![0u8; len]);
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path)?;
-    let padded = len.div_ceil(ALIGN) * ALIGN;
-    let mut filled = 0;
-    while filled < len {
-        let n = file.read_at(&mut buf[start + filled..start + padded], filled as u64)?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    Ok(buf[start..start + len].to_vec())
-}
-
+/// The blocks one after the other in a new raw image, through the restore's own sink.
 fn write_image(path: &Path, blocks: &[Vec<u8>]) -> Res<()> {
-    let file = OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_DIRECT).open(path)?;
-    let mut offset = 0u64;
-    let mut staging = Vec::new();
-    for block in blocks {
-        let padded = block.len().div_ceil(ALIGN) * ALIGN;
-        if staging.len() < padded + ALIGN {
-            staging.resize(padded + ALIGN, 0);
-        }
-        let start = staging.as_ptr().align_offset(ALIGN);
-        staging[start..start + block.len()].copy_from_slice(block);
-        file.write_all_at(&staging[start..start + padded], offset)?;
-        offset += padded as u64;
+    let mut sink = disk::writer::create_sink(path, DiskFormat::Raw, blocks.len() as u64 * BLOCK)?;
+    for (i, block) in blocks.iter().enumerate() {
+        sink.write_at(i as u64 * BLOCK, block)?;
     }
-    File::sync_all(&file)?;
-    Ok(())
+    Ok(sink.finish()?)
 }
