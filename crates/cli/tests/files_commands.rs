@@ -54,13 +54,18 @@ fn files_parts_ls_cat_find_and_get_read_a_point_without_restoring_it() {
     let parts: serde_json::Value =
         serde_json::from_str(&lab.ok(&["files", "parts", "web", "--json"])).unwrap();
     assert_eq!(parts["table"], "gpt");
-    let fs: Vec<(u64, &str, &str)> = parts["volumes"]
+    let fs: Vec<(&str, &str, &str, &str)> = parts["volumes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| (v["number"].as_u64().unwrap(), v["fs"].as_str().unwrap(), v["label"].as_str().unwrap()))
+        .map(|v| {
+            let field = |k: &str| v[k].as_str().unwrap();
+            (field("id"), field("part_type"), field("fs"), field("label"))
+        })
         .collect();
-    assert_eq!(fs, [(1, "ext", "root"), (2, "fat", "ESP")]);
+    assert_eq!(fs, [("1", "Linux filesystem", "ext4", "root"), ("2", "Microsoft basic data", "vfat", "ESP")]);
+    let table = lab.ok(&["files", "parts", "web"]);
+    assert!(table.contains(": a GPT partition table\n"), "{table}");
 
     assert_eq!(lab.ok(&["files", "ls", "web", "/etc"]), "motd\nnginx/\n");
     let long = lab.ok(&["files", "ls", "web", "--long", "/etc/motd"]);

@@ -189,6 +189,9 @@ impl EngineError {
                 Some("if it really is the VM's disk, add it with --force".into())
             }
             EngineError::Refused { hint, .. } => hint.clone(),
+            EngineError::Guest(GuestError::Unsupported { .. }) => {
+                Some("see `vmvault files parts`, and name a readable volume with --partition".into())
+            }
             EngineError::RestoreDisk { source, .. }
             | EngineError::BackupDisk { source, .. }
             | EngineError::Uncommitted { source, .. } => source.hint(),

@@ -7,8 +7,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use guestfs::detect::{Volume, default_volume};
-use guestfs::{BlockReader, GuestFs};
+use guestfs::{BlockReader, GuestDisk, GuestFs, Layout, Volume};
 use tokio::runtime::Handle;
 use vault::{FixedIndex, Manifest, UnlockedVault};
 
@@ -129,7 +128,8 @@ impl disk::nbd::server::ExportSource for PointReader {
     }
 }
 
-/// A disk of a point opened for browsing: its volumes and the reader under them.
+/// A disk of a point opened for browsing, with the point's other disks beside it (an LVM
+/// volume group may span them).
 pub struct PointDisk {
     /// The point.
     pub manifest: Manifest,
@@ -137,6 +137,8 @@ pub struct PointDisk {
     pub label: String,
     /// The reader (also counts chunk fetches).
     pub reader: Arc<PointReader>,
+    disks: Vec<GuestDisk>,
+    chosen: usize,
 }
 
 impl PointDisk {
@@ -154,36 +156,35 @@ impl PointDisk {
                 EngineError::Invalid(format!("point {} of VM {vm:?} holds no disk", manifest.point_id))
             })?,
         };
-        let reader = Arc::new(PointReader::open(vault, &manifest, &label).await?);
-        Ok(PointDisk { manifest, label, reader })
+        let reader = Arc::new(PointReader::open(Arc::clone(&vault), &manifest, &label).await?);
+        let mut disks = Vec::new();
+        let mut chosen = 0;
+        for d in &manifest.disks {
+            let this: Arc<PointReader> = if d.label == label {
+                chosen = disks.len();
+                Arc::clone(&reader)
+            } else {
+                Arc::new(PointReader::open(Arc::clone(&vault), &manifest, &d.label).await?)
+            };
+            disks.push(GuestDisk { label: d.label.clone(), reader: this as Arc<dyn BlockReader> });
+        }
+        Ok(PointDisk { manifest, label, reader, disks, chosen })
     }
 
-    /// Partition table and volumes (blocking: call from a blocking thread).
-    pub fn volumes(&self) -> Result<(guestfs::partition::TableKind, Vec<Volume>)> {
-        Ok(guestfs::volumes(Arc::clone(&self.reader) as Arc<dyn BlockReader>)?)
+    /// The disk's partitions and LVs, probed (blocking: call from a blocking thread).
+    pub fn layout(&self) -> Result<Layout> {
+        Ok(guestfs::scan(&self.disks, self.chosen)?)
     }
 
-    /// Open partition `number` (default: the largest readable filesystem; 0 = whole disk).
-    pub fn filesystem(&self, number: Option<u32>) -> Result<(Volume, Box<dyn GuestFs>)> {
-        let (_, volumes) = self.volumes()?;
-        let volume = match number {
-            Some(n) => volumes.iter().find(|v| v.number == n).ok_or_else(|| {
-                let known: Vec<String> = volumes.iter().map(|v| v.number.to_string()).collect();
-                EngineError::Invalid(format!(
-                    "disk {} of point {} has no partition {n} (it has: {}); see `vmvault files parts`",
-                    self.label,
-                    self.manifest.point_id,
-                    known.join(", ")
-                ))
-            })?,
-            None => default_volume(&volumes).ok_or_else(|| {
-                EngineError::Invalid(format!(
-                    "disk {} of point {} holds no filesystem vmvault can read (ext2/3/4, FAT, NTFS); see `vmvault files parts`",
-                    self.label, self.manifest.point_id
-                ))
-            })?,
+    /// Open volume `id` (a partition number, `0` for the whole disk, or `vg/lv`); by default
+    /// the OS root (see [`Layout::default_volume`]).
+    pub fn filesystem(&self, id: Option<&str>) -> Result<(Volume, Box<dyn GuestFs>)> {
+        let layout = self.layout()?;
+        let volume = match id {
+            Some(id) => layout.find(id)?,
+            None => layout.default_volume()?,
         };
-        let fs = guestfs::open_volume(Arc::clone(&self.reader) as Arc<dyn BlockReader>, volume)?;
+        let fs = guestfs::open_volume(volume)?;
         Ok((volume.clone(), fs))
     }
 }

@@ -10,23 +10,12 @@ use std::sync::Arc;
 
 use common::*;
 use engine::files::PointDisk;
-use guestfs::detect::FsKind;
+use guestfs::FsKind;
 use guestfs::extract::{extract, find};
 use guestfs::partition::TableKind;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// Open a disk of the latest point of `vm` and run `f` on it on a blocking thread.
-async fn with_disk<R: Send + 'static>(
-    lab: &Lab,
-    vm: &str,
-    label: &str,
-    f: impl FnOnce(PointDisk) -> R + Send + 'static,
-) -> R {
-    let disk = PointDisk::open(Arc::clone(&lab.vault), vm, "latest", Some(label)).await.unwrap();
-    tokio::task::spawn_blocking(move || f(disk)).await.unwrap()
 }
 
 /// A source tree with nested directories, modes, fixed mtimes and symlinks.
@@ -133,9 +122,12 @@ async fn listing_the_root_of_a_large_disk_reads_a_few_chunks_and_files_come_back
     let disk = PointDisk::open(Arc::clone(&lab.vault), "db01", &point.point_id, None).await.unwrap();
     let reader = Arc::clone(&disk.reader);
     let (names, parts, chunks_for_ls) = tokio::task::spawn_blocking(move || {
-        let (_, volumes) = disk.volumes().unwrap();
+        let volumes = disk.layout().unwrap().volumes;
         let (volume, fs) = disk.filesystem(None).unwrap();
-        assert_eq!((volume.number, volume.fs, volume.label.as_deref()), (1, FsKind::Ext, Some("rootfs")));
+        assert_eq!(
+            (volume.id.as_str(), volume.fs, volume.label.as_deref()),
+            ("1", FsKind::Ext4, Some("rootfs"))
+        );
         let mut names: Vec<String> = fs.list(b"/").unwrap().iter().map(|e| e.display_name()).collect();
         names.sort();
         (names, volumes.len(), reader.chunks_fetched())
@@ -154,7 +146,7 @@ async fn listing_the_root_of_a_large_disk_reads_a_few_chunks_and_files_come_back
     let report = tokio::task::spawn_blocking({
         let dest = dest.clone();
         move || {
-            let (_, fs) = disk.filesystem(Some(1)).unwrap();
+            let (_, fs) = disk.filesystem(Some("1")).unwrap();
             extract(fs.as_ref(), &[b"/etc".to_vec(), b"/home".to_vec()], &dest).unwrap()
         }
     })
@@ -232,7 +224,8 @@ async fn gpt_mbr_and_ntfs_disks_come_back_file_for_file_from_a_point() {
     let (table, volumes, report) = with_disk(&lab, "guest", "gpt", {
         let out = out.clone();
         move |disk| {
-            let (table, volumes) = disk.volumes().unwrap();
+            let layout = disk.layout().unwrap();
+            let (table, volumes) = (layout.table, layout.volumes);
             let (_, fs) = disk.filesystem(None).unwrap();
             let paths = [b"/etc".to_vec(), b"/var".to_vec(), b"/run.sh".to_vec(), b"/etc-link".to_vec()];
             (table, volumes, extract(fs.as_ref(), &paths, &out).unwrap())
@@ -240,13 +233,13 @@ async fn gpt_mbr_and_ntfs_disks_come_back_file_for_file_from_a_point() {
     })
     .await;
     assert_eq!(table, TableKind::Gpt);
-    let summary: Vec<(u32, FsKind, Option<String>, Option<String>)> =
-        volumes.iter().map(|v| (v.number, v.fs, v.label.clone(), v.part_name.clone())).collect();
+    let summary: Vec<(&str, FsKind, Option<String>, Option<String>)> =
+        volumes.iter().map(|v| (v.id.as_str(), v.fs, v.label.clone(), v.part_name.clone())).collect();
     assert_eq!(
         summary,
         [
-            (1, FsKind::Ext, Some("root".into()), Some("root".into())),
-            (2, FsKind::Fat, Some("DATA".into()), Some("data".into())),
+            ("1", FsKind::Ext4, Some("root".into()), Some("root".into())),
+            ("2", FsKind::Vfat, Some("DATA".into()), Some("data".into())),
         ]
     );
     assert!(report.errors.is_empty() && report.warnings.is_empty(), "{report:?}");
@@ -257,7 +250,7 @@ async fn gpt_mbr_and_ntfs_disks_come_back_file_for_file_from_a_point() {
     let (report, hits) = with_disk(&lab, "guest", "gpt", {
         let out = out.clone();
         move |disk| {
-            let (_, fs) = disk.filesystem(Some(2)).unwrap();
+            let (_, fs) = disk.filesystem(Some("2")).unwrap();
             (extract(fs.as_ref(), &[b"/".to_vec()], &out).unwrap(), find(fs.as_ref(), b"/", "*.txt").0)
         }
     })
@@ -278,15 +271,16 @@ async fn gpt_mbr_and_ntfs_disks_come_back_file_for_file_from_a_point() {
     let (numbers, report) = with_disk(&lab, "guest", "mbr", {
         let out = out.clone();
         move |disk| {
-            let (table, volumes) = disk.volumes().unwrap();
+            let layout = disk.layout().unwrap();
+            let (table, volumes) = (layout.table, layout.volumes);
             assert_eq!(table, TableKind::Mbr);
-            let numbers: Vec<(u32, FsKind)> = volumes.iter().map(|v| (v.number, v.fs)).collect();
-            let (_, fs) = disk.filesystem(Some(5)).unwrap();
+            let numbers: Vec<(String, FsKind)> = volumes.iter().map(|v| (v.id.clone(), v.fs)).collect();
+            let (_, fs) = disk.filesystem(Some("5")).unwrap();
             (numbers, extract(fs.as_ref(), &[b"/".to_vec()], &out).unwrap())
         }
     })
     .await;
-    assert_eq!(numbers, [(1, FsKind::Unknown), (5, FsKind::Ext)]);
+    assert_eq!(numbers, [("1".to_string(), FsKind::Unknown), ("5".to_string(), FsKind::Ext4)]);
     assert!(report.errors.is_empty(), "{report:?}");
     let mut got = snapshot(&out, true);
     got.retain(|k, _| !k.starts_with("lost+found"));
@@ -302,7 +296,7 @@ async fn gpt_mbr_and_ntfs_disks_come_back_file_for_file_from_a_point() {
         }
     })
     .await;
-    assert_eq!((volume.number, volume.fs, volume.label.as_deref()), (0, FsKind::Ntfs, Some("win")));
+    assert_eq!((volume.id.as_str(), volume.fs, volume.label.as_deref()), ("0", FsKind::Ntfs, Some("win")));
     assert!(report.errors.is_empty(), "{report:?}");
     assert_eq!(
         std::fs::read(out.join("Big File.bin")).unwrap(),

@@ -10,18 +10,23 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-pub mod detect;
+pub mod bytes;
 pub mod error;
 pub mod ext;
 pub mod extract;
 pub mod fat;
+pub mod layout;
+pub mod lvm;
 pub mod ntfs;
 pub mod partition;
+pub mod probe;
 pub mod reader;
 pub mod tree;
+pub mod xfs;
 
-pub use detect::{FsKind, Volume, open_volume, volumes};
 pub use error::{GuestError, Result};
+pub use layout::{GuestDisk, Layout, Volume, open as open_volume, scan, volumes};
+pub use probe::FsKind;
 pub use reader::{BlockReader, Slice};
 pub use tree::{Entry, EntryKind, GuestFs};
 

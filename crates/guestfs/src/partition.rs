@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
+use crate::bytes::{le16, le32, le64};
 use crate::error::Result;
 use crate::reader::Slice;
 
@@ -34,24 +35,10 @@ pub struct Partition {
     pub start: u64,
     /// Length in bytes.
     pub size: u64,
-    /// The type, named when known (`linux`, `efi`, `ntfs/exfat`, `fat32`, GUIDs or hex otherwise).
+    /// The type by `fdisk`'s name (`Linux filesystem`, `EFI System`, `Linux LVM`…), else its GUID or hex byte.
     pub type_name: String,
     /// GPT partition name, if any.
     pub name: Option<String>,
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]])).unwrap_or(0)
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])).unwrap_or(0)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .map(|s| u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]))
-        .unwrap_or(0)
 }
 
 /// Read the partition table of `disk`.
@@ -61,7 +48,7 @@ pub fn read_table(disk: &Slice) -> Result<(TableKind, Vec<Partition>)> {
     }
     let mut mbr = [0u8; 512];
     disk.read_at(0, &mut mbr)?;
-    if u16_at(&mbr, 510) != 0xAA55 {
+    if le16(&mbr, 510) != 0xAA55 {
         return Ok((TableKind::None, vec![]));
     }
     let entries: Vec<&[u8]> = (0..4).map(|i| &mbr[446 + i * 16..446 + (i + 1) * 16]).collect();
@@ -77,7 +64,7 @@ pub fn read_table(disk: &Slice) -> Result<(TableKind, Vec<Partition>)> {
     let mut parts = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let kind = e[4];
-        let (start, sectors) = (u64::from(u32_at(e, 8)), u64::from(u32_at(e, 12)));
+        let (start, sectors) = (u64::from(le32(e, 8)), u64::from(le32(e, 12)));
         if kind == 0 || sectors == 0 {
             continue;
         }
@@ -117,21 +104,21 @@ fn read_logical(disk: &Slice, extended_start: u64, parts: &mut Vec<Partition>) -
     while seen.insert(ebr_at) && seen.len() <= MAX_LOGICAL && ebr_at + SECTOR <= disk.len() {
         let mut ebr = [0u8; 512];
         disk.read_at(ebr_at, &mut ebr)?;
-        if u16_at(&ebr, 510) != 0xAA55 {
+        if le16(&ebr, 510) != 0xAA55 {
             break;
         }
         let first = &ebr[446..462];
         let next = &ebr[462..478];
-        if first[4] != 0 && u32_at(first, 12) != 0 {
-            let start = ebr_at + u64::from(u32_at(first, 8)) * SECTOR;
-            let size = u64::from(u32_at(first, 12)) * SECTOR;
+        if first[4] != 0 && le32(first, 12) != 0 {
+            let start = ebr_at + u64::from(le32(first, 8)) * SECTOR;
+            let size = u64::from(le32(first, 12)) * SECTOR;
             push_checked(disk, parts, number, start, size, mbr_type(first[4]), None);
             number += 1;
         }
-        if next[4] == 0 || u32_at(next, 8) == 0 {
+        if next[4] == 0 || le32(next, 8) == 0 {
             break;
         }
-        ebr_at = extended_start + u64::from(u32_at(next, 8)) * SECTOR;
+        ebr_at = extended_start + u64::from(le32(next, 8)) * SECTOR;
     }
     Ok(())
 }
@@ -145,9 +132,9 @@ fn read_gpt(disk: &Slice) -> Result<Option<Vec<Partition>>> {
     if &header[0..8] != b"EFI PART" {
         return Ok(None);
     }
-    let entries_lba = u64_at(&header, 72);
-    let count = u32_at(&header, 80).min(MAX_GPT_ENTRIES);
-    let entry_size = u32_at(&header, 84);
+    let entries_lba = le64(&header, 72);
+    let count = le32(&header, 80).min(MAX_GPT_ENTRIES);
+    let entry_size = le32(&header, 84);
     if !(128..=4096).contains(&entry_size) || !entry_size.is_multiple_of(8) {
         return Ok(None);
     }
@@ -164,12 +151,11 @@ fn read_gpt(disk: &Slice) -> Result<Option<Vec<Partition>>> {
         if type_guid.iter().all(|&b| b == 0) {
             continue;
         }
-        let (first, last) = (u64_at(entry, 32), u64_at(entry, 40));
+        let (first, last) = (le64(entry, 32), le64(entry, 40));
         if last < first {
             continue;
         }
-        let name_units: Vec<u16> =
-            (0..36).map(|k| u16_at(entry, 56 + 2 * k)).take_while(|&u| u != 0).collect();
+        let name_units: Vec<u16> = (0..36).map(|k| le16(entry, 56 + 2 * k)).take_while(|&u| u != 0).collect();
         let name = String::from_utf16_lossy(&name_units);
         let (Some(start), Some(size)) =
             (first.checked_mul(SECTOR), (last - first).checked_add(1).and_then(|n| n.checked_mul(SECTOR)))
@@ -193,9 +179,9 @@ fn read_gpt(disk: &Slice) -> Result<Option<Vec<Partition>>> {
 fn guid_text(g: &[u8]) -> String {
     format!(
         "{:08X}-{:04X}-{:04X}-{:02X}{:02X}-{:02X}{:02X}{:02X}{:02X}{:02X}{:02X}",
-        u32_at(g, 0),
-        u16_at(g, 4),
-        u16_at(g, 6),
+        le32(g, 0),
+        le16(g, 4),
+        le16(g, 6),
         g[8],
         g[9],
         g[10],
@@ -207,31 +193,59 @@ fn guid_text(g: &[u8]) -> String {
     )
 }
 
+/// GPT type GUIDs by the names `fdisk` and the Discoverable Partitions Specification use.
+const GPT_TYPES: &[(&str, &str)] = &[
+    ("C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "EFI System"),
+    ("21686148-6449-6E6F-744E-656564454649", "BIOS boot"),
+    ("0FC63DAF-8483-4772-8E79-3D69D8477DE4", "Linux filesystem"),
+    ("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "Linux root (x86-64)"),
+    ("44479540-F297-41B2-9AF7-D131D5F0458A", "Linux root (x86)"),
+    ("B921B045-1DF0-41C3-AF44-4C6F280D3FAE", "Linux root (ARM-64)"),
+    ("8484680C-9521-48C6-9C11-B0720656F69E", "Linux /usr (x86-64)"),
+    ("933AC7E1-2EB4-4F13-B844-0E14E2AEF915", "Linux home"),
+    ("4D21B016-B534-45C2-A9FB-5C16E091FD2D", "Linux variable data"),
+    ("7EC6F557-3BC5-4ACA-B293-16EF5DF639D1", "Linux temporary data"),
+    ("3B8F8425-20E0-4F3B-907F-1A25A76F98E8", "Linux server data"),
+    ("BC13C2FF-59E6-4262-A352-B275FD6F7172", "Linux extended boot"),
+    ("0657FD6D-A4AB-43C4-84E5-0933C84B4F4F", "Linux swap"),
+    ("E6D6D379-F507-44C2-A23C-238F2A3DF928", "Linux LVM"),
+    ("A19D880F-05FC-4D3B-A006-743F0F84911E", "Linux RAID"),
+    ("CA7D7CCB-63ED-4C53-861C-1742536059CC", "Linux LUKS"),
+    ("7FFEC5C9-2D00-49B7-8941-3EA10A5586B7", "Linux dm-crypt"),
+    ("8DA63339-0007-60C0-C436-083AC8230908", "Linux reserved"),
+    ("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", "Microsoft basic data"),
+    ("E3C9E316-0B5C-4DB8-817D-F92DF00215AE", "Microsoft reserved"),
+    ("DE94BBA4-06D1-4D40-A16A-BFD50179D6AC", "Windows recovery environment"),
+    ("5808C8AA-7E8F-42E0-85D2-E1E90434CFB3", "Microsoft LDM metadata"),
+    ("AF9B60A0-1431-4F62-BC68-3311714A69AD", "Microsoft LDM data"),
+    ("E75CAF8F-F680-4CEE-AFA3-B001E56EFC2D", "Microsoft Storage Spaces"),
+    ("6A898CC3-1DD2-11B2-99A6-080020736631", "Solaris /usr & Apple ZFS"),
+    ("516E7CB6-6ECF-11D6-8FF8-00022D09712B", "FreeBSD UFS"),
+];
+
 fn gpt_type(g: &[u8]) -> String {
     let text = guid_text(g);
-    let name = match text.as_str() {
-        "0FC63DAF-8483-4772-8E79-3D69D8477DE4" => "linux",
-        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" => "efi",
-        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" => "microsoft-basic-data",
-        "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F" => "linux-swap",
-        "E6D6D379-F507-44C2-A23C-238F2A3DF928" => "linux-lvm",
-        "21686148-6449-6E6F-744E-656564454649" => "bios-boot",
-        "E3C9E316-0B5C-4DB8-817D-F92DF00215AE" => "microsoft-reserved",
-        _ => return text,
-    };
-    name.to_string()
+    GPT_TYPES.iter().find(|(guid, _)| *guid == text).map_or(text, |(_, name)| (*name).to_string())
 }
 
+/// MBR type bytes by `fdisk`'s names.
 fn mbr_type(kind: u8) -> String {
-    match kind {
-        0x83 => "linux".into(),
-        0x82 => "linux-swap".into(),
-        0x8E => "linux-lvm".into(),
-        0x07 => "ntfs/exfat".into(),
-        0x0B | 0x0C => "fat32".into(),
-        0x04 | 0x06 | 0x0E => "fat16".into(),
-        0x01 => "fat12".into(),
-        0xEF => "efi".into(),
-        other => format!("0x{other:02x}"),
-    }
+    let name = match kind {
+        0x01 => "FAT12",
+        0x04 | 0x06 => "FAT16",
+        0x07 => "HPFS/NTFS/exFAT",
+        0x0B => "W95 FAT32",
+        0x0C => "W95 FAT32 (LBA)",
+        0x0E => "W95 FAT16 (LBA)",
+        0x27 => "Hidden NTFS WinRE",
+        0x82 => "Linux swap / Solaris",
+        0x83 => "Linux",
+        0x8E => "Linux LVM",
+        0xA5 => "FreeBSD",
+        0xEE => "GPT",
+        0xEF => "EFI (FAT-12/16/32)",
+        0xFD => "Linux raid autodetect",
+        other => return format!("0x{other:02x}"),
+    };
+    name.to_string()
 }

@@ -49,6 +49,12 @@ pub struct Slice {
     len: u64,
 }
 
+impl std::fmt::Debug for Slice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Slice({}..{})", self.start, self.start + self.len)
+    }
+}
+
 impl Slice {
     /// The window `start..start+len` of `inner`, clipped to its size.
     pub fn new(inner: Arc<dyn BlockReader>, start: u64, len: u64) -> Slice {

@@ -84,6 +84,59 @@ pub(crate) fn copy_out(
     }
 }
 
+/// Most symlinks followed in resolving one path (the kernel's limit).
+pub const MAX_LINKS: usize = 40;
+
+/// `path` with every symlink in it followed as the guest would follow it, within the guest's
+/// own root: an absolute target starts again from the guest's `/`, and `..` never climbs
+/// above it. The host's filesystem is never consulted.
+pub fn resolve(fs: &dyn GuestFs, path: &[u8]) -> Result<Vec<u8>> {
+    let parts = |p: &[u8]| -> Vec<Vec<u8>> { p.split(|&b| b == b'/').rev().map(<[u8]>::to_vec).collect() };
+    let mut todo = parts(path);
+    let mut done: Vec<Vec<u8>> = Vec::new();
+    let mut links = 0;
+    let here = |done: &[Vec<u8>]| -> Vec<u8> {
+        let mut out = Vec::new();
+        for d in done {
+            out.push(b'/');
+            out.extend_from_slice(d);
+        }
+        if out.is_empty() {
+            out.push(b'/');
+        }
+        out
+    };
+    while let Some(part) = todo.pop() {
+        match part.as_slice() {
+            b"" | b"." => continue,
+            b".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        done.push(part);
+        let at = here(&done);
+        if fs.stat(&at)?.kind != EntryKind::Symlink {
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(crate::GuestError::Invalid(format!(
+                "{}: more than {MAX_LINKS} symlinks to follow (a loop?)",
+                show(path)
+            )));
+        }
+        let target = fs.read_link(&at)?;
+        done.pop();
+        if target.starts_with(b"/") {
+            done.clear();
+        }
+        todo.extend(parts(&target));
+    }
+    Ok(here(&done))
+}
+
 /// `dir` + `/` + `name`.
 pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut out = dir.to_vec();

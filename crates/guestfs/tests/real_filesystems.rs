@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use guestfs::detect::FsKind;
+use guestfs::FsKind;
 use guestfs::extract::extract;
 use guestfs::{BlockReader, open_volume, volumes};
 
@@ -59,7 +59,7 @@ fn hostile_ext4_images_stay_inside_the_target_with_clear_errors() {
     sh("debugfs", &["-w", "-R", "ln /small /sub/small", s(&img)]);
 
     let (_, vols) = volumes(disk(&img)).unwrap();
-    let fs = open_volume(disk(&img), &vols[0]).unwrap();
+    let fs = open_volume(&vols[0]).unwrap();
     let target_parent = dir.path().join("restore");
     let dest = target_parent.join("dest");
     // Plant a symlink where a guest directory will land: extraction must not write through it.
@@ -95,7 +95,7 @@ fn hostile_ext4_images_stay_inside_the_target_with_clear_errors() {
     let f = std::fs::OpenOptions::new().write(true).open(&truncated).unwrap();
     f.set_len(first_block * 4096 + (1 << 20)).unwrap();
     drop(f);
-    let fs = open_volume(disk(&truncated), &volumes(disk(&truncated)).unwrap().1[0]).unwrap();
+    let fs = open_volume(&volumes(disk(&truncated)).unwrap().1[0]).unwrap();
     let dest3 = dir.path().join("dest3");
     let report = extract(fs.as_ref(), &[b"/zzz-big".to_vec(), b"/small".to_vec()], &dest3).unwrap();
     assert_eq!(report.errors.len(), 1, "{report:?}");
@@ -112,8 +112,8 @@ fn hostile_ext4_images_stay_inside_the_target_with_clear_errors() {
     head.truncate(1100);
     std::fs::write(&stub, &head).unwrap();
     let (_, vols) = volumes(disk(&stub)).unwrap();
-    assert_eq!(vols[0].fs, FsKind::Ext);
-    let err = open_volume(disk(&stub), &vols[0]).err().expect("a cut superblock must not open").to_string();
+    assert!(matches!(vols[0].fs, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4), "{:?}", vols[0].fs);
+    let err = open_volume(&vols[0]).err().expect("a cut superblock must not open").to_string();
     assert!(err.contains("ext4 superblock"), "{err}");
 }
 
@@ -137,7 +137,7 @@ fn a_file_entry_named_dot_dot_is_never_written() {
     std::fs::write(&img, &bytes).unwrap();
 
     let (_, vols) = volumes(disk(&img)).unwrap();
-    let fs = open_volume(disk(&img), &vols[0]).unwrap();
+    let fs = open_volume(&vols[0]).unwrap();
     let names: Vec<String> = fs.list(b"/").unwrap().iter().map(|e| e.display_name()).collect();
     assert!(!names.contains(&"small".to_string()), "{names:?}");
     let parent = dir.path().join("restore");

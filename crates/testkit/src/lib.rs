@@ -3,6 +3,7 @@
 //! it ([`slow_link`]); a real QEMU ([`qemu`]).
 
 pub mod guest;
+pub mod guest_disks;
 pub mod libvirt;
 pub mod qemu;
 pub mod slow_link;

@@ -27,9 +27,10 @@ pub struct Source {
     /// Disk label (default: the point's first disk).
     #[arg(long)]
     disk: Option<String>,
-    /// Partition number as `files parts` shows it (default: the largest readable filesystem).
+    /// Volume as `files parts` shows it: a partition number (`0`: the whole disk) or an LVM
+    /// logical volume (`vg/lv`). Default: the guest's OS root.
     #[arg(long)]
-    partition: Option<u32>,
+    partition: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -70,11 +71,11 @@ pub enum FilesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Write one file to standard output.
+    /// Write one file to standard output (following symlinks inside the guest).
     Cat {
         #[command(flatten)]
         source: Source,
-        /// Guest path.
+        /// Guest path; symlinks in it are followed within the guest (never on the host).
         path: String,
     },
     /// Find entries whose name matches a glob (`*`, `?`, `[…]`).
@@ -123,7 +124,7 @@ pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
                 job.set_point(&disk.manifest.point_id);
                 let job_id = job.id();
                 let report = tokio::task::spawn_blocking(move || -> engine::Result<_> {
-                    let (_, fs) = disk.filesystem(source.partition)?;
+                    let (_, fs) = disk.filesystem(source.partition.as_deref())?;
                     let paths = paths.iter().map(|p| normalize(p)).collect::<guestfs::Result<Vec<_>>>()?;
                     engine::files::extract_marked(fs.as_ref(), &paths, &to, &job_id)
                 })
@@ -168,40 +169,53 @@ fn browse(disk: &PointDisk, command: FilesCommand) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
         FilesCommand::Parts { json, .. } => {
-            let (table, volumes) = disk.volumes()?;
+            let layout = disk.layout()?;
             if json {
-                let value = serde_json::json!({ "table": table, "volumes": volumes });
-                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&layout)?)?;
                 return Ok(());
             }
+            let table = match layout.table {
+                guestfs::partition::TableKind::Gpt => "a GPT partition table",
+                guestfs::partition::TableKind::Mbr => "an MBR partition table",
+                guestfs::partition::TableKind::None => "no partition table",
+            };
+            writeln!(out, "Disk {} of point {}: {table}", disk.label, disk.manifest.point_id)?;
             writeln!(
                 out,
-                "Disk {} of point {}: {} partition table",
-                disk.label,
-                disk.manifest.point_id,
-                serde_json::to_value(table)?.as_str().unwrap_or("?")
+                "{:<12} {:>12} {:>10} {:<24} {:<18} {:<12} {:<38} NOTE",
+                "VOLUME", "START", "SIZE", "TYPE", "FS", "LABEL", "UUID"
             )?;
-            writeln!(
-                out,
-                "{:>4} {:>12} {:>10} {:<22} {:<10} {:<8} LABEL",
-                "PART", "START", "SIZE", "TYPE", "NAME", "FS"
-            )?;
-            for v in volumes {
+            for v in &layout.volumes {
+                let kind = match (&v.part_type, &v.part_name, &v.lv_type) {
+                    (_, _, Some(lv)) => format!("LV, {lv}"),
+                    (Some(t), Some(n), _) => format!("{t} ({n})"),
+                    (Some(t), None, _) => t.clone(),
+                    _ => "-".into(),
+                };
+                let fs =
+                    if v.os_root { format!("{} (OS root)", v.fs.name()) } else { v.fs.name().to_string() };
                 writeln!(
                     out,
-                    "{:>4} {:>12} {:>10} {:<22} {:<10} {:<8} {}",
-                    v.number,
+                    "{:<12} {:>12} {:>10} {:<24} {:<18} {:<12} {:<38} {}",
+                    v.id,
                     v.start,
                     human_bytes(v.size),
-                    v.part_type.as_deref().unwrap_or("-"),
-                    v.part_name.as_deref().unwrap_or("-"),
-                    serde_json::to_value(v.fs)?.as_str().unwrap_or("?"),
-                    v.label.as_deref().unwrap_or("-")
+                    kind,
+                    fs,
+                    v.label.as_deref().unwrap_or("-"),
+                    v.uuid.as_deref().unwrap_or("-"),
+                    v.note.as_deref().unwrap_or("")
                 )?;
+            }
+            for g in &layout.groups {
+                writeln!(out, "Volume group {}: PVs {}; LVs {}", g.name, g.pvs.join(", "), g.lvs.join(", "))?;
+                if !g.missing.is_empty() {
+                    writeln!(out, "  missing PVs (not on any disk of this point): {}", g.missing.join(", "))?;
+                }
             }
         }
         FilesCommand::Ls { source, path, long, json } => {
-            let (_, fs) = disk.filesystem(source.partition)?;
+            let (_, fs) = disk.filesystem(source.partition.as_deref())?;
             let path = normalize(&path)?;
             let entry = fs.stat(&path)?;
             let mut entries = if entry.kind == EntryKind::Dir { fs.list(&path)? } else { vec![entry] };
@@ -225,8 +239,8 @@ fn browse(disk: &PointDisk, command: FilesCommand) -> Result<()> {
             }
         }
         FilesCommand::Cat { source, path } => {
-            let (_, fs) = disk.filesystem(source.partition)?;
-            let path = normalize(&path)?;
+            let (_, fs) = disk.filesystem(source.partition.as_deref())?;
+            let path = guestfs::tree::resolve(fs.as_ref(), &normalize(&path)?)?;
             let entry = fs.stat(&path)?;
             if entry.kind != EntryKind::File {
                 bail!("{}: not a regular file", show(&path));
@@ -234,7 +248,7 @@ fn browse(disk: &PointDisk, command: FilesCommand) -> Result<()> {
             fs.read_file(&path, &mut out)?;
         }
         FilesCommand::Find { source, path, pattern, json } => {
-            let (_, fs) = disk.filesystem(source.partition)?;
+            let (_, fs) = disk.filesystem(source.partition.as_deref())?;
             let (found, problems) = guestfs::extract::find(fs.as_ref(), &normalize(&path)?, &pattern);
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&found)?)?;

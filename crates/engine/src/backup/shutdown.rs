@@ -1,16 +1,15 @@
 //! Whether a stopped VM that libvirt does not manage was shut down cleanly, as its file
 //! systems tell: an ext2/3/4 file system that was unmounted cleanly is marked valid and needs
 //! no journal recovery. When every file system found on the VM's disks says so (FAT, as on an
-//! EFI system partition, and swap do not count), the point is file-system-consistent;
-//! anything else (a dirty journal, a file system vmvault cannot judge) leaves it
-//! crash-consistent.
+//! EFI system partition, swap, and LVM PVs — their LVs are judged — do not count), the point
+//! is file-system-consistent; anything else (a dirty journal, a file system vmvault cannot
+//! judge) leaves it crash-consistent.
 
 use std::io;
 use std::sync::{Arc, Mutex};
 
 use disk::BlockSource;
-use guestfs::BlockReader;
-use guestfs::detect::{FsKind, volumes};
+use guestfs::{BlockReader, FsKind, Slice, volumes};
 
 use super::plan::HeldDisk;
 
@@ -44,8 +43,9 @@ pub(super) fn cleanly_unmounted(disks: &[HeldDisk]) -> Option<String> {
         let (_, found) = volumes(Arc::clone(&image)).ok()?;
         for volume in found {
             match volume.fs {
-                FsKind::Ext if ext_clean(image.as_ref(), volume.start)? => clean += 1,
-                FsKind::Fat => {}
+                FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 if ext_clean(volume.slice()?)? => clean += 1,
+                FsKind::Vfat | FsKind::Swap => {}
+                FsKind::LvmMember if volume.is_assembled_pv() => {}
                 FsKind::Unknown if is_swap(volume.part_type.as_deref()) => {}
                 _ => return None,
             }
@@ -58,11 +58,11 @@ pub(super) fn cleanly_unmounted(disks: &[HeldDisk]) -> Option<String> {
     })
 }
 
-/// Whether the ext file system at `start` is marked valid and needs no recovery; `None`
+/// Whether the ext file system of `volume` is marked valid and needs no recovery; `None`
 /// when its superblock cannot be read.
-fn ext_clean(image: &dyn BlockReader, start: u64) -> Option<bool> {
+fn ext_clean(volume: &Slice) -> Option<bool> {
     let mut sb = [0u8; 0x64];
-    image.read_at(start + SUPERBLOCK, &mut sb).ok()?;
+    volume.read_at(SUPERBLOCK, &mut sb).ok()?;
     let u16_at = |o: usize| u16::from_le_bytes([sb[o], sb[o + 1]]);
     if u16_at(0x38) != EXT_MAGIC {
         return None;
@@ -71,7 +71,7 @@ fn ext_clean(image: &dyn BlockReader, start: u64) -> Option<bool> {
     Some(u16_at(0x3A) & STATE_VALID != 0 && incompat & INCOMPAT_RECOVER == 0)
 }
 
-/// A swap partition (`linux-swap`: MBR 0x82, GPT Linux swap): nothing to be consistent.
+/// A swap partition by its type (`Linux swap`), formatted or not: nothing to be consistent.
 fn is_swap(part_type: Option<&str>) -> bool {
     part_type.is_some_and(|t| t.contains("swap"))
 }

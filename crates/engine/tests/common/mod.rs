@@ -68,6 +68,18 @@ macro_rules! on_both_stores {
     )*};
 }
 
+/// Open a disk of the latest point of `vm` and run `f` on it on a blocking thread.
+pub async fn with_disk<R: Send + 'static>(
+    lab: &Lab,
+    vm: &str,
+    label: &str,
+    f: impl FnOnce(engine::files::PointDisk) -> R + Send + 'static,
+) -> R {
+    let disk =
+        engine::files::PointDisk::open(Arc::clone(&lab.vault), vm, "latest", Some(label)).await.unwrap();
+    tokio::task::spawn_blocking(move || f(disk)).await.unwrap()
+}
+
 pub struct Lab {
     pub dir: tempfile::TempDir,
     pub vault: Arc<UnlockedVault>,

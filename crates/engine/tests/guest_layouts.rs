@@ -1,0 +1,202 @@
+//! File restore from the disk layouts installers make, built with the real tools and filled
+//! by the kernel (see `testkit::guest_disks`), backed up into a vault and read back out of
+//! the point: RHEL's (ESP, XFS /boot, LVM with an XFS root and swap), Ubuntu Server's (ESP,
+//! ext4 /boot, LVM with an ext4 root), and a volume group striped across two disks of one VM.
+//! Every extraction is compared with the kernel's read-only mount of the same filesystem.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::*;
+use engine::files::PointDisk;
+use guestfs::FsKind;
+use guestfs::extract::extract;
+use guestfs::tree::resolve;
+use testkit::guest_disks::{
+    Loop, Mount, Node, differences, fill_linux_root, lv_create, lv_extent, partition, run, tree, vg_create,
+};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The kernel's view of the filesystem on `dev`, mounted read-only.
+fn reference(dev: &Loop, at: &Path) -> BTreeMap<String, Node> {
+    let _mount = Mount::new(&dev.0, at, "ro");
+    tree(at)
+}
+
+/// Make a filesystem on `dev` with `mkfs` and fill it through the kernel with `fill`.
+fn make_fs(dev: &Loop, at: &Path, mkfs: &[&str], fill: impl FnOnce(&Path)) {
+    let mut args: Vec<&str> = mkfs[1..].to_vec();
+    args.push(&dev.0);
+    run(mkfs[0], &args);
+    let _mount = Mount::new(&dev.0, at, "rw");
+    fill(at);
+}
+
+fn fill_boot(at: &Path) {
+    std::fs::create_dir_all(at.join("loader/entries")).unwrap();
+    std::fs::create_dir_all(at.join("grub2")).unwrap();
+    let kernel: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8).collect();
+    std::fs::write(at.join("vmlinuz-6.1.0"), kernel).unwrap();
+    std::fs::write(at.join("grub2/grub.cfg"), "set timeout=5\n").unwrap();
+    std::fs::write(at.join("loader/entries/linux.conf"), "title Linux\nlinux /vmlinuz-6.1.0\n").unwrap();
+    run("sync", &[]);
+}
+
+/// An ESP, made and filled with dosfstools and mtools (this kernel has no vfat driver).
+fn make_esp(dev: &Loop, dir: &Path) {
+    run("mkfs.vfat", &["-F", "16", "-n", "ESP", &dev.0]);
+    let loader = dir.join("BOOTX64.EFI");
+    std::fs::write(&loader, vec![0x4d; 70_000]).unwrap();
+    run("mmd", &["-i", &dev.0, "::/EFI", "::/EFI/BOOT"]);
+    run("mcopy", &["-i", &dev.0, s(&loader), "::/EFI/BOOT/"]);
+}
+
+/// A disk as an installer lays it out: ESP, /boot (`boot_mkfs`), and an LVM PV holding VG
+/// `vg` with a root LV (`root_mkfs`) and a swap LV. Returns the image and the kernel's view
+/// of /boot and of the root.
+struct Installed {
+    image: PathBuf,
+    boot: BTreeMap<String, Node>,
+    root: BTreeMap<String, Node>,
+}
+
+fn installed(dir: &Path, vg: &str, boot_mkfs: &[&str], root_mkfs: &[&str], far_times: bool) -> Installed {
+    let image = dir.join(format!("{vg}.raw"));
+    run("truncate", &["-s", "1400M", s(&image)]);
+    let parts = partition(
+        &image,
+        "label: gpt\n\
+         start=2048, size=65536, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI System Partition\"\n\
+         size=622592, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n\
+         type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n",
+    );
+    let mnt = dir.join("mnt");
+    let esp = Loop::attach(&image, parts[0].0, parts[0].1);
+    make_esp(&esp, dir);
+    let boot_dev = Loop::attach(&image, parts[1].0, parts[1].1);
+    make_fs(&boot_dev, &mnt, boot_mkfs, fill_boot);
+    let boot = reference(&boot_dev, &mnt);
+
+    let pv = Loop::attach(&image, parts[2].0, parts[2].1);
+    vg_create(vg, &[&pv]);
+    lv_create(vg, "root", "700M", &[]);
+    lv_create(vg, "swap", "64M", &[]);
+    let (at, len) = lv_extent(vg, "root", &pv);
+    let root_dev = Loop::attach(&image, parts[2].0 + at, len);
+    make_fs(&root_dev, &mnt, root_mkfs, |m| fill_linux_root(m, vg, far_times));
+    let root = reference(&root_dev, &mnt);
+    let (at, len) = lv_extent(vg, "swap", &pv);
+    let swap_dev = Loop::attach(&image, parts[2].0 + at, len);
+    run("mkswap", &["-q", "-L", "swap", &swap_dev.0]);
+    drop((esp, boot_dev, root_dev, swap_dev));
+    // Forget the VG before its PV goes away, so the next test's LVM scan does not see it.
+    testkit::guest_disks::lvm("vgchange", &["-q", "--driverloaded", "n", "-an", vg]);
+    drop(pv);
+    Installed { image, boot, root }
+}
+
+/// What `files parts` would list, reduced to (id, type, fs, OS root).
+type Summary = Vec<(String, String, FsKind, bool)>;
+
+fn summary(disk: &PointDisk) -> Summary {
+    let layout = disk.layout().unwrap();
+    layout
+        .volumes
+        .iter()
+        .map(|v| {
+            let kind = v.part_type.clone().or(v.lv_type.clone()).unwrap_or_default();
+            (v.id.clone(), kind, v.fs, v.os_root)
+        })
+        .collect()
+}
+
+/// Check the default volume is the root, `/etc/hostname` reads through it, `/etc/os-release`
+/// resolves through its link, and whole trees come out as the kernel sees them.
+fn check_installed(disk: PointDisk, out: PathBuf, hostname: &str, installed: &Installed) -> Summary {
+    let found = summary(&disk);
+    let (volume, fs) = disk.filesystem(None).unwrap();
+    assert!(volume.os_root, "{volume:?}");
+    let mut hostname_bytes = Vec::new();
+    fs.read_file(b"/etc/hostname", &mut hostname_bytes).unwrap();
+    assert_eq!(hostname_bytes, format!("{hostname}\n").as_bytes());
+    let os_release = resolve(fs.as_ref(), b"/etc/os-release").unwrap();
+    assert_eq!(os_release, b"/usr/lib/os-release");
+
+    let report = extract(fs.as_ref(), &[b"/".to_vec()], &out.join("root")).unwrap();
+    assert!(report.errors.is_empty() && report.warnings.is_empty(), "{report:?}");
+    let diff = differences(&installed.root, &tree(&out.join("root")));
+    assert!(diff.is_empty(), "root differs from the kernel's view:\n{}", diff.join("\n"));
+
+    let (_, boot) = disk.filesystem(Some("2")).unwrap();
+    let report = extract(boot.as_ref(), &[b"/".to_vec()], &out.join("boot")).unwrap();
+    assert!(report.errors.is_empty() && report.warnings.is_empty(), "{report:?}");
+    let diff = differences(&installed.boot, &tree(&out.join("boot")));
+    assert!(diff.is_empty(), "/boot differs from the kernel's view:\n{}", diff.join("\n"));
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_rhel_layout_gives_its_xfs_root_on_lvm_file_for_file() {
+    let lab = Lab::new(true).await;
+    let rhel =
+        installed(lab.dir.path(), "rhel", &["mkfs.xfs", "-q", "-L", "boot"], &["mkfs.xfs", "-q"], true);
+    lab.register("rhel9", &[("vda", &rhel.image)]).await;
+    lab.backup("rhel9").await;
+    let out = lab.path("out");
+    let rhel = Arc::new(rhel);
+    let found = with_disk(&lab, "rhel9", "vda", {
+        let rhel = Arc::clone(&rhel);
+        move |disk| check_installed(disk, out, "rhel", &rhel)
+    })
+    .await;
+    let text = |a: &str, b: &str, fs, root| (a.to_string(), b.to_string(), fs, root);
+    assert_eq!(
+        found,
+        [
+            text("1", "EFI System", FsKind::Vfat, false),
+            text("2", "Linux filesystem", FsKind::Xfs, false),
+            text("3", "Linux LVM", FsKind::LvmMember, false),
+            text("rhel/root", "linear", FsKind::Xfs, true),
+            text("rhel/swap", "linear", FsKind::Swap, false),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ubuntu_server_layout_gives_its_ext4_root_on_lvm_file_for_file() {
+    let lab = Lab::new(true).await;
+    let ubuntu = installed(
+        lab.dir.path(),
+        "ubuntu-vg",
+        &["mkfs.ext4", "-q", "-L", "boot"],
+        &["mkfs.ext4", "-q"],
+        true,
+    );
+    lab.register("ubuntu", &[("vda", &ubuntu.image)]).await;
+    lab.backup("ubuntu").await;
+    let out = lab.path("out");
+    let ubuntu = Arc::new(ubuntu);
+    let found = with_disk(&lab, "ubuntu", "vda", {
+        let ubuntu = Arc::clone(&ubuntu);
+        move |disk| check_installed(disk, out, "ubuntu-vg", &ubuntu)
+    })
+    .await;
+    let kinds: Vec<(&str, FsKind, bool)> =
+        found.iter().map(|(id, _, fs, root)| (id.as_str(), *fs, *root)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("1", FsKind::Vfat, false),
+            ("2", FsKind::Ext4, false),
+            ("3", FsKind::LvmMember, false),
+            ("ubuntu-vg/root", FsKind::Ext4, true),
+            ("ubuntu-vg/swap", FsKind::Swap, false),
+        ]
+    );
+}

@@ -1,0 +1,336 @@
+//! What a VM's disk holds, volume by volume: partitions (or the whole disk), the logical
+//! volumes of LVM groups with a PV on it (PVs on the VM's other disks taken into account), and
+//! on each what `blkid` would name, with label and UUID. The OS root — the filesystem with
+//! `/etc/os-release` or `Windows/System32` — is marked, and is what `files` commands use when
+//! no volume is named. When the root may be on a volume vmvault cannot read, choosing fails
+//! with what is there rather than fall back to another filesystem.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{GuestError, Result};
+use crate::lvm::{self, PhysicalVolume};
+use crate::partition::{TableKind, read_table};
+use crate::probe::{FsKind, probe};
+use crate::reader::{BlockReader, Slice};
+use crate::tree::GuestFs;
+
+/// One disk of a VM, by its label.
+#[derive(Clone)]
+pub struct GuestDisk {
+    /// The disk's label in the point (`vda`).
+    pub label: String,
+    /// Its bytes.
+    pub reader: Arc<dyn BlockReader>,
+}
+
+/// A partition, the whole disk, or a logical volume, and what is on it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Volume {
+    /// How to name it: the partition number (`2`; `0` for the whole disk) or `vg/lv`.
+    pub id: String,
+    /// First byte on its disk (0 for an LV).
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Partition type by name, when there is a table.
+    pub part_type: Option<String>,
+    /// GPT partition name.
+    pub part_name: Option<String>,
+    /// The LV's segment type (`linear`, `striped`, `thin`…), for LVs.
+    pub lv_type: Option<String>,
+    /// What is on it, as `blkid` names it.
+    pub fs: FsKind,
+    /// Filesystem (or LUKS, swap) label.
+    pub label: Option<String>,
+    /// Filesystem (or PV, LUKS, swap) UUID.
+    pub uuid: Option<String>,
+    /// Whether it holds the guest's OS root.
+    pub os_root: bool,
+    /// Why vmvault cannot read it, or what it is part of.
+    pub note: Option<String>,
+    #[serde(skip)]
+    slice: Option<Slice>,
+}
+
+impl Volume {
+    /// Whether vmvault can open its files.
+    pub fn readable(&self) -> bool {
+        self.slice.is_some() && readable(self.fs)
+    }
+
+    /// Its bytes, when they can be read (an LV with a missing PV cannot).
+    pub fn slice(&self) -> Option<&Slice> {
+        self.slice.as_ref()
+    }
+
+    /// Whether it is an LVM PV whose group was assembled (its LVs are volumes of their own).
+    pub fn is_assembled_pv(&self) -> bool {
+        self.fs == FsKind::LvmMember && self.note.as_deref().is_some_and(|n| n.starts_with(PV_NOTE))
+    }
+}
+
+/// The note on a PV whose group was assembled.
+const PV_NOTE: &str = "PV of volume group";
+
+fn readable(kind: FsKind) -> bool {
+    matches!(kind, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Vfat | FsKind::Ntfs | FsKind::Xfs)
+}
+
+/// A volume group with a PV on the disk.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupSummary {
+    /// Its name.
+    pub name: String,
+    /// Where its PVs are (`vda:3`).
+    pub pvs: Vec<String>,
+    /// PVs its metadata names that no disk of the point holds.
+    pub missing: Vec<String>,
+    /// Its visible LVs.
+    pub lvs: Vec<String>,
+}
+
+/// The volumes of one disk.
+#[derive(Clone, Debug, Serialize)]
+pub struct Layout {
+    /// The disk's label.
+    pub disk: String,
+    /// Its partition table.
+    pub table: TableKind,
+    /// Its volumes, partitions first, then LVs.
+    pub volumes: Vec<Volume>,
+    /// The LVM groups with a PV on it.
+    pub groups: Vec<GroupSummary>,
+}
+
+/// The partitions (or whole disk) of one disk, probed.
+fn partitions(disk: &GuestDisk) -> Result<(TableKind, Vec<Volume>)> {
+    let whole = Slice::whole(Arc::clone(&disk.reader));
+    let (table, parts) = read_table(&whole)?;
+    let volume = |id: String, slice: Slice, start, part_type, part_name| {
+        let found = probe(&slice);
+        Volume {
+            id,
+            start,
+            size: slice.len(),
+            part_type,
+            part_name,
+            lv_type: None,
+            fs: found.kind,
+            label: found.label,
+            uuid: found.uuid,
+            os_root: false,
+            note: None,
+            slice: Some(slice),
+        }
+    };
+    if parts.is_empty() {
+        return Ok((table, vec![volume("0".into(), whole.clone(), 0, None, None)]));
+    }
+    let volumes = parts
+        .into_iter()
+        .map(|p| {
+            let slice = Slice::new(Arc::clone(&disk.reader), p.start, p.size);
+            volume(p.number.to_string(), slice, p.start, Some(p.type_name), p.name)
+        })
+        .collect();
+    Ok((table, volumes))
+}
+
+/// The layout of `disks[chosen]`, with LVs assembled from PVs on any of `disks`.
+pub fn scan(disks: &[GuestDisk], chosen: usize) -> Result<Layout> {
+    let disk =
+        disks.get(chosen).ok_or_else(|| GuestError::Invalid(format!("there is no disk number {chosen}")))?;
+    let (table, mut volumes) = partitions(disk)?;
+    let mut pvs = Vec::new();
+    for (i, other) in disks.iter().enumerate() {
+        let found = if i == chosen { volumes.clone() } else { partitions(other)?.1 };
+        for v in found.iter().filter(|v| v.fs == FsKind::LvmMember) {
+            let Some(slice) = v.slice.clone() else { continue };
+            let at = format!("{}:{}", other.label, v.id);
+            match PhysicalVolume::read(&at, slice) {
+                Ok(Some(pv)) => pvs.push(pv),
+                Ok(None) => {}
+                Err(e) if i == chosen => note_on(&mut volumes, &v.id, format!("its LVM metadata: {e}")),
+                Err(_) => {}
+            }
+        }
+    }
+    let mine = |at: &str| at.strip_prefix(&disk.label).and_then(|r| r.strip_prefix(':')).map(str::to_string);
+    let mut groups = Vec::new();
+    for vg in lvm::assemble(&pvs) {
+        let local: Vec<String> = vg.pvs.iter().filter_map(|p| mine(p)).collect();
+        if local.is_empty() {
+            continue;
+        }
+        for id in &local {
+            note_on(&mut volumes, id, format!("{PV_NOTE} {}", vg.name));
+        }
+        for lv in &vg.lvs {
+            volumes.push(lv_volume(&vg.name, lv, &vg.missing));
+        }
+        groups.push(GroupSummary {
+            name: vg.name.clone(),
+            pvs: vg.pvs.clone(),
+            missing: vg.missing.clone(),
+            lvs: vg.lvs.iter().map(|lv| lv.name.clone()).collect(),
+        });
+    }
+    for v in &mut volumes {
+        annotate(v);
+    }
+    Ok(Layout { disk: disk.label.clone(), table, volumes, groups })
+}
+
+fn note_on(volumes: &mut [Volume], id: &str, note: String) {
+    if let Some(v) = volumes.iter_mut().find(|v| v.id == id) {
+        v.note = Some(note);
+    }
+}
+
+fn lv_volume(vg: &str, lv: &lvm::LogicalVolume, missing: &[String]) -> Volume {
+    let slice = lv.reader.clone().map(Slice::whole);
+    let found = slice.as_ref().map(probe);
+    let mut note = lv.problem.clone();
+    if note.is_some() && !missing.is_empty() {
+        note = Some(format!("{}; missing PVs: {}", note.unwrap_or_default(), missing.join(", ")));
+    }
+    Volume {
+        id: format!("{vg}/{}", lv.name),
+        start: 0,
+        size: lv.size,
+        part_type: None,
+        part_name: None,
+        lv_type: Some(lv.kind.clone()),
+        fs: found.as_ref().map_or(FsKind::Unknown, |p| p.kind),
+        label: found.as_ref().and_then(|p| p.label.clone()),
+        uuid: found.and_then(|p| p.uuid),
+        os_root: false,
+        note,
+        slice,
+    }
+}
+
+/// Say why a volume's files cannot be read, and mark the OS root.
+fn annotate(v: &mut Volume) {
+    if v.note.is_none() {
+        v.note = match v.fs {
+            FsKind::Luks => Some("encrypted (LUKS): vmvault cannot unlock it yet".into()),
+            FsKind::Btrfs => Some("btrfs: vmvault cannot read it yet".into()),
+            FsKind::RaidMember => Some("member of an MD RAID array: vmvault does not assemble arrays".into()),
+            FsKind::LvmMember => Some("LVM PV whose volume group could not be read".into()),
+            _ => None,
+        };
+    }
+    if v.readable() {
+        match open(v) {
+            Ok(fs) => {
+                v.os_root = is_os_root(fs.as_ref());
+                // NTFS keeps its label in a file, not the boot sector.
+                v.label = v.label.take().or_else(|| fs.label());
+            }
+            Err(e) => v.note = Some(format!("cannot be opened: {e}")),
+        }
+    }
+}
+
+/// Whether a filesystem is a guest's OS root.
+fn is_os_root(fs: &dyn GuestFs) -> bool {
+    fs.stat(b"/etc/os-release").is_ok() || fs.stat(b"/Windows/System32").is_ok()
+}
+
+/// Open the filesystem of a volume.
+pub fn open(volume: &Volume) -> Result<Box<dyn GuestFs>> {
+    let unreadable = || GuestError::Unsupported {
+        what: format!("volume {}", volume.id),
+        reason: volume.note.clone().unwrap_or_else(|| {
+            format!(
+                "holds {}, not a filesystem vmvault can read (ext2/3/4, XFS, FAT, NTFS)",
+                volume.fs.name()
+            )
+        }),
+    };
+    let slice = volume.slice.clone().ok_or_else(unreadable)?;
+    Ok(match volume.fs {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => Box::new(crate::ext::ExtFs::open(slice)?),
+        FsKind::Vfat => Box::new(crate::fat::FatFs::open(slice)?),
+        FsKind::Ntfs => Box::new(crate::ntfs::NtfsFs::open(slice)?),
+        FsKind::Xfs => Box::new(crate::xfs::XfsFs::open(slice)?),
+        _ => return Err(unreadable()),
+    })
+}
+
+impl Layout {
+    /// The volume named `id`, or an error listing the names there are.
+    pub fn find(&self, id: &str) -> Result<&Volume> {
+        self.volumes.iter().find(|v| v.id == id).ok_or_else(|| {
+            let known: Vec<&str> = self.volumes.iter().map(|v| v.id.as_str()).collect();
+            GuestError::Invalid(format!(
+                "disk {} has no volume {id:?} (it has: {})",
+                self.disk,
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The volume to use when none is named: the OS root; else, when every volume that may
+    /// hold files is readable, the largest filesystem. Otherwise an error naming each
+    /// volume that could hold the root and why it cannot be read.
+    pub fn default_volume(&self) -> Result<&Volume> {
+        if let Some(root) = self.volumes.iter().find(|v| v.os_root) {
+            return Ok(root);
+        }
+        let hidden: Vec<String> = self
+            .volumes
+            .iter()
+            .filter(|v| !v.readable() && might_hold_root(v))
+            .map(|v| {
+                format!(
+                    "{} is {}{}",
+                    v.id,
+                    v.fs.name(),
+                    v.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+                )
+            })
+            .collect();
+        if !hidden.is_empty() {
+            return Err(GuestError::Unsupported {
+                what: format!("disk {}", self.disk),
+                reason: format!(
+                    "no readable filesystem holds an OS root (/etc/os-release or Windows/System32), and {}",
+                    hidden.join("; ")
+                ),
+            });
+        }
+        self.volumes.iter().filter(|v| v.readable()).max_by_key(|v| v.size).ok_or_else(|| {
+            GuestError::Unsupported {
+                what: format!("disk {}", self.disk),
+                reason: "holds no filesystem vmvault can read (ext2/3/4, XFS, FAT, NTFS)".into(),
+            }
+        })
+    }
+}
+
+/// Whether an unreadable volume could be where the root is (swap and PVs whose LVs are
+/// listed cannot).
+fn might_hold_root(v: &Volume) -> bool {
+    match v.fs {
+        FsKind::Swap => false,
+        FsKind::LvmMember => !v.is_assembled_pv(),
+        FsKind::Unknown => {
+            v.lv_type.is_some() || v.size >= 64 << 20 && !v.part_type.as_deref().is_some_and(is_boot_type)
+        }
+        _ => true,
+    }
+}
+
+fn is_boot_type(t: &str) -> bool {
+    t == "BIOS boot" || t == "Microsoft reserved"
+}
+
+/// The table kind and volumes of a single disk (no other disks' PVs).
+pub fn volumes(disk: Arc<dyn BlockReader>) -> Result<(TableKind, Vec<Volume>)> {
+    let layout = scan(&[GuestDisk { label: "disk".into(), reader: disk }], 0)?;
+    Ok((layout.table, layout.volumes))
+}

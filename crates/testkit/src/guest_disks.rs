@@ -1,0 +1,258 @@
+//! Guest disks as installers lay them out, built with the real tools and filled by the
+//! kernel's own filesystem drivers: partition tables by `sfdisk`, filesystems by `mkfs.*`
+//! on loop devices, LVM by `pvcreate`/`vgcreate`/`lvcreate -an` (there is no device-mapper
+//! here, so an LV is written through a loop device at its offset in the PV). The reference a
+//! reader is held to is the kernel's read-only mount of the same filesystem.
+//!
+//! The tests run as root; every loop device and mount is released when its guard drops.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Run a command; panic with its stderr if it fails. Returns its stdout.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 test path")
+}
+
+/// A loop device over part of an image file, detached when dropped.
+pub struct Loop(pub String);
+
+impl Loop {
+    /// Attach `len` bytes of `image` from `offset`.
+    pub fn attach(image: &Path, offset: u64, len: u64) -> Loop {
+        let dev = run(
+            "losetup",
+            &["-f", "--show", "-o", &offset.to_string(), "--sizelimit", &len.to_string(), s(image)],
+        );
+        Loop(dev.trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A filesystem mounted at a directory, unmounted when dropped.
+pub struct Mount(pub PathBuf);
+
+impl Mount {
+    /// Mount `dev` at `at` (made if missing) with `-o opts`.
+    pub fn new(dev: &str, at: &Path, opts: &str) -> Mount {
+        std::fs::create_dir_all(at).expect("make a mount point");
+        run("mount", &["-o", opts, dev, s(at)]);
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Write a partition table with `sfdisk`; returns each partition's (start, size) in bytes.
+pub fn partition(image: &Path, script: &str) -> Vec<(u64, u64)> {
+    use std::io::Write;
+    let mut child = Command::new("sfdisk")
+        .args(["-q", s(image)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run sfdisk");
+    child.stdin.take().expect("sfdisk's stdin").write_all(script.as_bytes()).expect("feed sfdisk");
+    assert!(child.wait().expect("wait for sfdisk").success(), "sfdisk {script:?}");
+    let dump = run("sfdisk", &["-d", s(image)]);
+    dump.lines()
+        .filter(|l| l.contains("start="))
+        .map(|l| {
+            let field = |name: &str| -> u64 {
+                let at = l.find(name).expect("an sfdisk field") + name.len();
+                let rest = l[at..].trim_start();
+                rest[..rest.find(',').unwrap_or(rest.len())].trim().parse().expect("a number")
+            };
+            (field("start=") * 512, field("size=") * 512)
+        })
+        .collect()
+}
+
+/// LVM commands that see every loop device (no devices file) and never touch device-mapper.
+pub fn lvm(cmd: &str, args: &[&str]) -> String {
+    let mut all = vec!["--devicesfile", ""];
+    all.extend_from_slice(args);
+    run(cmd, &all)
+}
+
+/// Make `pv` (a loop device) a PV of a new volume group `vg` with `extra` PVs beside it.
+pub fn vg_create(vg: &str, pvs: &[&Loop]) {
+    for pv in pvs {
+        lvm("pvcreate", &["-q", &pv.0]);
+    }
+    let mut args = vec!["-q", vg];
+    args.extend(pvs.iter().map(|p| p.0.as_str()));
+    lvm("vgcreate", &args);
+}
+
+/// Create LV `vg/name` of `size` (`600M`) without activating it; `extra` as for lvcreate.
+pub fn lv_create(vg: &str, name: &str, size: &str, extra: &[&str]) {
+    let mut args = vec!["-q", "--driverloaded", "n", "-an", "-Zn", "-L", size, "-n", name];
+    args.extend_from_slice(extra);
+    args.push(vg);
+    lvm("lvcreate", &args);
+}
+
+/// Byte offset within its PV and length of a linear LV.
+pub fn lv_extent(vg: &str, name: &str, pv: &Loop) -> (u64, u64) {
+    let number = |out: String| -> u64 { out.trim().trim_end_matches('B').parse().expect("an LVM number") };
+    let pe_start =
+        number(lvm("pvs", &["--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", &pv.0]));
+    let extent =
+        number(lvm("vgs", &["--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size", vg]));
+    let size = number(lvm(
+        "lvs",
+        &["--noheadings", "--units", "b", "--nosuffix", "-o", "lv_size", &format!("{vg}/{name}")],
+    ));
+    let ranges = lvm("lvs", &["--noheadings", "-o", "seg_pe_ranges", &format!("{vg}/{name}")]);
+    let range = ranges.trim();
+    let (dev, pes) = range.rsplit_once(':').expect("a PE range");
+    assert_eq!(dev, pv.0, "{vg}/{name} is not linear on {}", pv.0);
+    let first: u64 = pes.split('-').next().and_then(|n| n.parse().ok()).expect("a first PE");
+    (pe_start + first * extent, size)
+}
+
+/// One entry of a tree as the kernel shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// `file`, `dir`, `link` or `special`.
+    pub kind: &'static str,
+    /// Permission bits (without the type).
+    pub mode: u32,
+    /// Owner and group.
+    pub owner: (u32, u32),
+    /// Modification time in seconds (directories: 0, as extraction changes them).
+    pub mtime: i64,
+    /// File content or symlink target.
+    pub data: Vec<u8>,
+}
+
+/// Every entry under `root`, by relative path.
+pub fn tree(root: &Path) -> BTreeMap<String, Node> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read a test directory") {
+            let path = entry.expect("a directory entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat a test path");
+            let rel = path.strip_prefix(root).expect("under the root").to_string_lossy().into_owned();
+            let ft = meta.file_type();
+            let (kind, data) = if ft.is_symlink() {
+                ("link", std::fs::read_link(&path).expect("a link").into_os_string().into_encoded_bytes())
+            } else if ft.is_dir() {
+                stack.push(path.clone());
+                ("dir", vec![])
+            } else if ft.is_file() {
+                ("file", std::fs::read(&path).expect("read a test file"))
+            } else {
+                ("special", vec![])
+            };
+            let mode = if kind == "link" { 0 } else { meta.permissions().mode() & 0o7777 };
+            let mtime = if kind == "dir" { 0 } else { meta.mtime() };
+            out.insert(rel, Node { kind, mode, owner: (meta.uid(), meta.gid()), mtime, data });
+        }
+    }
+    out
+}
+
+/// The differences between two trees, one line each (empty when equal).
+pub fn differences(want: &BTreeMap<String, Node>, got: &BTreeMap<String, Node>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, w) in want {
+        match got.get(path) {
+            None => out.push(format!("{path}: missing")),
+            Some(g) if g != w => out.push(format!(
+                "{path}: want {} {:o} {:?} t={} {} bytes, got {} {:o} {:?} t={} {} bytes",
+                w.kind,
+                w.mode,
+                w.owner,
+                w.mtime,
+                w.data.len(),
+                g.kind,
+                g.mode,
+                g.owner,
+                g.mtime,
+                g.data.len()
+            )),
+            Some(_) => {}
+        }
+    }
+    out.extend(got.keys().filter(|k| !want.contains_key(*k)).map(|k| format!("{k}: not in the reference")));
+    out
+}
+
+/// A Linux root as installers leave it, written through the kernel into `root` (a mounted
+/// filesystem): `/etc/os-release` a link into `/usr/lib`, `/etc/hostname`, directories of
+/// every size (inline, one block, many blocks, thousands of entries), a file in thousands of
+/// extents with holes, a preallocated file, long and short symlinks, owners, modes, and times
+/// before 1970 and (when `far_times`) after 2038.
+pub fn fill_linux_root(root: &Path, hostname: &str, far_times: bool) {
+    let p = |rel: &str| root.join(rel);
+    for d in ["etc/ssh", "usr/lib", "usr/share/many", "var/lib/medium", "home/ana", "srv/empty"] {
+        std::fs::create_dir_all(p(d)).expect("make a guest directory");
+    }
+    std::fs::write(p("etc/hostname"), format!("{hostname}\n")).expect("write");
+    std::fs::write(p("usr/lib/os-release"), format!("NAME=\"Test Linux\"\nID=test\nVARIANT={hostname}\n"))
+        .expect("write");
+    std::os::unix::fs::symlink("../usr/lib/os-release", p("etc/os-release")).expect("symlink");
+    std::fs::write(p("etc/ssh/sshd_config"), "PermitRootLogin no\n".repeat(300)).expect("write");
+    for i in 0..40 {
+        std::fs::write(p(&format!("var/lib/medium/entry-{i:03}.conf")), format!("value {i}\n"))
+            .expect("write");
+    }
+    for i in 0..5000 {
+        std::fs::write(p(&format!("usr/share/many/file-with-a-longer-name-{i:05}")), format!("{i}\n"))
+            .expect("write");
+    }
+    let big: Vec<u8> = (0..12_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(p("home/ana/big.bin"), &big).expect("write");
+    // Data in every other 4 KiB: thousands of extents and holes between them.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(p("home/ana/fragmented.bin")).expect("create");
+        for i in 0..3000u64 {
+            f.write_all_at(&[(i % 251) as u8; 4096], i * 8192).expect("write");
+        }
+        f.set_len(3000 * 8192 + 100_000).expect("extend with a hole");
+    }
+    run("fallocate", &["-l", "4M", s(&p("home/ana/prealloc.bin"))]);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(p("home/ana/prealloc.bin")).expect("open");
+        f.write_all_at(b"written into preallocated space", 1 << 20).expect("write");
+    }
+    std::fs::write(p("home/ana/empty"), b"").expect("write");
+    std::os::unix::fs::symlink("big.bin", p("home/ana/short-link")).expect("symlink");
+    let long = format!("/{}target", "a-long-directory-name/".repeat(40));
+    std::os::unix::fs::symlink(&long, p("home/ana/long-link")).expect("symlink");
+    std::fs::set_permissions(p("home/ana/big.bin"), std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    run("chown", &["-R", "1000:1000", s(&p("home/ana"))]);
+    run("chmod", &["0750", s(&p("etc/ssh/sshd_config"))]);
+    run("touch", &["-d", "1965-05-05 05:05:05", s(&p("etc/ssh/sshd_config"))]);
+    run("touch", &["-d", "2023-07-14 08:09:10", s(&p("etc/hostname"))]);
+    if far_times {
+        run("touch", &["-d", "2040-01-02 03:04:05", s(&p("home/ana/big.bin"))]);
+    }
+    run("sync", &[]);
+}
