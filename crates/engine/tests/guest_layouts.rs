@@ -17,6 +17,7 @@ use guestfs::extract::extract;
 use guestfs::tree::resolve;
 use testkit::guest_disks::{
     Loop, Mount, Node, differences, fill_linux_root, lv_create, lv_extent, partition, run, tree, vg_create,
+    write_lv,
 };
 
 fn s(p: &Path) -> &str {
@@ -199,4 +200,77 @@ async fn the_ubuntu_server_layout_gives_its_ext4_root_on_lvm_file_for_file() {
             ("ubuntu-vg/swap", FsKind::Swap, false),
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_group_across_two_disks_reads_its_striped_and_spanning_lvs_and_names_a_missing_pv() {
+    let lab = Lab::new(false).await;
+    let (vdb, vdc) = (lab.path("vdb.raw"), lab.path("vdc.raw"));
+    for d in [&vdb, &vdc] {
+        run("truncate", &["-s", "200M", s(d)]);
+    }
+    let (b, c) = (Loop::attach(&vdb, 0, 200 << 20), Loop::attach(&vdc, 0, 200 << 20));
+    vg_create("datavg", &[&b, &c]);
+    lv_create("datavg", "striped", "96M", &["-i2", "-I64k"]);
+    lv_create("datavg", "spanning", "248M", &[]);
+    let mut sources = Vec::new();
+    for (lv, size) in [("striped", "96M"), ("spanning", "248M")] {
+        let src = lab.path(&format!("src-{lv}"));
+        std::fs::create_dir_all(src.join("data")).unwrap();
+        let bytes: Vec<u8> =
+            (0..20_000_000u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 13) as u8).collect();
+        std::fs::write(src.join("data/table.ibd"), bytes).unwrap();
+        std::fs::write(src.join("data/README"), format!("the {lv} LV\n")).unwrap();
+        let image = lab.path(&format!("{lv}.ext4"));
+        run("mkfs.ext4", &["-q", "-F", "-L", lv, "-d", s(&src), s(&image), size]);
+        write_lv("datavg", lv, &image, &[&b, &c]);
+        std::fs::remove_file(&image).unwrap();
+        sources.push((lv, src));
+    }
+    testkit::guest_disks::lvm("vgchange", &["-q", "--driverloaded", "n", "-an", "datavg"]);
+    drop((b, c));
+
+    lab.register("db", &[("vdb", &vdb), ("vdc", &vdc)]).await;
+    lab.backup("db").await;
+    let out = lab.path("out");
+    let (found, groups) = with_disk(&lab, "db", "vdb", {
+        let out = out.clone();
+        let sources = sources.clone();
+        move |disk| {
+            for (lv, src) in &sources {
+                let (_, fs) = disk.filesystem(Some(&format!("datavg/{lv}"))).unwrap();
+                let to = out.join(lv);
+                let report = extract(fs.as_ref(), &[b"/data".to_vec()], &to).unwrap();
+                assert!(report.errors.is_empty(), "{report:?}");
+                let diff = differences(&tree(src), &tree(&to));
+                assert!(diff.is_empty(), "{lv} differs from its source:\n{}", diff.join("\n"));
+            }
+            let layout = disk.layout().unwrap();
+            (summary(&disk), layout.groups)
+        }
+    })
+    .await;
+    let text = |a: &str, b: &str, fs| (a.to_string(), b.to_string(), fs, false);
+    assert_eq!(
+        found,
+        [
+            text("0", "", FsKind::LvmMember),
+            text("datavg/striped", "striped", FsKind::Ext4),
+            text("datavg/spanning", "linear", FsKind::Ext4),
+        ]
+    );
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].pvs, ["vdb:0", "vdc:0"]);
+
+    // The same disk without its partner: the LVs are listed with the PV they miss, and no
+    // volume is chosen for the operator.
+    let alone =
+        guestfs::GuestDisk { label: "vdb".into(), reader: Arc::new(std::fs::File::open(&vdb).unwrap()) };
+    let layout = guestfs::scan(&[alone], 0).unwrap();
+    let striped = layout.find("datavg/striped").unwrap();
+    assert!(!striped.readable(), "{striped:?}");
+    let note = striped.note.clone().unwrap_or_default();
+    assert!(note.contains("not in this point") && note.contains("missing PVs"), "{note}");
+    let err = layout.default_volume().unwrap_err().to_string();
+    assert!(err.contains("datavg/striped") && err.contains("datavg/spanning"), "{err}");
 }

@@ -133,6 +133,59 @@ pub fn lv_extent(vg: &str, name: &str, pv: &Loop) -> (u64, u64) {
     (pe_start + first * extent, size)
 }
 
+/// Write `image` (a filesystem made for it) into LV `vg/name` as LVM maps it onto `pvs`:
+/// segment by segment, stripe by stripe — what device-mapper would do if it were here.
+pub fn write_lv(vg: &str, name: &str, image: &Path, pvs: &[&Loop]) {
+    use std::os::unix::fs::FileExt;
+    let number = |t: &str| -> u64 { t.trim().parse().expect("an LVM number") };
+    let pe_start = |dev: &str| {
+        number(&lvm("pvs", &["--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", dev]))
+    };
+    let extent =
+        number(&lvm("vgs", &["--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size", vg]));
+    let data = std::fs::read(image).expect("read the LV's image");
+    let segments = lvm(
+        "lvs",
+        &[
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "--separator",
+            ";",
+            "--segments",
+            "-o",
+            "seg_start,seg_size,stripe_size,seg_pe_ranges",
+            &format!("{vg}/{name}"),
+        ],
+    );
+    let open = |dev: &str| {
+        assert!(pvs.iter().any(|p| p.0 == dev), "{vg}/{name} uses {dev}, which is not one of the PVs given");
+        std::fs::OpenOptions::new().write(true).open(dev).expect("open a PV")
+    };
+    for line in segments.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.trim().split(';').collect();
+        let (start, size, stripe) = (number(fields[0]), number(fields[1]), number(fields[2]));
+        let ranges: Vec<(String, u64)> = fields[3]
+            .split_whitespace()
+            .map(|r| {
+                let (dev, pes) = r.rsplit_once(':').expect("a PE range");
+                (dev.to_string(), pe_start(dev) + number(pes.split('-').next().expect("a PE")) * extent)
+            })
+            .collect();
+        let unit = if ranges.len() == 1 { size } else { stripe };
+        let mut at = 0;
+        while at < size {
+            let chunk = at / unit;
+            let (dev, base) = &ranges[(chunk % ranges.len() as u64) as usize];
+            let pv_at = base + (chunk / ranges.len() as u64) * unit;
+            let piece = &data[(start + at) as usize..(start + at + unit) as usize];
+            open(dev).write_all_at(piece, pv_at).expect("write into a PV");
+            at += unit;
+        }
+    }
+}
+
 /// One entry of a tree as the kernel shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
