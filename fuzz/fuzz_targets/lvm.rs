@@ -4,35 +4,17 @@
 //! reads as zeros); it is also parsed directly as metadata text (seeds: `fuzz/seeds.sh`).
 #![no_main]
 
+mod shared;
+
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-
-struct Padded(Vec<u8>);
-
-const SIZE: u64 = 64 << 20;
-
-impl guestfs::BlockReader for Padded {
-    fn size(&self) -> u64 {
-        SIZE
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= SIZE);
-        assert!(end.is_some(), "a read past the end of the disk: an LV escaped its PV");
-        buf.fill(0);
-        let start = offset as usize;
-        if start < self.0.len() {
-            let n = buf.len().min(self.0.len() - start);
-            buf[..n].copy_from_slice(&self.0[start..start + n]);
-        }
-        Ok(())
-    }
-}
+use shared::Padded;
 
 fuzz_target!(|data: &[u8]| {
     let _ = guestfs::lvm::parse(data);
-    let disk = guestfs::GuestDisk { label: "vda".into(), reader: Arc::new(Padded(data.to_vec())) };
+    let reader = Arc::new(Padded { data: data.to_vec(), size: 64 << 20 });
+    let disk = guestfs::GuestDisk { label: "vda".into(), reader };
     let Ok(layout) = guestfs::scan(&[disk], 0) else { return };
     for volume in &layout.volumes {
         if let Some(slice) = volume.slice() {

@@ -274,3 +274,75 @@ async fn a_volume_group_across_two_disks_reads_its_striped_and_spanning_lvs_and_
     let err = layout.default_volume().unwrap_err().to_string();
     assert!(err.contains("datavg/striped") && err.contains("datavg/spanning"), "{err}");
 }
+
+/// Kind, times and bytes only: NTFS has no Unix modes or owners (vmvault and ntfs-3g each
+/// make up their own).
+fn without_unix(t: BTreeMap<String, Node>) -> BTreeMap<String, Node> {
+    t.into_iter().map(|(k, n)| (k, Node { mode: 0, owner: (0, 0), ..n })).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windows_disk_gives_fragmented_compressed_case_twin_and_linked_files_as_ntfs_3g_shows_them() {
+    let lab = Lab::new(true).await;
+    let image = lab.path("win.raw");
+    run("truncate", &["-s", "400M", s(&image)]);
+    let parts = partition(
+        &image,
+        "label: gpt\n\
+         start=2048, size=65536, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI system partition\"\n\
+         size=32768, type=E3C9E316-0B5C-4DB8-817D-F92DF00215AE, name=\"Microsoft reserved partition\"\n\
+         type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name=\"Basic data partition\"\n",
+    );
+    let esp = Loop::attach(&image, parts[0].0, parts[0].1);
+    make_esp(&esp, lab.dir.path());
+    let c = Loop::attach(&image, parts[2].0, parts[2].1);
+    run("mkntfs", &["-q", "-f", "-F", "-L", "Windows", &c.0]);
+    let mnt = lab.path("mnt");
+    {
+        let _m = testkit::guest_disks::NtfsMount::new(&c.0, &mnt, "compression");
+        testkit::guest_disks::fill_windows(&mnt);
+    }
+    let mut want = {
+        let _m = testkit::guest_disks::NtfsMount::new(&c.0, &mnt, "ro");
+        without_unix(tree(&mnt))
+    };
+    // ntfs-3g shows a junction to C:\Users\Ana\Documents under its own mount point; in the
+    // guest (and so in vmvault) it is /Users/Ana/Documents.
+    let junction = want.get_mut("Users/Ana/Docs").unwrap();
+    junction.data = junction.data.strip_prefix(mnt.as_os_str().as_encoded_bytes()).unwrap().to_vec();
+    assert_eq!(junction.data, b"/Users/Ana/Documents");
+    // The fragmented file really spills its runs into an attribute list.
+    let info = run("ntfsinfo", &["-v", "-F", "/Program Files/App/data.pak", &c.0]);
+    let dumped: Vec<&str> = info
+        .lines()
+        .filter(|l| l.contains("Dumping") || l.contains("llocated") || l.contains("0x"))
+        .collect();
+    assert!(info.contains("$ATTRIBUTE_LIST"), "data.pak has no attribute list:\n{}", dumped.join("\n"));
+    drop((esp, c));
+    lab.register("win", &[("sda", &image)]).await;
+    lab.backup("win").await;
+    let out = lab.path("out");
+    let (found, got) = with_disk(&lab, "win", "sda", {
+        let out = out.clone();
+        move |disk| {
+            let (volume, fs) = disk.filesystem(None).unwrap();
+            assert_eq!(volume.id, "3");
+            let report = extract(fs.as_ref(), &[b"/".to_vec()], &out).unwrap();
+            assert!(report.errors.is_empty(), "{report:?}");
+            (summary(&disk), without_unix(tree(&out)))
+        }
+    })
+    .await;
+    let kinds: Vec<(&str, &str, FsKind, bool)> =
+        found.iter().map(|(id, t, fs, root)| (id.as_str(), t.as_str(), *fs, *root)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("1", "EFI System", FsKind::Vfat, false),
+            ("2", "Microsoft reserved", FsKind::Unknown, false),
+            ("3", "Microsoft basic data", FsKind::Ntfs, true),
+        ]
+    );
+    let diff = differences(&want, &got);
+    assert!(diff.is_empty(), "C: differs from ntfs-3g's view:\n{}", diff.join("\n"));
+}

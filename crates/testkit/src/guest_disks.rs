@@ -309,3 +309,132 @@ pub fn fill_linux_root(root: &Path, hostname: &str, far_times: bool) {
     }
     run("sync", &[]);
 }
+
+/// An ntfs-3g FUSE mount, unmounted when dropped.
+pub struct NtfsMount(pub PathBuf);
+
+impl NtfsMount {
+    /// Mount the NTFS on `dev` at `at` with ntfs-3g `-o opts`.
+    pub fn new(dev: &str, at: &Path, opts: &str) -> NtfsMount {
+        std::fs::create_dir_all(at).expect("make a mount point");
+        run("ntfs-3g", &["-o", opts, dev, s(at)]);
+        NtfsMount(at.to_path_buf())
+    }
+}
+
+impl Drop for NtfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A Windows C: as Windows leaves it, written through ntfs-3g into `root`: `Windows/System32`,
+/// a user's documents, a file in hundreds of fragments (its run list overflows its record into
+/// an `$ATTRIBUTE_LIST`: the volume is filled with small files, every other one deleted, then
+/// the file written into the holes), a folder with NTFS compression on (its files LZNT1),
+/// two names that differ only in case, a symlink and a junction (reparse points set as
+/// Windows writes them), and a file with an alternate data stream.
+pub fn fill_windows(root: &Path) {
+    let p = |rel: &str| root.join(rel);
+    for d in ["Windows/System32/drivers/etc", "Users/Ana/Documents", "Program Files/App", "Compressed"] {
+        std::fs::create_dir_all(p(d)).expect("make a guest directory");
+    }
+    std::fs::write(p("Windows/System32/drivers/etc/hosts"), "127.0.0.1 localhost\r\n").expect("write");
+    let doc: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 17) as u8).collect();
+    std::fs::write(p("Users/Ana/Documents/report.docx"), &doc).expect("write");
+    // Fragmentation: fill the free space with 32 KiB files, free every other one.
+    let filler = p("filler");
+    std::fs::create_dir_all(&filler).expect("mkdir");
+    let mut made = 0;
+    while std::fs::write(filler.join(format!("{made}")), vec![0xAB; 32768]).is_ok() {
+        made += 1;
+    }
+    for i in (0..made).step_by(2) {
+        std::fs::remove_file(filler.join(format!("{i}"))).expect("free a hole");
+    }
+    let _ = std::fs::remove_file(filler.join(format!("{made}")));
+    let frag: Vec<u8> = (0..40_000_000u32).map(|i| (i.wrapping_mul(40_503) >> 5) as u8).collect();
+    {
+        // In 64 KiB writes, as a program writes: ntfs-3g fills the holes one by one.
+        use std::io::Write;
+        let mut f = std::fs::File::create(p("Program Files/App/data.pak")).expect("create");
+        for piece in frag.chunks(65536) {
+            f.write_all(piece).expect("write the fragmented file");
+        }
+    }
+    for i in (1..made).step_by(2) {
+        std::fs::remove_file(filler.join(format!("{i}"))).expect("remove a filler");
+    }
+    std::fs::remove_dir(&filler).expect("remove the filler folder");
+    // Compression: the folder's attribute makes ntfs-3g (mounted with -o compression) write LZNT1.
+    run("setfattr", &["-n", "system.ntfs_attrib_be", "-v", "0x00000800", s(&p("Compressed"))]);
+    std::fs::write(p("Compressed/log.txt"), "a line that compresses well\r\n".repeat(50_000)).expect("write");
+    let mixed: Vec<u8> = (0..300_000u32).map(|i| if i % 3 == 0 { (i >> 3) as u8 } else { b'x' }).collect();
+    std::fs::write(p("Compressed/mixed.bin"), mixed).expect("write");
+    // Case twins (POSIX namespace names: Windows itself cannot make them, ntfs-3g can).
+    std::fs::write(p("Index.html"), "upper\n").expect("write");
+    std::fs::write(p("index.html"), "lower\n").expect("write");
+    // Reparse points as Windows writes them: a relative symlink and a junction.
+    std::fs::write(p("Users/Ana/link-to-report"), b"").expect("write");
+    run(
+        "setfattr",
+        &[
+            "-n",
+            "system.ntfs_reparse_data",
+            "-v",
+            &symlink_reparse("Documents\\report.docx", true),
+            s(&p("Users/Ana/link-to-report")),
+        ],
+    );
+    std::fs::create_dir_all(p("Users/Ana/Docs")).expect("mkdir");
+    run(
+        "setfattr",
+        &[
+            "-n",
+            "system.ntfs_reparse_data",
+            "-v",
+            &junction_reparse("\\??\\C:\\Users\\Ana\\Documents"),
+            s(&p("Users/Ana/Docs")),
+        ],
+    );
+    // An alternate data stream (ntfs-3g's default streams interface: NAME:STREAM).
+    std::fs::write(p("Users/Ana/Documents/report.docx:Zone.Identifier"), "[ZoneTransfer]\r\nZoneId=3\r\n")
+        .expect("write a stream");
+    run("sync", &[]);
+}
+
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+/// Hex (`0x…`, for setfattr) of a reparse buffer: tag, the two names, and `flags` for symlinks.
+fn reparse(tag: u32, substitute: &str, print: &str, flags: Option<u32>) -> String {
+    let (sub, prn) = (utf16(substitute), utf16(print));
+    let mut body = Vec::new();
+    for v in [0u16, sub.len() as u16, sub.len() as u16 + 2, prn.len() as u16] {
+        body.extend_from_slice(&v.to_le_bytes());
+    }
+    if let Some(f) = flags {
+        body.extend_from_slice(&f.to_le_bytes());
+    }
+    body.extend_from_slice(&sub);
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(&prn);
+    body.extend_from_slice(&[0, 0]);
+    let mut out = Vec::new();
+    out.extend_from_slice(&tag.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u16).to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&body);
+    format!("0x{}", out.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A symlink reparse point (IO_REPARSE_TAG_SYMLINK) to `target`.
+fn symlink_reparse(target: &str, relative: bool) -> String {
+    reparse(0xA000_000C, target, target, Some(u32::from(relative)))
+}
+
+/// A junction (IO_REPARSE_TAG_MOUNT_POINT) to `target` (`\??\C:\…`).
+fn junction_reparse(target: &str) -> String {
+    reparse(0xA000_0003, target, target.trim_start_matches("\\??\\"), None)
+}
