@@ -244,12 +244,15 @@ fn is_os_root(fs: &dyn GuestFs) -> bool {
 pub fn open(volume: &Volume) -> Result<Box<dyn GuestFs>> {
     let unreadable = || GuestError::Unsupported {
         what: format!("volume {}", volume.id),
-        reason: volume.note.clone().unwrap_or_else(|| {
-            format!(
-                "holds {}, not a filesystem vmvault can read (ext2/3/4, XFS, FAT, NTFS)",
-                volume.fs.name()
-            )
-        }),
+        reason: match &volume.note {
+            Some(note) => format!("holds {} ({note}), not a filesystem vmvault can read", volume.fs.name()),
+            None => {
+                format!(
+                    "holds {}, not a filesystem vmvault can read (ext2/3/4, XFS, FAT, NTFS)",
+                    volume.fs.name()
+                )
+            }
+        },
     };
     let slice = volume.slice.clone().ok_or_else(unreadable)?;
     Ok(match volume.fs {
