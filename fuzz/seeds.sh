@@ -2,15 +2,16 @@
 # Seed corpora of real images for the guest-disk fuzz targets, made with the real tools and
 # filled by the kernel where it can (run as root): fuzz/corpus/xfs (XFS v5 filled through a
 # mount, and v4 — which this kernel no longer mounts — filled by mkfs.xfs from a protofile;
-# 1 KiB blocks and an external log, so each filesystem is in its first few hundred KiB) and fuzz/corpus/lvm (the first
-# 64 KiB of a disk that is an LVM PV with a linear and a striped-over-one LV).
-# Needs xfsprogs and lvm2. Usage: sh fuzz/seeds.sh
+# 1 KiB blocks and an external log, so each filesystem is in its first few hundred KiB),
+# fuzz/corpus/lvm (the first 64 KiB of a disk that is an LVM PV with two LVs) and
+# fuzz/corpus/luks (LUKS1 and LUKS2 headers with their keyslots).
+# Needs xfsprogs, lvm2 and cryptsetup. Usage: sh fuzz/seeds.sh
 set -eu
 cd "$(dirname "$0")"
 work=$(mktemp -d)
 loops=""
 trap 'umount "$work/m" 2>/dev/null || true; for l in $loops; do losetup -d "$l" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-mkdir -p corpus/xfs corpus/lvm "$work/m"
+mkdir -p corpus/xfs corpus/lvm corpus/luks "$work/m"
 
 xfs_seed() { # name, extra mkfs options ("-p PROTO": filled by mkfs, not mounted)
     img="$work/$1.img"
@@ -73,4 +74,16 @@ d = open('corpus/lvm/pv', 'rb').read()
 start = d.index(b'fuzzvg {')
 open('corpus/lvm/metadata', 'wb').write(d[start:].split(b'\0')[0])
 "
-ls -l corpus/xfs corpus/lvm
+# LUKS1 and LUKS2 headers with cheap keyslots (the passphrase is the target's "fuzz").
+printf fuzz > "$work/pass"
+for v in luks1 luks2; do
+    truncate -s 4M "$work/$v"
+    dev=$(losetup -f --show "$work/$v")
+    loops="$loops $dev"
+    cryptsetup luksFormat -q --type "$v" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+        --key-file "$work/pass" "$dev"
+    losetup -d "$dev"
+    # Headers and keyslot 0 are in the first 300 KiB (the rest is random wipe).
+    head -c 307200 "$work/$v" > "corpus/luks/$v"
+done
+ls -l corpus/luks

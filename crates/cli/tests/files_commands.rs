@@ -212,3 +212,79 @@ fn mount_serves_a_point_over_nbd_to_qemu_tools_and_an_overlay() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[test]
+fn an_encrypted_root_opens_with_its_luks_passphrase_and_nothing_else_is_shown_without_it() {
+    use testkit::guest_disks::{differences, luks2_encrypt, partition, run, tree};
+    let lab = Lab::local(Some("files passphrase"));
+    lab.ok(&["vault", "init"]);
+    // The root filesystem, as an image, encrypted by cryptsetup into a LUKS2 volume.
+    let src = lab.path("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::create_dir_all(src.join("usr/lib")).unwrap();
+    std::fs::write(src.join("etc/hostname"), "vault-host\n").unwrap();
+    std::fs::write(src.join("usr/lib/os-release"), "ID=test\n").unwrap();
+    std::os::unix::fs::symlink("../usr/lib/os-release", src.join("etc/os-release")).unwrap();
+    std::fs::write(src.join("etc/shadow"), "root:$6$secret:19000::::::\n").unwrap();
+    let root = lab.path("root.ext4");
+    run("mkfs.ext4", &["-q", "-F", "-d", s(&src), s(&root), "32M"]);
+    let luks = lab.path("root.luks");
+    luks2_encrypt(&root, &luks, b"open sesame", "argon2id");
+    // The disk: ESP, an ext4 /boot, and the LUKS2 partition written in place.
+    let img = lab.path("crypt.raw");
+    run("truncate", &["-s", "128M", s(&img)]);
+    let parts = partition(
+        &img,
+        "label: gpt\nstart=2048, size=65536, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
+         size=32768, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n\
+         type=CA7D7CCB-63ED-4C53-861C-1742536059CC\n",
+    );
+    run("mkfs.vfat", &["-F", "16", "--offset", &(parts[0].0 / 512).to_string(), s(&img), "32768"]);
+    run("mkfs.ext4", &["-q", "-F", "-L", "boot", "-E", &format!("offset={}", parts[1].0), s(&img), "16M"]);
+    run(
+        "dd",
+        &[
+            &format!("if={}", s(&luks)),
+            &format!("of={}", s(&img)),
+            "bs=1M",
+            &format!("seek={}", parts[2].0 >> 20),
+            "conv=notrunc,sparse",
+            "status=none",
+        ],
+    );
+    lab.ok(&["vm", "add", "crypt", "--disk", &format!("vda={}", img.display())]);
+    lab.ok(&["backup", "crypt"]);
+
+    // Without the passphrase: an error naming the LUKS partition, never the ESP or /boot.
+    let err = lab.fails(&["files", "cat", "crypt", "/etc/hostname"]);
+    assert!(err.contains("3 is crypto_LUKS") && err.contains("no passphrase was given"), "{err}");
+    let parts_out = lab.ok(&["files", "parts", "crypt"]);
+    assert!(parts_out.contains("Linux LUKS") && parts_out.contains("crypto_LUKS"), "{parts_out}");
+
+    // With it (the file ends in a newline, as `echo` writes it): the root's files.
+    let key = lab.path("luks.pass");
+    std::fs::write(&key, "open sesame\n").unwrap();
+    let k = s(&key);
+    assert_eq!(
+        lab.ok(&["files", "cat", "crypt", "--luks-passphrase-file", k, "/etc/hostname"]),
+        "vault-host\n"
+    );
+    assert_eq!(
+        lab.ok(&["files", "cat", "crypt", "--luks-passphrase-file", k, "/etc/os-release"]),
+        "ID=test\n"
+    );
+    let parts_out = lab.ok(&["files", "parts", "crypt", "--luks-passphrase-file", k]);
+    assert!(parts_out.contains("ext4 (OS root)") && parts_out.contains("inside LUKS2"), "{parts_out}");
+    let out = lab.path("restored");
+    lab.ok(&["files", "get", "crypt", "--luks-passphrase-file", k, "/etc", "/usr", "--to", s(&out)]);
+    let diff = differences(&tree(&src), &tree(&out));
+    assert!(diff.is_empty(), "the encrypted root differs from its source:\n{}", diff.join("\n"));
+
+    // A wrong passphrase is said to be wrong.
+    std::fs::write(&key, "close sesame").unwrap();
+    let err = lab.fails(&["files", "cat", "crypt", "--luks-passphrase-file", k, "/etc/hostname"]);
+    assert!(err.contains("opens none of its 1 keyslots"), "{err}");
+    // Nothing decrypted was written anywhere but where files were asked for.
+    let vault_bytes: Vec<u8> = testkit::files_under(&lab.path("vault")).into_values().flatten().collect();
+    assert!(!vault_bytes.windows(10).any(|w| w == b"vault-host"), "plaintext reached the vault");
+}

@@ -190,7 +190,7 @@ impl EngineError {
             }
             EngineError::Refused { hint, .. } => hint.clone(),
             EngineError::Guest(GuestError::Unsupported { .. }) => {
-                Some("see `vmvault files parts`, and name a readable volume with --partition".into())
+                Some("see `vmvault files parts`; name a readable volume with --partition, or give the passphrase of a LUKS volume with --luks-passphrase-file".into())
             }
             EngineError::RestoreDisk { source, .. }
             | EngineError::BackupDisk { source, .. }

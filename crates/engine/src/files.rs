@@ -139,6 +139,7 @@ pub struct PointDisk {
     pub reader: Arc<PointReader>,
     disks: Vec<GuestDisk>,
     chosen: usize,
+    passphrases: Vec<guestfs::Passphrase>,
 }
 
 impl PointDisk {
@@ -168,12 +169,18 @@ impl PointDisk {
             };
             disks.push(GuestDisk { label: d.label.clone(), reader: this as Arc<dyn BlockReader> });
         }
-        Ok(PointDisk { manifest, label, reader, disks, chosen })
+        Ok(PointDisk { manifest, label, reader, disks, chosen, passphrases: Vec::new() })
     }
 
-    /// The disk's partitions and LVs, probed (blocking: call from a blocking thread).
+    /// Passphrases to open the guest's LUKS volumes with (each tried on each).
+    pub fn unlock_with(&mut self, passphrases: Vec<guestfs::Passphrase>) {
+        self.passphrases.extend(passphrases);
+    }
+
+    /// The disk's partitions and LVs, probed, LUKS volumes opened where a passphrase given
+    /// opens them (blocking: call from a blocking thread).
     pub fn layout(&self) -> Result<Layout> {
-        Ok(guestfs::scan(&self.disks, self.chosen)?)
+        Ok(guestfs::scan_unlocking(&self.disks, self.chosen, &self.passphrases)?)
     }
 
     /// Open volume `id` (a partition number, `0` for the whole disk, or `vg/lv`); by default

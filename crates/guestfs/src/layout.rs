@@ -104,6 +104,49 @@ pub struct Layout {
     pub groups: Vec<GroupSummary>,
 }
 
+/// A passphrase (or key file's bytes) to try on LUKS volumes; zeroized when dropped.
+pub type Passphrase = zeroize::Zeroizing<Vec<u8>>;
+
+/// Open a LUKS volume with the first passphrase that opens it: the volume then shows what is
+/// inside (probed again, so an LVM PV inside LUKS is found too).
+fn open_luks(v: &mut Volume, passphrases: &[Passphrase]) {
+    let Some(slice) = v.slice.clone() else { return };
+    if passphrases.is_empty() {
+        v.note = Some("encrypted (LUKS): no passphrase was given".into());
+        return;
+    }
+    let mut failed = None;
+    for passphrase in passphrases {
+        match crate::luks::unlock(&slice, passphrase) {
+            Ok(unlocked) => {
+                let header = unlocked.header();
+                let note = format!(
+                    "inside LUKS{} {} {} (unlocked)",
+                    header.version, header.uuid, header.segment.cipher
+                );
+                let inner = Slice::whole(Arc::new(unlocked));
+                let found = probe(&inner);
+                (v.fs, v.label, v.uuid) = (found.kind, found.label, found.uuid);
+                v.note = Some(note);
+                v.slice = Some(inner);
+                return;
+            }
+            Err(e) => failed = Some(e),
+        }
+    }
+    v.note = failed.map(|e| format!("encrypted (LUKS): {e}"));
+}
+
+/// The partitions (or whole disk) of one disk, probed, LUKS volumes opened where a
+/// passphrase opens them.
+fn volumes_of(disk: &GuestDisk, passphrases: &[Passphrase]) -> Result<(TableKind, Vec<Volume>)> {
+    let (table, mut volumes) = partitions(disk)?;
+    for v in volumes.iter_mut().filter(|v| v.fs == FsKind::Luks) {
+        open_luks(v, passphrases);
+    }
+    Ok((table, volumes))
+}
+
 /// The partitions (or whole disk) of one disk, probed.
 fn partitions(disk: &GuestDisk) -> Result<(TableKind, Vec<Volume>)> {
     let whole = Slice::whole(Arc::clone(&disk.reader));
@@ -140,12 +183,18 @@ fn partitions(disk: &GuestDisk) -> Result<(TableKind, Vec<Volume>)> {
 
 /// The layout of `disks[chosen]`, with LVs assembled from PVs on any of `disks`.
 pub fn scan(disks: &[GuestDisk], chosen: usize) -> Result<Layout> {
+    scan_unlocking(disks, chosen, &[])
+}
+
+/// [`scan`], opening LUKS volumes (on partitions, before LVM is assembled) with the first of
+/// `passphrases` that opens each.
+pub fn scan_unlocking(disks: &[GuestDisk], chosen: usize, passphrases: &[Passphrase]) -> Result<Layout> {
     let disk =
         disks.get(chosen).ok_or_else(|| GuestError::Invalid(format!("there is no disk number {chosen}")))?;
-    let (table, mut volumes) = partitions(disk)?;
+    let (table, mut volumes) = volumes_of(disk, passphrases)?;
     let mut pvs = Vec::new();
     for (i, other) in disks.iter().enumerate() {
-        let found = if i == chosen { volumes.clone() } else { partitions(other)?.1 };
+        let found = if i == chosen { volumes.clone() } else { volumes_of(other, passphrases)?.1 };
         for v in found.iter().filter(|v| v.fs == FsKind::LvmMember) {
             let Some(slice) = v.slice.clone() else { continue };
             let at = format!("{}:{}", other.label, v.id);
@@ -216,7 +265,7 @@ fn lv_volume(vg: &str, lv: &lvm::LogicalVolume, missing: &[String]) -> Volume {
 fn annotate(v: &mut Volume) {
     if v.note.is_none() {
         v.note = match v.fs {
-            FsKind::Luks => Some("encrypted (LUKS): vmvault cannot unlock it yet".into()),
+            FsKind::Luks => Some("encrypted (LUKS): no passphrase was given".into()),
             FsKind::Btrfs => Some("btrfs: vmvault cannot read it yet".into()),
             FsKind::RaidMember => Some("member of an MD RAID array: vmvault does not assemble arrays".into()),
             FsKind::LvmMember => Some("LVM PV whose volume group could not be read".into()),

@@ -16,6 +16,7 @@ pub mod ext;
 pub mod extract;
 pub mod fat;
 pub mod layout;
+pub mod luks;
 pub mod lvm;
 pub mod ntfs;
 pub mod partition;
@@ -25,7 +26,7 @@ pub mod tree;
 pub mod xfs;
 
 pub use error::{GuestError, Result};
-pub use layout::{GuestDisk, Layout, Volume, open as open_volume, scan, volumes};
+pub use layout::{GuestDisk, Layout, Passphrase, Volume, open as open_volume, scan, scan_unlocking, volumes};
 pub use probe::FsKind;
 pub use reader::{BlockReader, Slice};
 pub use tree::{Entry, EntryKind, GuestFs};

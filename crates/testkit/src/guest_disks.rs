@@ -438,3 +438,84 @@ fn symlink_reparse(target: &str, relative: bool) -> String {
 fn junction_reparse(target: &str) -> String {
     reparse(0xA000_0003, target, target.trim_start_matches("\\??\\"), None)
 }
+
+/// Encrypt `inner` (a filesystem image) into a new LUKS2 volume `out` with cryptsetup itself:
+/// `cryptsetup reencrypt --encrypt` works offline on an image file without device-mapper.
+/// `kdf` is cryptsetup's `--pbkdf` (`pbkdf2`, `argon2i`, `argon2id`), kept cheap for tests.
+pub fn luks2_encrypt(inner: &Path, out: &Path, passphrase: &[u8], kdf: &str) {
+    let header = 16u64 << 20;
+    let key_file = out.with_extension("key");
+    std::fs::write(&key_file, passphrase).expect("write the key file");
+    run("cp", &["--sparse=always", s(inner), s(out)]);
+    let len = std::fs::metadata(inner).expect("stat the inner image").len();
+    run("truncate", &["-s", &(len + header).to_string(), s(out)]);
+    let mut args = vec!["reencrypt", "--encrypt", "--type", "luks2", "--reduce-device-size", "16M", "-q"];
+    args.extend(["--key-file", s(&key_file), "--pbkdf", kdf]);
+    if kdf == "pbkdf2" {
+        args.extend(["--pbkdf-force-iterations", "1000"]);
+    } else {
+        args.extend(["--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4"]);
+    }
+    args.push(s(out));
+    run("cryptsetup", &args);
+    std::fs::remove_file(&key_file).expect("remove the key file");
+}
+
+/// Encrypt `inner` into a new LUKS1 volume `out`: the header and keyslot by `cryptsetup
+/// luksFormat` on a loop device, the data by Python's `cryptography` (OpenSSL's AES-XTS) with
+/// the volume key `cryptsetup luksDump --dump-master-key` shows — offline LUKS1 encryption
+/// needs device-mapper, which this machine lacks.
+pub fn luks1_encrypt(inner: &Path, out: &Path, passphrase: &[u8]) {
+    let key_file = out.with_extension("key");
+    std::fs::write(&key_file, passphrase).expect("write the key file");
+    let len = std::fs::metadata(inner).expect("stat the inner image").len();
+    run("truncate", &["-s", &(len + (2 << 20)).to_string(), s(out)]);
+    let dev = Loop::attach(out, 0, len + (2 << 20));
+    run(
+        "cryptsetup",
+        &[
+            "luksFormat",
+            "--type",
+            "luks1",
+            "-q",
+            "--key-file",
+            s(&key_file),
+            "--pbkdf-force-iterations",
+            "1000",
+            &dev.0,
+        ],
+    );
+    let dump =
+        run("cryptsetup", &["luksDump", "--dump-master-key", "-q", "--key-file", s(&key_file), &dev.0]);
+    drop(dev);
+    std::fs::remove_file(&key_file).expect("remove the key file");
+    let payload: u64 = dump
+        .lines()
+        .find_map(|l| l.strip_prefix("Payload offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a payload offset");
+    let key: String = dump
+        .split("MK dump:")
+        .nth(1)
+        .expect("a master key dump")
+        .split_whitespace()
+        .take_while(|w| w.len() == 2 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
+    let script = format!(
+        "from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes\n\
+         key = bytes.fromhex('{key}')\n\
+         src = open('{inner}', 'rb')\n\
+         dst = open('{out}', 'r+b')\n\
+         dst.seek({payload} * 512)\n\
+         sector = 0\n\
+         while True:\n\
+         \x20   block = src.read(512)\n\
+         \x20   if not block: break\n\
+         \x20   enc = Cipher(algorithms.AES(key), modes.XTS(sector.to_bytes(16, 'little'))).encryptor()\n\
+         \x20   dst.write(enc.update(block) + enc.finalize())\n\
+         \x20   sector += 1\n",
+        inner = s(inner),
+        out = s(out),
+    );
+    run("python3", &["-c", &script]);
+}

@@ -31,6 +31,40 @@ pub struct Source {
     /// logical volume (`vg/lv`). Default: the guest's OS root.
     #[arg(long)]
     partition: Option<String>,
+    /// A file holding the passphrase (or the key file) of the guest's LUKS volumes, read as
+    /// bytes (a trailing newline is also tried without it); may be given more than once.
+    /// Else $VMVAULT_LUKS_PASSPHRASE, else a prompt on a terminal when a volume is LUKS.
+    #[arg(long = "luks-passphrase-file", value_name = "FILE")]
+    luks_passphrase_file: Vec<PathBuf>,
+}
+
+/// The LUKS passphrases to try: the files given, $VMVAULT_LUKS_PASSPHRASE, or — when neither
+/// is there, the disk has a LUKS volume and this is a terminal — one typed at a prompt.
+fn luks_passphrases(source: &Source, disk: &PointDisk) -> Result<Vec<guestfs::Passphrase>> {
+    let mut out = Vec::new();
+    let mut add = |bytes: Vec<u8>| {
+        if let Some(trimmed) = bytes.strip_suffix(b"\n").filter(|t| !t.is_empty()) {
+            out.push(guestfs::Passphrase::new(trimmed.to_vec()));
+        }
+        out.push(guestfs::Passphrase::new(bytes));
+    };
+    for path in &source.luks_passphrase_file {
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read --luks-passphrase-file {}: {e}", path.display()))?;
+        add(bytes);
+    }
+    if let Some(text) = std::env::var_os("VMVAULT_LUKS_PASSPHRASE") {
+        add(std::os::unix::ffi::OsStrExt::as_bytes(text.as_os_str()).to_vec());
+    }
+    if out.is_empty() && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        let layout = disk.layout()?;
+        if let Some(v) = layout.volumes.iter().find(|v| v.fs == guestfs::FsKind::Luks) {
+            let prompt = format!("LUKS passphrase for volume {} of disk {}: ", v.id, disk.label);
+            let typed = zeroize::Zeroizing::new(rpassword::prompt_password(prompt)?);
+            out.push(guestfs::Passphrase::new(typed.as_bytes().to_vec()));
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Subcommand)]
@@ -109,11 +143,18 @@ impl FilesCommand {
 pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
     let vault = Arc::new(crate::commands::unlock(context).await?);
     let source = command.source().clone();
+    let source_for_keys = source.clone();
     let backend = Arc::clone(vault.vault().backend());
     let item = Catalog::of(vault.vault()).find::<ProtectedItem>(&source.name).await?;
     engine::services::protection::check_not_soft_deleted(item.as_ref(), &source.name)?;
-    let disk =
+    let mut disk =
         PointDisk::open(Arc::clone(&vault), &source.name, &source.point, source.disk.as_deref()).await?;
+    let disk = tokio::task::spawn_blocking(move || -> Result<PointDisk> {
+        let passphrases = luks_passphrases(&source_for_keys, &disk)?;
+        disk.unlock_with(passphrases);
+        Ok(disk)
+    })
+    .await??;
     if let FilesCommand::Get { paths, to, json, .. } = command {
         let (report, job) = run_job(
             backend,
