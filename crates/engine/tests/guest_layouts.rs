@@ -276,9 +276,9 @@ async fn a_volume_group_across_two_disks_reads_its_striped_and_spanning_lvs_and_
 }
 
 /// Kind, times and bytes only: NTFS has no Unix modes or owners (vmvault and ntfs-3g each
-/// make up their own).
+/// make up their own), and its compressed files look sparse to `stat`.
 fn without_unix(t: BTreeMap<String, Node>) -> BTreeMap<String, Node> {
-    t.into_iter().map(|(k, n)| (k, Node { mode: 0, owner: (0, 0), ..n })).collect()
+    t.into_iter().map(|(k, n)| (k, Node { mode: 0, owner: (0, 0), sparse: false, ..n })).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

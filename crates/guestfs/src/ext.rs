@@ -72,6 +72,7 @@ fn entry(name: Vec<u8>, m: &Metadata) -> Entry {
         uid: Some(m.uid()),
         gid: Some(m.gid()),
         mtime: Some((modified.seconds(), modified.nanoseconds())),
+        links: Some((u64::from(m.inode()), u32::from(m.links()))),
     }
 }
 

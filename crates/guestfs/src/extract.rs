@@ -10,6 +10,8 @@
 //! - files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`: an existing name (a duplicate in the
 //!   guest, a symlink planted earlier) is never opened, the entry is skipped with a warning;
 //! - symlinks are created as links, never followed; device nodes, FIFOs and sockets are skipped;
+//! - a file with several names is written once and its other names made hard links to it
+//!   (within one extraction); runs of zeros are left as holes, so sparse files stay sparse;
 //! - a directory whose listing equals one of its ancestors' (a hard-linked loop or a cluster
 //!   chain pointing back) is not descended, and walks stop at fixed depth and size budgets.
 //!
@@ -41,6 +43,8 @@ pub struct ExtractReport {
     pub dirs: u64,
     /// Symlinks created.
     pub symlinks: u64,
+    /// Names made hard links to a file written earlier in the same extraction.
+    pub hard_links: u64,
     /// Bytes of file content written.
     pub bytes: u64,
     /// Entries skipped on purpose (unsafe names, duplicates, special files).
@@ -53,11 +57,13 @@ pub struct ExtractReport {
 struct Walk {
     ancestors: Vec<u64>,
     visited: u64,
+    /// Where the first name of each multiply-linked inode was written.
+    linked: std::collections::HashMap<u64, std::path::PathBuf>,
 }
 
 impl Walk {
     fn new() -> Walk {
-        Walk { ancestors: Vec::new(), visited: 0 }
+        Walk { ancestors: Vec::new(), visited: 0, linked: std::collections::HashMap::new() }
     }
 
     /// Enter a directory with this listing; `Err` names why not.
@@ -201,13 +207,30 @@ fn place(
             finish_metadata(&target, entry, root, report);
         }
         EntryKind::File => {
+            let shared = entry.links.filter(|&(_, names)| names > 1).map(|(inode, _)| inode);
+            if let Some(first) = shared.and_then(|inode| walk.linked.get(&inode)) {
+                match std::fs::hard_link(first, &target) {
+                    Ok(()) => {
+                        report.hard_links += 1;
+                        return;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        report.warnings.push(format!("{}: duplicate name, skipped", show(path)));
+                        return;
+                    }
+                    // Another filesystem under the target, say: a copy instead.
+                    Err(e) => report
+                        .warnings
+                        .push(format!("{}: written as a copy, not a hard link ({e})", show(path))),
+                }
+            }
             let file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(&target);
-            let mut file = match file {
+            let file = match file {
                 Ok(file) => file,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     report.warnings.push(format!("{}: duplicate name, skipped", show(path)));
@@ -218,13 +241,17 @@ fn place(
                     return;
                 }
             };
-            match fs.read_file(path, &mut file) {
+            let mut sparse = Sparse { file: &file, at: 0, target: &target };
+            match fs.read_file(path, &mut sparse).and_then(|n| sparse.finish().map(|()| n)) {
                 Ok(n) => {
                     report.files += 1;
                     report.bytes += n;
                     set_file_times(&file, entry);
                     drop(file);
                     finish_metadata(&target, entry, root, report);
+                    if let Some(inode) = shared {
+                        walk.linked.insert(inode, target.clone());
+                    }
                 }
                 Err(e) => {
                     drop(file);
@@ -259,6 +286,47 @@ fn place(
         EntryKind::Special => {
             report.warnings.push(format!("{}: device node, FIFO or socket, skipped", show(path)));
         }
+    }
+}
+
+/// A file written at increasing offsets whose all-zero 4 KiB blocks are skipped, leaving
+/// holes; `finish` sets the length, so trailing zeros become a hole too.
+struct Sparse<'a> {
+    file: &'a File,
+    at: u64,
+    target: &'a Path,
+}
+
+const SPARSE_BLOCK: usize = 4096;
+
+impl Sparse<'_> {
+    fn finish(&mut self) -> Result<()> {
+        self.file
+            .set_len(self.at)
+            .map_err(|source| GuestError::Write { path: self.target.display().to_string(), source })
+    }
+}
+
+impl std::io::Write for Sparse<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0;
+        while done < buf.len() {
+            // Blocks aligned to the file's offsets, so holes fall on block boundaries.
+            let within = (self.at % SPARSE_BLOCK as u64) as usize;
+            let n = (SPARSE_BLOCK - within).min(buf.len() - done);
+            let piece = &buf[done..done + n];
+            if piece.iter().any(|&b| b != 0) {
+                self.file.write_all_at(piece, self.at)?;
+            }
+            self.at += n as u64;
+            done += n;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

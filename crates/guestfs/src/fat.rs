@@ -86,6 +86,7 @@ fn entry_of(e: &fatfs::DirEntry<'_, Cursor>) -> Entry {
         uid: None,
         gid: None,
         mtime: to_unix(e.modified()),
+        links: None,
     }
 }
 
@@ -130,6 +131,7 @@ impl GuestFs for FatFs {
                     uid: None,
                     gid: None,
                     mtime: None,
+                    links: None,
                 });
             }
             let (dir, name) = self.parent(path, &what)?;

@@ -39,6 +39,9 @@ pub struct Entry {
     pub gid: Option<u32>,
     /// Modification time: seconds and nanoseconds since the Unix epoch.
     pub mtime: Option<(i64, u32)>,
+    /// The inode (or file record) it names and how many names that has, where the
+    /// filesystem tells: what lets extraction keep hard links as links.
+    pub links: Option<(u64, u32)>,
 }
 
 impl Entry {

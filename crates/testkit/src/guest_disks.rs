@@ -199,11 +199,16 @@ pub struct Node {
     pub mtime: i64,
     /// File content or symlink target.
     pub data: Vec<u8>,
+    /// For a file with several names: the first of them (by path) in the tree.
+    pub linked_to: Option<String>,
+    /// Whether a file has holes (fewer bytes allocated than its length).
+    pub sparse: bool,
 }
 
 /// Every entry under `root`, by relative path.
 pub fn tree(root: &Path) -> BTreeMap<String, Node> {
     let mut out = BTreeMap::new();
+    let mut names: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).expect("read a test directory") {
@@ -221,34 +226,46 @@ pub fn tree(root: &Path) -> BTreeMap<String, Node> {
             } else {
                 ("special", vec![])
             };
+            if kind == "file" && meta.nlink() > 1 {
+                names.entry((meta.dev(), meta.ino())).or_default().push(rel.clone());
+            }
             let mode = if kind == "link" { 0 } else { meta.permissions().mode() & 0o7777 };
             let mtime = if kind == "dir" { 0 } else { meta.mtime() };
-            out.insert(rel, Node { kind, mode, owner: (meta.uid(), meta.gid()), mtime, data });
+            let sparse = kind == "file" && meta.blocks() * 512 < meta.len();
+            let node =
+                Node { kind, mode, owner: (meta.uid(), meta.gid()), mtime, data, linked_to: None, sparse };
+            out.insert(rel, node);
+        }
+    }
+    for mut group in names.into_values().filter(|g| g.len() > 1) {
+        group.sort();
+        for name in &group {
+            if let Some(node) = out.get_mut(name) {
+                node.linked_to = Some(group[0].clone());
+            }
         }
     }
     out
 }
 
-/// The differences between two trees, one line each (empty when equal).
+/// The differences between two trees, one line each (empty when equal). A file sparse in
+/// `want` must be sparse in `got`; `got` may have holes where `want` had allocated zeros.
 pub fn differences(want: &BTreeMap<String, Node>, got: &BTreeMap<String, Node>) -> Vec<String> {
     let mut out = Vec::new();
     for (path, w) in want {
-        match got.get(path) {
-            None => out.push(format!("{path}: missing")),
-            Some(g) if g != w => out.push(format!(
-                "{path}: want {} {:o} {:?} t={} {} bytes, got {} {:o} {:?} t={} {} bytes",
-                w.kind,
-                w.mode,
-                w.owner,
-                w.mtime,
-                w.data.len(),
-                g.kind,
-                g.mode,
-                g.owner,
-                g.mtime,
-                g.data.len()
-            )),
-            Some(_) => {}
+        let Some(g) = got.get(path) else {
+            out.push(format!("{path}: missing"));
+            continue;
+        };
+        let same = (w.kind, w.mode, w.owner, w.mtime, &w.data, &w.linked_to)
+            == (g.kind, g.mode, g.owner, g.mtime, &g.data, &g.linked_to)
+            && (!w.sparse || g.sparse);
+        if !same {
+            out.push(format!(
+                "{path}: want {} {:o} {:?} t={} {} bytes link={:?} sparse={}, got {} {:o} {:?} t={} {} bytes link={:?} sparse={}",
+                w.kind, w.mode, w.owner, w.mtime, w.data.len(), w.linked_to, w.sparse,
+                g.kind, g.mode, g.owner, g.mtime, g.data.len(), g.linked_to, g.sparse
+            ));
         }
     }
     out.extend(got.keys().filter(|k| !want.contains_key(*k)).map(|k| format!("{k}: not in the reference")));
@@ -258,7 +275,7 @@ pub fn differences(want: &BTreeMap<String, Node>, got: &BTreeMap<String, Node>) 
 /// A Linux root as installers leave it, written through the kernel into `root` (a mounted
 /// filesystem): `/etc/os-release` a link into `/usr/lib`, `/etc/hostname`, directories of
 /// every size (inline, one block, many blocks, thousands of entries), a file in thousands of
-/// extents with holes, a preallocated file, long and short symlinks, owners, modes, and times
+/// extents with holes, a preallocated file, hard links, long and short symlinks, owners, modes, and times
 /// before 1970 and (when `far_times`) after 2038.
 pub fn fill_linux_root(root: &Path, hostname: &str, far_times: bool) {
     let p = |rel: &str| root.join(rel);
@@ -296,6 +313,8 @@ pub fn fill_linux_root(root: &Path, hostname: &str, far_times: bool) {
         f.write_all_at(b"written into preallocated space", 1 << 20).expect("write");
     }
     std::fs::write(p("home/ana/empty"), b"").expect("write");
+    std::fs::hard_link(p("home/ana/big.bin"), p("home/ana/big-again.bin")).expect("hard link");
+    std::fs::hard_link(p("etc/hostname"), p("srv/hostname-link")).expect("hard link");
     std::os::unix::fs::symlink("big.bin", p("home/ana/short-link")).expect("symlink");
     let long = format!("/{}target", "a-long-directory-name/".repeat(40));
     std::os::unix::fs::symlink(&long, p("home/ana/long-link")).expect("symlink");

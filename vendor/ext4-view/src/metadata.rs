@@ -40,9 +40,27 @@ pub struct Metadata {
     /// Creation time.
     /// Only present if inode is large enough.
     pub(crate) crtime: Option<Timestamp>,
+
+    /// vmvault patch: the inode's number.
+    pub(crate) inode: u32,
+
+    /// vmvault patch: the inode's link count.
+    pub(crate) links: u16,
 }
 
 impl Metadata {
+    /// vmvault patch: the inode's number (the same for every hard link).
+    #[must_use]
+    pub fn inode(&self) -> u32 {
+        self.inode
+    }
+
+    /// vmvault patch: how many names the inode has.
+    #[must_use]
+    pub fn links(&self) -> u16 {
+        self.links
+    }
+
     /// Get the file type.
     #[must_use]
     pub fn file_type(&self) -> FileType {

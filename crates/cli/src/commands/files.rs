@@ -179,8 +179,9 @@ pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
         .await?;
         crate::commands::emit(json, &report, |report| {
             println!(
-                "Extracted {} files, {} directories, {} symlinks ({}). Job {}.",
+                "Extracted {} files, {} hard links, {} directories, {} symlinks ({}). Job {}.",
                 report.files,
+                report.hard_links,
                 report.dirs,
                 report.symlinks,
                 human_bytes(report.bytes),

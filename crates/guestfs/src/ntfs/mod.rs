@@ -76,6 +76,8 @@ fn runs_of(value: &NtfsAttributeValue<'_, '_>, what: &str) -> Result<Option<Runs
 
 /// What a file record is, as far as listing and reading go.
 struct Node {
+    /// Its file record and how many names it has.
+    links: (u64, u32),
     kind: EntryKind,
     size: u64,
     mtime: (i64, u32),
@@ -186,6 +188,7 @@ impl NtfsFs {
         let mtime = nt_time(info.modification_time());
         let dir = file.is_directory();
         let mut node = Node {
+            links: (file.file_record_number(), u32::from(file.hard_link_count())),
             kind: if dir { EntryKind::Dir } else { EntryKind::File },
             size: 0,
             mtime,
@@ -414,7 +417,16 @@ impl NtfsFs {
             EntryKind::Symlink => 0o120777,
             _ => 0o100644,
         };
-        Entry { name, kind: node.kind, size: node.size, mode, uid: None, gid: None, mtime: Some(node.mtime) }
+        Entry {
+            name,
+            kind: node.kind,
+            size: node.size,
+            mode,
+            uid: None,
+            gid: None,
+            mtime: Some(node.mtime),
+            links: Some(node.links),
+        }
     }
 }
 

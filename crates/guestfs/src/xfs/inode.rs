@@ -28,6 +28,8 @@ pub struct Inode {
     pub ino: u64,
     /// Type and permission bits.
     pub mode: u16,
+    /// Names it has.
+    pub nlink: u32,
     /// Owner.
     pub uid: u32,
     /// Group.
@@ -125,6 +127,7 @@ pub fn read_inode(disk: &Disk, ino: u64) -> Result<Inode> {
     Ok(Inode {
         ino,
         mode: be16(&raw, 2),
+        nlink: if version == 1 { u32::from(be16(&raw, 6)) } else { be32(&raw, 16) },
         uid: be32(&raw, 8),
         gid: be32(&raw, 12),
         mtime: timestamp(&raw[40..48], big),

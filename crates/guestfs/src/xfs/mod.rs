@@ -90,6 +90,7 @@ impl XfsFs {
             uid: Some(node.uid),
             gid: Some(node.gid),
             mtime: Some(node.mtime),
+            links: Some((node.ino, node.nlink)),
         }
     }
 
