@@ -346,3 +346,79 @@ async fn a_windows_disk_gives_fragmented_compressed_case_twin_and_linked_files_a
     let diff = differences(&want, &got);
     assert!(diff.is_empty(), "C: differs from ntfs-3g's view:\n{}", diff.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fedora_layout_gives_its_btrfs_root_and_home_subvolumes_compressed_as_the_kernel_shows_them() {
+    let lab = Lab::new(true).await;
+    let image = lab.path("fedora.raw");
+    run("truncate", &["-s", "1200M", s(&image)]);
+    let parts = partition(
+        &image,
+        "label: gpt\n\
+         start=2048, size=65536, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
+         size=622592, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n\
+         type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709\n",
+    );
+    let mnt = lab.path("mnt");
+    let esp = Loop::attach(&image, parts[0].0, parts[0].1);
+    make_esp(&esp, lab.dir.path());
+    let boot = Loop::attach(&image, parts[1].0, parts[1].1);
+    make_fs(&boot, &mnt, &["mkfs.ext4", "-q", "-L", "boot"], fill_boot);
+    let dev = Loop::attach(&image, parts[2].0, parts[2].1);
+    run("mkfs.btrfs", &["-q", "-f", "-L", "fedora", &dev.0]);
+    {
+        let _top = Mount::new(&dev.0, &mnt, "compress=zstd");
+        run("btrfs", &["-q", "subvolume", "create", s(&mnt.join("root"))]);
+        run("btrfs", &["-q", "subvolume", "create", s(&mnt.join("home"))]);
+        fill_linux_root(&mnt.join("root"), "fedora", true);
+        std::fs::create_dir_all(mnt.join("home/ana")).unwrap();
+        std::fs::write(mnt.join("home/ana/notes.txt"), "zstd compresses this line well\n".repeat(20_000))
+            .unwrap();
+        for algorithm in ["lzo", "zlib"] {
+            run("mount", &["-o", &format!("remount,compress={algorithm}"), s(&mnt)]);
+            let text = format!("{algorithm} compresses this line well\n").repeat(30_000);
+            std::fs::write(mnt.join(format!("home/ana/{algorithm}.txt")), text).unwrap();
+        }
+        run("sync", &[]);
+    }
+    let view = |subvol: &str| {
+        let _m = Mount::new(&dev.0, &mnt, &format!("ro,subvol={subvol}"));
+        tree(&mnt)
+    };
+    let (root_want, home_want) = (view("root"), view("home"));
+    drop((esp, boot, dev));
+    lab.register("fedora", &[("vda", &image)]).await;
+    lab.backup("fedora").await;
+    let out = lab.path("out");
+    let (found, root_got, home_got) = with_disk(&lab, "fedora", "vda", {
+        let out = out.clone();
+        move |disk| {
+            let (volume, fs) = disk.filesystem(None).unwrap();
+            assert_eq!(volume.id, "3:root");
+            let report = extract(fs.as_ref(), &[b"/".to_vec()], &out.join("root")).unwrap();
+            assert!(report.errors.is_empty() && report.warnings.is_empty(), "{report:?}");
+            let (_, home) = disk.filesystem(Some("3:home")).unwrap();
+            let report = extract(home.as_ref(), &[b"/".to_vec()], &out.join("home")).unwrap();
+            assert!(report.errors.is_empty(), "{report:?}");
+            (summary(&disk), tree(&out.join("root")), tree(&out.join("home")))
+        }
+    })
+    .await;
+    let kinds: Vec<(&str, FsKind, bool)> =
+        found.iter().map(|(id, _, fs, root)| (id.as_str(), *fs, *root)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("1", FsKind::Vfat, false),
+            ("2", FsKind::Ext4, false),
+            ("3", FsKind::Btrfs, false),
+            ("3:home", FsKind::Btrfs, false),
+            ("3:root", FsKind::Btrfs, true),
+        ]
+    );
+    assert_eq!(found[2].1, "Linux root (x86-64)");
+    let diff = differences(&root_want, &root_got);
+    assert!(diff.is_empty(), "root differs from the kernel's view:\n{}", diff.join("\n"));
+    let diff = differences(&home_want, &home_got);
+    assert!(diff.is_empty(), "home differs from the kernel's view:\n{}", diff.join("\n"));
+}

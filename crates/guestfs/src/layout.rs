@@ -50,6 +50,8 @@ pub struct Volume {
     pub os_root: bool,
     /// Why vmvault cannot read it, or what it is part of.
     pub note: Option<String>,
+    /// For a btrfs subvolume: its path in the filesystem.
+    pub subvolume: Option<String>,
     #[serde(skip)]
     slice: Option<Slice>,
 }
@@ -75,7 +77,16 @@ impl Volume {
 const PV_NOTE: &str = "PV of volume group";
 
 fn readable(kind: FsKind) -> bool {
-    matches!(kind, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Vfat | FsKind::Ntfs | FsKind::Xfs)
+    matches!(
+        kind,
+        FsKind::Ext2
+            | FsKind::Ext3
+            | FsKind::Ext4
+            | FsKind::Vfat
+            | FsKind::Ntfs
+            | FsKind::Xfs
+            | FsKind::Btrfs
+    )
 }
 
 /// A volume group with a PV on the disk.
@@ -165,6 +176,7 @@ fn partitions(disk: &GuestDisk) -> Result<(TableKind, Vec<Volume>)> {
             uuid: found.uuid,
             os_root: false,
             note: None,
+            subvolume: None,
             slice: Some(slice),
         }
     };
@@ -229,6 +241,24 @@ pub fn scan_unlocking(disks: &[GuestDisk], chosen: usize, passphrases: &[Passphr
     for v in &mut volumes {
         annotate(v);
     }
+    let mut with_subvolumes = Vec::with_capacity(volumes.len());
+    for v in volumes {
+        let subvolumes = if v.fs == FsKind::Btrfs && v.readable() { subvolumes_of(&v) } else { Vec::new() };
+        with_subvolumes.push(v);
+        with_subvolumes.extend(subvolumes);
+    }
+    let mut volumes = with_subvolumes;
+    // A btrfs root is usually a subvolume (Fedora's "root", openSUSE's "@"): when the
+    // default subvolume is not the root, the first subvolume that is.
+    if !volumes.iter().any(|v| v.os_root)
+        && let Some(v) =
+            volumes.iter_mut().find(|v| v.subvolume.is_some() && v.note.as_deref() == Some(ROOT_SUBVOLUME))
+    {
+        v.os_root = true;
+    }
+    for v in volumes.iter_mut().filter(|v| v.note.as_deref() == Some(ROOT_SUBVOLUME)) {
+        v.note = Some("btrfs subvolume".into());
+    }
     Ok(Layout { disk: disk.label.clone(), table, volumes, groups })
 }
 
@@ -257,6 +287,7 @@ fn lv_volume(vg: &str, lv: &lvm::LogicalVolume, missing: &[String]) -> Volume {
         uuid: found.and_then(|p| p.uuid),
         os_root: false,
         note,
+        subvolume: None,
         slice,
     }
 }
@@ -266,7 +297,6 @@ fn annotate(v: &mut Volume) {
     if v.note.is_none() {
         v.note = match v.fs {
             FsKind::Luks => Some("encrypted (LUKS): no passphrase was given".into()),
-            FsKind::Btrfs => Some("btrfs: vmvault cannot read it yet".into()),
             FsKind::RaidMember => Some("member of an MD RAID array: vmvault does not assemble arrays".into()),
             FsKind::LvmMember => Some("LVM PV whose volume group could not be read".into()),
             _ => None,
@@ -284,6 +314,31 @@ fn annotate(v: &mut Volume) {
     }
 }
 
+/// The note a subvolume holding an OS root carries until one root is chosen.
+const ROOT_SUBVOLUME: &str = "btrfs subvolume with an OS root";
+
+/// A row for each subvolume of the btrfs on `v` (`3:home`).
+fn subvolumes_of(v: &Volume) -> Vec<Volume> {
+    let Some(slice) = v.slice.clone() else { return Vec::new() };
+    let Ok(fs) = crate::btrfs::BtrfsFs::open(slice.clone()) else { return Vec::new() };
+    let Ok(list) = fs.subvolumes() else { return Vec::new() };
+    let mut out = Vec::new();
+    for sub in list {
+        let root = crate::btrfs::BtrfsFs::open(slice.clone())
+            .and_then(|f| f.at_subvolume(&sub.path))
+            .map(|f| is_os_root(&f))
+            .unwrap_or(false);
+        out.push(Volume {
+            id: format!("{}:{}", v.id, sub.path),
+            subvolume: Some(sub.path),
+            note: Some(if root { ROOT_SUBVOLUME.into() } else { "btrfs subvolume".into() }),
+            os_root: false,
+            ..v.clone()
+        });
+    }
+    out
+}
+
 /// Whether a filesystem is a guest's OS root.
 fn is_os_root(fs: &dyn GuestFs) -> bool {
     fs.stat(b"/etc/os-release").is_ok() || fs.stat(b"/Windows/System32").is_ok()
@@ -297,7 +352,7 @@ pub fn open(volume: &Volume) -> Result<Box<dyn GuestFs>> {
             Some(note) => format!("holds {} ({note}), not a filesystem vmvault can read", volume.fs.name()),
             None => {
                 format!(
-                    "holds {}, not a filesystem vmvault can read (ext2/3/4, XFS, FAT, NTFS)",
+                    "holds {}, not a filesystem vmvault can read (ext2/3/4, XFS, btrfs, FAT, NTFS)",
                     volume.fs.name()
                 )
             }
@@ -309,6 +364,10 @@ pub fn open(volume: &Volume) -> Result<Box<dyn GuestFs>> {
         FsKind::Vfat => Box::new(crate::fat::FatFs::open(slice)?),
         FsKind::Ntfs => Box::new(crate::ntfs::NtfsFs::open(slice)?),
         FsKind::Xfs => Box::new(crate::xfs::XfsFs::open(slice)?),
+        FsKind::Btrfs => match &volume.subvolume {
+            Some(sub) => Box::new(crate::btrfs::BtrfsFs::open(slice)?.at_subvolume(sub)?),
+            None => Box::new(crate::btrfs::BtrfsFs::open(slice)?),
+        },
         _ => return Err(unreadable()),
     })
 }
@@ -358,7 +417,7 @@ impl Layout {
         self.volumes.iter().filter(|v| v.readable()).max_by_key(|v| v.size).ok_or_else(|| {
             GuestError::Unsupported {
                 what: format!("disk {}", self.disk),
-                reason: "holds no filesystem vmvault can read (ext2/3/4, XFS, FAT, NTFS)".into(),
+                reason: "holds no filesystem vmvault can read (ext2/3/4, XFS, btrfs, FAT, NTFS)".into(),
             }
         })
     }

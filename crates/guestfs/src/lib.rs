@@ -10,6 +10,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod btrfs;
 pub mod bytes;
 pub mod error;
 pub mod ext;

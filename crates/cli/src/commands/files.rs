@@ -27,8 +27,8 @@ pub struct Source {
     /// Disk label (default: the point's first disk).
     #[arg(long)]
     disk: Option<String>,
-    /// Volume as `files parts` shows it: a partition number (`0`: the whole disk) or an LVM
-    /// logical volume (`vg/lv`). Default: the guest's OS root.
+    /// Volume as `files parts` shows it: a partition number (`0`: the whole disk), an LVM
+    /// logical volume (`vg/lv`) or a btrfs subvolume (`3:home`). Default: the guest's OS root.
     #[arg(long)]
     partition: Option<String>,
     /// A file holding the passphrase (or the key file) of the guest's LUKS volumes, read as
