@@ -4,14 +4,16 @@
 # mount, and v4 — which this kernel no longer mounts — filled by mkfs.xfs from a protofile;
 # 1 KiB blocks and an external log, so each filesystem is in its first few hundred KiB),
 # fuzz/corpus/lvm (the first 64 KiB of a disk that is an LVM PV with two LVs) and
-# fuzz/corpus/luks (LUKS1 and LUKS2 headers with their keyslots).
-# Needs xfsprogs, lvm2 and cryptsetup. Usage: sh fuzz/seeds.sh
+# fuzz/corpus/luks (LUKS1 and LUKS2 headers with their keyslots) and fuzz/corpus/btrfs (a
+# btrfs with a subvolume and zstd files, as the target's sparse records of its non-zero
+# 4 KiB blocks).
+# Needs xfsprogs, btrfs-progs, lvm2 and cryptsetup. Usage: sh fuzz/seeds.sh
 set -eu
 cd "$(dirname "$0")"
 work=$(mktemp -d)
 loops=""
 trap 'umount "$work/m" 2>/dev/null || true; for l in $loops; do losetup -d "$l" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-mkdir -p corpus/xfs corpus/lvm corpus/luks "$work/m"
+mkdir -p corpus/xfs corpus/lvm corpus/luks corpus/btrfs "$work/m"
 
 xfs_seed() { # name, extra mkfs options ("-p PROTO": filled by mkfs, not mounted)
     img="$work/$1.img"
@@ -86,4 +88,22 @@ for v in luks1 luks2; do
     # Headers and keyslot 0 are in the first 300 KiB (the rest is random wipe).
     head -c 307200 "$work/$v" > "corpus/luks/$v"
 done
-ls -l corpus/luks
+truncate -s 128M "$work/btrfs"
+mkfs.btrfs -q -f -m single -d single "$work/btrfs" >/dev/null 2>&1
+mount -o compress=zstd "$work/btrfs" "$work/m"
+btrfs -q subvolume create "$work/m/root"
+mkdir -p "$work/m/root/etc"
+echo fuzz > "$work/m/root/etc/hostname"
+python3 -c "print('x' * 30000)" > "$work/m/root/big.txt"
+head -c 20000 /dev/urandom > "$work/m/root/random.bin"
+ln -s etc/hostname "$work/m/root/link"
+umount "$work/m"
+python3 -c "
+import struct
+d = open('$work/btrfs', 'rb').read()
+with open('corpus/btrfs/small', 'wb') as out:
+    for i in range(0, len(d), 4096):
+        if d[i:i + 4096].strip(b'\0'):
+            out.write(struct.pack('<I', i // 4096) + d[i:i + 4096])
+"
+ls -l corpus/luks corpus/btrfs

@@ -1,6 +1,8 @@
 //! ext2/3/4 through `ext4-view` (read-only, pure Rust).
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ext4_view::{Ext4, Ext4Error, Ext4Read, Metadata};
 
@@ -21,9 +23,18 @@ impl Ext4Read for SliceRead {
     }
 }
 
+/// A listed directory's names and their inodes.
+type Names = Arc<HashMap<Vec<u8>, u32>>;
+
+/// Directories whose names are kept.
+const DIR_CACHE: usize = 64;
+
 /// An ext2/3/4 filesystem.
 pub struct ExtFs {
     fs: Ext4,
+    /// The names of recently listed directories, by path: the files of a directory being
+    /// extracted open by inode, not by a path lookup (linear in an unindexed directory).
+    dirs: Mutex<HashMap<Vec<u8>, Names>>,
 }
 
 impl ExtFs {
@@ -31,9 +42,19 @@ impl ExtFs {
     pub fn open(volume: Slice) -> Result<ExtFs> {
         guard("ext4 superblock", || {
             Ext4::load(Box::new(SliceRead(volume)))
-                .map(|fs| ExtFs { fs })
+                .map(|fs| ExtFs { fs, dirs: Mutex::new(HashMap::new()) })
                 .map_err(|e| error("ext4 superblock", e))
         })
+    }
+}
+
+impl ExtFs {
+    /// The inode of `path` if its directory was listed recently.
+    fn listed_inode(&self, path: &[u8]) -> Option<u32> {
+        let cut = path.iter().rposition(|&b| b == b'/')?;
+        let parent: &[u8] = if cut == 0 { b"/" } else { &path[..cut] };
+        let dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
+        dirs.get(parent)?.get(&path[cut + 1..]).copied()
     }
 }
 
@@ -44,12 +65,31 @@ fn error(what: &str, e: Ext4Error) -> GuestError {
         Ext4Error::IsADirectory | Ext4Error::IsASpecialFile => {
             GuestError::NotAFile { path: what.to_string() }
         }
+        Ext4Error::Incompatible(i) => GuestError::Unsupported {
+            what: what.to_string(),
+            reason: format!("uses ext4 features vmvault cannot read yet: {}", feature_names(&i.to_string())),
+        },
         Ext4Error::Encrypted => GuestError::Unsupported {
             what: what.to_string(),
             reason: "encrypted by the guest (fscrypt)".into(),
         },
         other => GuestError::corrupt(what, other),
     }
+}
+
+/// ext4-view's feature flags by the names `mkfs.ext4 -O` and `tune2fs` use.
+fn feature_names(text: &str) -> String {
+    [
+        ("DATA_IN_INODE", "inline_data"),
+        ("LARGE_DIRECTORIES", "large_dir"),
+        ("ENCRYPTED_INODES", "encrypt"),
+        ("DATA_IN_DIR_ENTRY", "dirdata"),
+        ("MULTIPLE_MOUNT_PROTECTION", "mmp"),
+        ("SEPARATE_JOURNAL_DEVICE", "journal_dev"),
+        ("COMPRESSION", "compression"),
+    ]
+    .iter()
+    .fold(text.to_string(), |t, (flag, name)| t.replace(flag, name))
 }
 
 fn entry(name: Vec<u8>, m: &Metadata) -> Entry {
@@ -90,6 +130,7 @@ impl GuestFs for ExtFs {
         let what = show(path);
         guard(&what, || {
             let mut out = Vec::new();
+            let mut names = HashMap::new();
             for item in self.fs.read_dir(path).map_err(|e| error(&what, e))? {
                 let item = item.map_err(|e| error(&what, e))?;
                 let name = item.file_name().as_ref().to_vec();
@@ -98,8 +139,14 @@ impl GuestFs for ExtFs {
                 }
                 let child = join(path, &name);
                 let meta = item.metadata().map_err(|e| error(&show(&child), e))?;
+                names.insert(name.clone(), meta.inode());
                 out.push(entry(name, &meta));
             }
+            let mut dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
+            if dirs.len() >= DIR_CACHE {
+                dirs.clear();
+            }
+            dirs.insert(path.to_vec(), Arc::new(names));
             Ok(out)
         })
     }
@@ -120,7 +167,11 @@ impl GuestFs for ExtFs {
     fn read_file(&self, path: &[u8], out: &mut dyn Write) -> Result<u64> {
         let what = show(path);
         guard(&what, || {
-            let mut file = self.fs.open(path).map_err(|e| error(&what, e))?;
+            let mut file = match self.listed_inode(path) {
+                Some(inode) => self.fs.open_inode(inode),
+                None => self.fs.open(path),
+            }
+            .map_err(|e| error(&what, e))?;
             copy_out(&what, |buf| file.read_bytes(buf).map_err(|e| error(&what, e)), out)
         })
     }
