@@ -252,6 +252,9 @@ impl BtrfsFs {
             if key.offset < written {
                 return Err(bad(what, "its extents overlap"));
             }
+            if key.offset >= len {
+                break;
+            }
             gap(key.offset.min(len), &mut written, &mut emit)?;
             let (ram, compression, kind) =
                 (le64(&d, 8), d.get(16).copied().unwrap_or(0), d.get(20).copied().unwrap_or(0));
@@ -269,13 +272,15 @@ impl BtrfsFs {
                 1 | 2 => {
                     let (disk, disk_len, offset, num) =
                         (le64(&d, 21), le64(&d, 29), le64(&d, 37), le64(&d, 45));
-                    let end = (key.offset + num).min(len);
+                    let end = key.offset.saturating_add(num).min(len);
                     if disk == 0 || kind == 2 {
                         gap(end, &mut written, &mut emit)?;
                         continue;
                     }
                     if compression == 0 {
-                        let mut at_disk = disk + offset;
+                        let mut at_disk = disk
+                            .checked_add(offset)
+                            .ok_or_else(|| bad(what, "an extent beyond the address space"))?;
                         let mut buf = vec![0u8; 1 << 20];
                         while written < end {
                             let n = (end - written).min(buf.len() as u64) as usize;

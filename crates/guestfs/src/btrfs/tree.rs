@@ -143,8 +143,8 @@ impl Volume {
     pub fn read_logical(&self, logical: u64, buf: &mut [u8]) -> Result<()> {
         let mut done = 0usize;
         while done < buf.len() {
-            let at = logical + done as u64;
-            let i = self.chunks.partition_point(|c| c.logical + c.length <= at);
+            let at = logical.saturating_add(done as u64);
+            let i = self.chunks.partition_point(|c| c.logical.saturating_add(c.length) <= at);
             let chunk = self
                 .chunks
                 .get(i)
@@ -165,11 +165,15 @@ impl Volume {
                 let within = rel % stripe_len;
                 n = n.min((stripe_len - within) as usize);
                 let index = (nr % width) as usize * copies;
-                let (dev, off) = self.present(&chunk.stripes[index..index + copies])?;
-                (dev, off + (nr / width) * stripe_len + within)
+                let copies = chunk
+                    .stripes
+                    .get(index..index + copies)
+                    .ok_or_else(|| bad("a striped chunk with too few stripes"))?;
+                let (dev, off) = self.present(copies)?;
+                (dev, off.saturating_add((nr / width).saturating_mul(stripe_len)).saturating_add(within))
             } else {
                 let (dev, off) = self.present(&chunk.stripes)?;
-                (dev, off + rel)
+                (dev, off.saturating_add(rel))
             };
             device.read_at(physical, &mut buf[done..done + n])?;
             done += n;
