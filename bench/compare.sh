@@ -251,3 +251,11 @@ if [ "${BENCH_LIBVIRT:-1}" = 1 ] && command -v virtnbdbackup >/dev/null && comma
     echo >&2
     VMVAULT=$VMVAULT bash "$here/bench/libvirt.sh"
 fi
+
+# ---------------------------------------------------------------- single files
+# `files get` of a 10 000-file folder on ext4, XFS, btrfs and NTFS beside the kernel's own
+# reader (bench/files.sh; BENCH_FILES=0 skips it).
+if [ "${BENCH_FILES:-1}" = 1 ]; then
+    echo >&2
+    VMVAULT=$VMVAULT bash "$here/bench/files.sh"
+fi

@@ -7,7 +7,9 @@
 mod compress;
 mod tree;
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::bytes::{le16, le32, le64};
 use crate::error::{GuestError, Result};
@@ -33,7 +35,7 @@ fn all_of(objectid: u64, ty: u8) -> (Key, Key) {
 }
 
 /// An inode: which tree it is in and its number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Ino {
     tree: u64,
     ino: u64,
@@ -58,12 +60,20 @@ pub struct Subvolume {
     pub path: String,
 }
 
+/// A directory's names and what they point at.
+type Names = Arc<HashMap<Vec<u8>, Ino>>;
+
+/// Directories whose names are kept for lookups.
+const DIR_CACHE: usize = 64;
+
 /// A btrfs filesystem, one subvolume of it.
 pub struct BtrfsFs {
     volume: Volume,
     /// Subvolume id → the logical address of its tree.
-    roots: std::collections::HashMap<u64, u64>,
+    roots: HashMap<u64, u64>,
     top: u64,
+    /// Names of recently looked-up directories.
+    dirs: Mutex<HashMap<Ino, Names>>,
 }
 
 impl BtrfsFs {
@@ -74,7 +84,7 @@ impl BtrfsFs {
             Key { objectid: 0, ty: ROOT_ITEM, offset: 0 },
             Key { objectid: u64::MAX, ty: ROOT_ITEM, offset: u64::MAX },
         );
-        let mut roots = std::collections::HashMap::new();
+        let mut roots = HashMap::new();
         for (key, data) in volume.search(volume.root, min, max, Some(ROOT_ITEM))? {
             if data.len() >= 239 && (key.objectid == FS_TREE || key.objectid >= ROOT_DIR) {
                 roots.insert(key.objectid, le64(&data, 176));
@@ -83,7 +93,7 @@ impl BtrfsFs {
         if !roots.contains_key(&FS_TREE) {
             return Err(bad("btrfs", "no top-level subvolume"));
         }
-        let mut fs = BtrfsFs { volume, roots, top: FS_TREE };
+        let mut fs = BtrfsFs { volume, roots, top: FS_TREE, dirs: Mutex::new(HashMap::new()) };
         // The default subvolume: the "default" entry of the root tree's directory.
         let (min, max) = all_of(ROOT_TREE_DIR, DIR_ITEM);
         for (_, data) in fs.volume.search(fs.volume.root, min, max, Some(DIR_ITEM))? {
@@ -103,7 +113,7 @@ impl BtrfsFs {
         );
         let refs = self.volume.search(self.volume.root, min, max, Some(ROOT_REF))?;
         // (child → (parent, name)); paths are built up from the top level.
-        let parents: std::collections::HashMap<u64, (u64, String)> = refs
+        let parents: HashMap<u64, (u64, String)> = refs
             .iter()
             .map(|(k, d)| {
                 let len = usize::from(le16(d, 16));
@@ -188,18 +198,26 @@ impl BtrfsFs {
         Ok(out)
     }
 
+    fn names(&self, dir: Ino) -> Result<Names> {
+        if let Some(hit) = self.dirs.lock().unwrap_or_else(PoisonError::into_inner).get(&dir) {
+            return Ok(Arc::clone(hit));
+        }
+        let names: Names = Arc::new(self.entries(dir)?.into_iter().collect());
+        let mut cache = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= DIR_CACHE {
+            cache.clear();
+        }
+        cache.insert(dir, Arc::clone(&names));
+        Ok(names)
+    }
+
     fn lookup(&self, path: &[u8]) -> Result<Ino> {
         let mut at = Ino { tree: self.top, ino: ROOT_DIR };
         for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
             if self.inode(at)?.mode & 0o170000 != 0o040000 {
                 return Err(GuestError::NotADirectory { path: show(path) });
             }
-            at = self
-                .entries(at)?
-                .into_iter()
-                .find(|(name, _)| name == part)
-                .map(|(_, ino)| ino)
-                .ok_or_else(|| GuestError::NotFound { path: show(path) })?;
+            at = *self.names(at)?.get(part).ok_or_else(|| GuestError::NotFound { path: show(path) })?;
         }
         Ok(at)
     }
