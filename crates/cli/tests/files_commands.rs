@@ -79,7 +79,7 @@ fn files_parts_ls_cat_find_and_get_read_a_point_without_restoring_it() {
 
     let out =
         lab.ok(&["files", "get", "web", "--point", "latest", "/etc/nginx", "--to", s(&lab.path("got"))]);
-    assert!(out.contains("Extracted 2 files, 0 hard links, 2 directories"), "{out}");
+    assert!(out.contains("Extracted 2 files, 0 hard links, 0 streams, 2 directories"), "{out}");
     assert_eq!(std::fs::read(lab.path("got/nginx/sites/default.conf")).unwrap(), b"listen 80;\n");
     let jobs: serde_json::Value = serde_json::from_str(&lab.ok(&["jobs", "--vm", "web", "--json"])).unwrap();
     assert_eq!(jobs.as_array().unwrap().last().unwrap()["operation"], "file-restore");

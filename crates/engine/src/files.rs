@@ -207,6 +207,7 @@ pub fn extract_marked(
     paths: &[Vec<u8>],
     to: &std::path::Path,
     job_id: &str,
+    options: guestfs::extract::Options,
 ) -> Result<guestfs::extract::ExtractReport> {
     let io =
         |path: &std::path::Path, e: std::io::Error| EngineError::Failed(format!("{}: {e}", path.display()));
@@ -225,7 +226,7 @@ pub fn extract_marked(
     );
     std::io::Write::write_all(&mut file, note.as_bytes()).map_err(|e| io(&marker, e))?;
     drop(file);
-    let report = guestfs::extract::extract(fs, paths, to)?;
+    let report = guestfs::extract::extract_with(fs, paths, to, options)?;
     if report.errors.is_empty() {
         std::fs::remove_file(&marker).map_err(|e| io(&marker, e))?;
     }

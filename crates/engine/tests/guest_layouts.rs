@@ -302,10 +302,13 @@ async fn a_windows_disk_gives_fragmented_compressed_case_twin_and_linked_files_a
         let _m = testkit::guest_disks::NtfsMount::new(&c.0, &mnt, "compression");
         testkit::guest_disks::fill_windows(&mnt);
     }
-    let mut want = {
+    let (mut want, stream_want) = {
         let _m = testkit::guest_disks::NtfsMount::new(&c.0, &mnt, "ro");
-        without_unix(tree(&mnt))
+        let report = mnt.join("Users/Ana/Documents/report.docx");
+        let stream = run("getfattr", &["--only-values", "-n", "user.Zone.Identifier", s(&report)]);
+        (without_unix(tree(&mnt)), stream)
     };
+    assert_eq!(stream_want, "[ZoneTransfer] ZoneId=3");
     // ntfs-3g shows a junction to C:\Users\Ana\Documents under its own mount point; in the
     // guest (and so in vmvault) it is /Users/Ana/Documents.
     let junction = want.get_mut("Users/Ana/Docs").unwrap();
@@ -329,6 +332,16 @@ async fn a_windows_disk_gives_fragmented_compressed_case_twin_and_linked_files_a
             assert_eq!(volume.id, "3");
             let report = extract(fs.as_ref(), &[b"/".to_vec()], &out).unwrap();
             assert!(report.errors.is_empty(), "{report:?}");
+            // Alternate data streams: listed, and written beside their file with `streams`.
+            let doc = b"/Users/Ana/Documents/report.docx";
+            assert_eq!(fs.streams(doc).unwrap(), [(b"Zone.Identifier".to_vec(), 23)]);
+            let with_streams = out.with_file_name("out-streams");
+            let options = guestfs::extract::Options { streams: true };
+            let report =
+                guestfs::extract::extract_with(fs.as_ref(), &[doc.to_vec()], &with_streams, options).unwrap();
+            assert_eq!((report.files, report.streams), (1, 1), "{report:?}");
+            let stream = std::fs::read_to_string(with_streams.join("report.docx:Zone.Identifier")).unwrap();
+            assert_eq!(stream, "[ZoneTransfer] ZoneId=3");
             (summary(&disk), without_unix(tree(&out)))
         }
     })

@@ -29,6 +29,8 @@ use serde::Serialize;
 use crate::error::{GuestError, Result};
 use crate::tree::{Entry, EntryKind, GuestFs, join, show};
 
+pub use crate::glob::glob;
+
 /// Deepest directory nesting walked.
 pub const MAX_DEPTH: usize = 256;
 /// Most entries one walk visits.
@@ -45,6 +47,8 @@ pub struct ExtractReport {
     pub symlinks: u64,
     /// Names made hard links to a file written earlier in the same extraction.
     pub hard_links: u64,
+    /// Named streams written beside their files (`NAME:STREAM`), with `streams` on.
+    pub streams: u64,
     /// Bytes of file content written.
     pub bytes: u64,
     /// Entries skipped on purpose (unsafe names, duplicates, special files).
@@ -53,17 +57,31 @@ pub struct ExtractReport {
     pub errors: Vec<String>,
 }
 
+/// What an extraction writes beyond files, directories and links.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Write each file's named streams (NTFS alternate data streams) beside it, as
+    /// `NAME:STREAM`.
+    pub streams: bool,
+}
+
 /// Loop detection and budgets of one walk.
 struct Walk {
     ancestors: Vec<u64>,
     visited: u64,
     /// Where the first name of each multiply-linked inode was written.
     linked: std::collections::HashMap<u64, std::path::PathBuf>,
+    options: Options,
 }
 
 impl Walk {
     fn new() -> Walk {
-        Walk { ancestors: Vec::new(), visited: 0, linked: std::collections::HashMap::new() }
+        Walk {
+            ancestors: Vec::new(),
+            visited: 0,
+            linked: std::collections::HashMap::new(),
+            options: Options::default(),
+        }
     }
 
     /// Enter a directory with this listing; `Err` names why not.
@@ -115,6 +133,16 @@ fn running_as_root() -> bool {
 /// Extract `paths` (files, symlinks or directory trees) into `dest`, which is created if
 /// missing. Each lands in `dest` under its own name; `/` extracts the root's contents.
 pub fn extract(fs: &dyn GuestFs, paths: &[Vec<u8>], dest: &Path) -> Result<ExtractReport> {
+    extract_with(fs, paths, dest, Options::default())
+}
+
+/// [`extract`] with `options`.
+pub fn extract_with(
+    fs: &dyn GuestFs,
+    paths: &[Vec<u8>],
+    dest: &Path,
+    options: Options,
+) -> Result<ExtractReport> {
     std::fs::create_dir_all(dest)
         .map_err(|source| GuestError::Write { path: dest.display().to_string(), source })?;
     let meta = std::fs::symlink_metadata(dest)
@@ -124,6 +152,7 @@ pub fn extract(fs: &dyn GuestFs, paths: &[Vec<u8>], dest: &Path) -> Result<Extra
     }
     let mut report = ExtractReport::default();
     let mut walk = Walk::new();
+    walk.options = options;
     let root = running_as_root();
     for path in paths {
         let entry = match fs.stat(path) {
@@ -224,13 +253,7 @@ fn place(
                         .push(format!("{}: written as a copy, not a hard link ({e})", show(path))),
                 }
             }
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o600)
-                .open(&target);
-            let file = match file {
+            let file = match new_file(&target) {
                 Ok(file) => file,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     report.warnings.push(format!("{}: duplicate name, skipped", show(path)));
@@ -251,6 +274,9 @@ fn place(
                     finish_metadata(&target, entry, root, report);
                     if let Some(inode) = shared {
                         walk.linked.insert(inode, target.clone());
+                    }
+                    if walk.options.streams {
+                        write_streams(fs, path, &entry.name, parent, report);
                     }
                 }
                 Err(e) => {
@@ -287,6 +313,55 @@ fn place(
             report.warnings.push(format!("{}: device node, FIFO or socket, skipped", show(path)));
         }
     }
+}
+
+/// The named streams of the file at `path` as `NAME:STREAM` files in `parent` (new files
+/// only, names checked like any other).
+fn write_streams(fs: &dyn GuestFs, path: &[u8], name: &[u8], parent: &Path, report: &mut ExtractReport) {
+    let streams = match fs.streams(path) {
+        Ok(s) => s,
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return;
+        }
+    };
+    for (stream, _) in streams {
+        let mut full = name.to_vec();
+        full.push(b':');
+        full.extend_from_slice(&stream);
+        let Some(host_name) = safe_name(&full).filter(|_| !stream.contains(&b':')) else {
+            report.warnings.push(format!(
+                "{}: stream {:?} has an unsafe name, skipped",
+                show(path),
+                String::from_utf8_lossy(&stream)
+            ));
+            continue;
+        };
+        let target = parent.join(host_name);
+        let mut file = match new_file(&target) {
+            Ok(f) => f,
+            Err(e) => {
+                report.warnings.push(format!("{}: {e}, stream skipped", target.display()));
+                continue;
+            }
+        };
+        match fs.read_stream(path, &stream, &mut file) {
+            Ok(n) => {
+                report.streams += 1;
+                report.bytes += n;
+            }
+            Err(e) => {
+                drop(file);
+                let _ = std::fs::remove_file(&target);
+                report.errors.push(e.to_string());
+            }
+        }
+    }
+}
+
+/// A new file of ours: never an existing name, never through a link.
+fn new_file(target: &Path) -> std::io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(target)
 }
 
 /// A file written at increasing offsets whose all-zero 4 KiB blocks are skipped, leaving
@@ -425,92 +500,9 @@ fn find_in(
     walk.leave();
 }
 
-/// Shell-style glob over bytes: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
-pub fn glob(pattern: &[u8], name: &[u8]) -> bool {
-    let (mut p, mut n) = (0, 0);
-    let (mut star_p, mut star_n) = (None, 0);
-    while n < name.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star_p = Some(p);
-                star_n = n;
-                p += 1;
-                continue;
-            }
-            Some(b'?') => {
-                p += 1;
-                n += 1;
-                continue;
-            }
-            Some(b'[') => {
-                if let Some((matched, len)) = class(&pattern[p..], name[n])
-                    && matched
-                {
-                    p += len;
-                    n += 1;
-                    continue;
-                }
-            }
-            Some(&c) if c == name[n] => {
-                p += 1;
-                n += 1;
-                continue;
-            }
-            _ => {}
-        }
-        match star_p {
-            Some(sp) => {
-                p = sp + 1;
-                star_n += 1;
-                n = star_n;
-            }
-            None => return false,
-        }
-    }
-    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
-}
-
-/// Match one byte against a `[...]` class at the start of `pattern`: (matched, class length).
-fn class(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
-    let end = pattern.iter().skip(2).position(|&b| b == b']')? + 2;
-    let body = &pattern[1..end];
-    let (negate, body) = match body.first() {
-        Some(b'!') | Some(b'^') => (true, &body[1..]),
-        _ => (false, body),
-    };
-    let mut matched = false;
-    let mut i = 0;
-    while i < body.len() {
-        if i + 2 < body.len() && body[i + 1] == b'-' {
-            matched |= (body[i]..=body[i + 2]).contains(&c);
-            i += 3;
-        } else {
-            matched |= body[i] == c;
-            i += 1;
-        }
-    }
-    Some((matched != negate, end + 1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs_match_like_a_shell() {
-        for (p, n, want) in [
-            ("*.conf", "resolv.conf", true),
-            ("*.conf", "resolv.conf.bak", false),
-            ("host?", "hosts", true),
-            ("[a-c]*", "bash", true),
-            ("[!a-c]*", "bash", false),
-            ("*", "", true),
-            ("a*b*c", "aXXbYYc", true),
-            ("a*b*c", "aXXbYY", false),
-        ] {
-            assert_eq!(glob(p.as_bytes(), n.as_bytes()), want, "{p} vs {n}");
-        }
-    }
 
     #[test]
     fn unsafe_names_are_refused() {

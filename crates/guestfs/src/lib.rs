@@ -16,6 +16,7 @@ pub mod error;
 pub mod ext;
 pub mod extract;
 pub mod fat;
+pub mod glob;
 pub mod layout;
 pub mod luks;
 pub mod lvm;

@@ -65,6 +65,20 @@ pub trait GuestFs {
     fn read_link(&self, path: &[u8]) -> Result<Vec<u8>>;
     /// Copy the regular file at `path` to `out`; returns the bytes written.
     fn read_file(&self, path: &[u8], out: &mut dyn Write) -> Result<u64>;
+    /// The named data streams of the file at `path` (NTFS alternate data streams) with
+    /// their sizes; none on filesystems without them.
+    fn streams(&self, path: &[u8]) -> Result<Vec<(Vec<u8>, u64)>> {
+        let _ = path;
+        Ok(Vec::new())
+    }
+    /// Copy the named stream `stream` of the file at `path` to `out`.
+    fn read_stream(&self, path: &[u8], stream: &[u8], out: &mut dyn Write) -> Result<u64> {
+        let _ = (stream, out);
+        Err(crate::GuestError::Unsupported {
+            what: show(path),
+            reason: "this filesystem has no named streams".into(),
+        })
+    }
 }
 
 /// Copy a file's bytes to `out` through `read` (a reader's `read`, errors already mapped);

@@ -416,9 +416,17 @@ pub fn fill_windows(root: &Path) {
             s(&p("Users/Ana/Docs")),
         ],
     );
-    // An alternate data stream (ntfs-3g's default streams interface: NAME:STREAM).
-    std::fs::write(p("Users/Ana/Documents/report.docx:Zone.Identifier"), "[ZoneTransfer]\r\nZoneId=3\r\n")
-        .expect("write a stream");
+    // An alternate data stream (ntfs-3g's default streams interface: a user.* xattr).
+    run(
+        "setfattr",
+        &[
+            "-n",
+            "user.Zone.Identifier",
+            "-v",
+            "[ZoneTransfer] ZoneId=3",
+            s(&p("Users/Ana/Documents/report.docx")),
+        ],
+    );
     run("sync", &[]);
 }
 

@@ -101,6 +101,10 @@ pub enum FilesCommand {
         /// Where to put them (created if missing).
         #[arg(long)]
         to: PathBuf,
+        /// Also write each file's named streams (NTFS alternate data streams) beside it,
+        /// as `NAME:STREAM`.
+        #[arg(long)]
+        streams: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -155,7 +159,7 @@ pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
         Ok(disk)
     })
     .await??;
-    if let FilesCommand::Get { paths, to, json, .. } = command {
+    if let FilesCommand::Get { paths, to, json, streams, .. } = command {
         let (report, job) = run_job(
             backend,
             Operation::FileRestore,
@@ -167,7 +171,8 @@ pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
                 let report = tokio::task::spawn_blocking(move || -> engine::Result<_> {
                     let (_, fs) = disk.filesystem(source.partition.as_deref())?;
                     let paths = paths.iter().map(|p| normalize(p)).collect::<guestfs::Result<Vec<_>>>()?;
-                    engine::files::extract_marked(fs.as_ref(), &paths, &to, &job_id)
+                    let options = guestfs::extract::Options { streams };
+                    engine::files::extract_marked(fs.as_ref(), &paths, &to, &job_id, options)
                 })
                 .await
                 .map_err(|e| engine::EngineError::Invalid(format!("file restore worker failed: {e}")))??;
@@ -179,9 +184,10 @@ pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
         .await?;
         crate::commands::emit(json, &report, |report| {
             println!(
-                "Extracted {} files, {} hard links, {} directories, {} symlinks ({}). Job {}.",
+                "Extracted {} files, {} hard links, {} streams, {} directories, {} symlinks ({}). Job {}.",
                 report.files,
                 report.hard_links,
+                report.streams,
                 report.dirs,
                 report.symlinks,
                 human_bytes(report.bytes),

@@ -481,6 +481,49 @@ impl GuestFs for NtfsFs {
         })
     }
 
+    fn streams(&self, path: &[u8]) -> Result<Vec<(Vec<u8>, u64)>> {
+        let what = show(path);
+        guard(&what, || {
+            let mut reader = self.reader.borrow_mut();
+            let file = self.resolve(path, &mut reader)?;
+            let mut out = Vec::new();
+            let mut attributes = file.attributes();
+            while let Some(item) = attributes.next(&mut *reader) {
+                let item = item.map_err(|e| corrupt(&what, e))?;
+                let attribute = item.to_attribute().map_err(|e| corrupt(&what, e))?;
+                if attribute.ty().map_err(|e| corrupt(&what, e))? != NtfsAttributeType::Data {
+                    continue;
+                }
+                let name = attribute.name().map_err(|e| corrupt(&what, e))?.to_string_lossy();
+                if !name.is_empty() && !out.iter().any(|(n, _): &(Vec<u8>, u64)| n == name.as_bytes()) {
+                    out.push((name.into_bytes(), attribute.value_length()));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn read_stream(&self, path: &[u8], stream: &[u8], out: &mut dyn Write) -> Result<u64> {
+        let what = format!("{}:{}", show(path), String::from_utf8_lossy(stream));
+        guard(&what, || {
+            let mut reader = self.reader.borrow_mut();
+            let file = self.resolve(path, &mut reader)?;
+            let name =
+                std::str::from_utf8(stream).map_err(|_| GuestError::NotFound { path: what.clone() })?;
+            let item = file
+                .data(&mut *reader, name)
+                .ok_or_else(|| GuestError::NotFound { path: what.clone() })?
+                .map_err(|e| corrupt(&what, e))?;
+            let attribute = item.to_attribute().map_err(|e| corrupt(&what, e))?;
+            if attribute.flags().intersects(NtfsAttributeFlags::COMPRESSED | NtfsAttributeFlags::ENCRYPTED) {
+                return Err(unsupported(&what, "a compressed or encrypted stream: not readable yet"));
+            }
+            let value = attribute.value(&mut *reader).map_err(|e| corrupt(&what, e))?;
+            let mut data = value.attach(&mut *reader);
+            copy_out(&what, |buf| data.read(buf).map_err(|e| GuestError::corrupt(&what, e)), out)
+        })
+    }
+
     fn read_file(&self, path: &[u8], out: &mut dyn Write) -> Result<u64> {
         let what = show(path);
         guard(&what, || {
