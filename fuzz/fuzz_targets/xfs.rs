@@ -18,6 +18,7 @@ const SIZE: u64 = 32 << 20;
 fuzz_target!(|data: &[u8]| {
     let volume = Slice::whole(Arc::new(Padded { data: data.to_vec(), size: SIZE }));
     if let Ok(fs) = XfsFs::open(volume) {
+        let _ = guestfs::GuestFs::warning(&fs);
         let mut budget = 2000;
         walk(&fs, b"/", 0, &mut budget, SIZE);
     }

@@ -308,6 +308,12 @@ fn annotate(v: &mut Volume) {
                 v.os_root = is_os_root(fs.as_ref());
                 // NTFS keeps its label in a file, not the boot sector.
                 v.label = v.label.take().or_else(|| fs.label());
+                if let Some(warning) = fs.warning() {
+                    v.note = Some(match v.note.take() {
+                        Some(note) => format!("{note}; {warning}"),
+                        None => warning,
+                    });
+                }
             }
             Err(e) => v.note = Some(format!("cannot be opened: {e}")),
         }

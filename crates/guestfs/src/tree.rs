@@ -57,6 +57,10 @@ pub trait GuestFs {
     fn kind(&self) -> &'static str;
     /// Volume label, if it has one.
     fn label(&self) -> Option<String>;
+    /// Something a reader of this filesystem should know (a journal or log not replayed).
+    fn warning(&self) -> Option<String> {
+        None
+    }
     /// The entries of the directory at `path` (without `.` and `..`).
     fn list(&self, path: &[u8]) -> Result<Vec<Entry>>;
     /// The entry at `path`, not following a final symlink.

@@ -147,3 +147,30 @@ fn xfs_v5_filled_by_the_kernel_reads_as_the_kernel_mounts_it_and_damage_is_named
     let err = fs.read_file(b"/home/ana/big.bin", &mut std::io::sink()).unwrap_err().to_string();
     assert!(err.contains("past the end") || err.contains("outside"), "{err}");
 }
+
+#[test]
+fn an_xfs_copied_while_mounted_says_its_log_is_dirty_and_a_cleanly_unmounted_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("live.img");
+    run("truncate", &["-s", "300M", s(&image)]);
+    run("mkfs.xfs", &["-q", s(&image)]);
+    let mnt = dir.path().join("mnt");
+    let copy = dir.path().join("copy.img");
+    {
+        let dev = Loop::attach(&image, 0, 300 << 20);
+        let _m = Mount::new(&dev.0, &mnt, "rw");
+        for i in 0..200 {
+            std::fs::write(mnt.join(format!("f{i}")), format!("{i}\n")).unwrap();
+        }
+        run("sync", &[]);
+        // A crash-consistent copy: taken while the filesystem is mounted.
+        run("cp", &["--sparse=always", s(&image), s(&copy)]);
+    }
+    let dirty = open(&copy).warning().unwrap_or_default();
+    assert!(dirty.contains("log is dirty"), "{dirty:?}");
+    assert_eq!(open(&image).warning(), None, "a cleanly unmounted XFS");
+    let fresh = dir.path().join("fresh.img");
+    run("truncate", &["-s", "300M", s(&fresh)]);
+    run("mkfs.xfs", &["-q", s(&fresh)]);
+    assert_eq!(open(&fresh).warning(), None, "a new XFS");
+}

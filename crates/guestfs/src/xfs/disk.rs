@@ -19,6 +19,8 @@ pub struct Superblock {
     pub v5: bool,
     pub ftype: bool,
     pub label: Option<String>,
+    pub log_start: u64,
+    pub log_blocks: u32,
 }
 
 const SB_FEATURES2_FTYPE: u32 = 0x200;
@@ -73,6 +75,8 @@ impl Superblock {
             v5,
             ftype,
             label: (!label.is_empty()).then_some(label),
+            log_start: be64(&raw, 48),
+            log_blocks: be32(&raw, 96),
         })
     }
 }

@@ -10,6 +10,7 @@
 mod dir;
 mod disk;
 mod inode;
+mod log;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -119,6 +120,17 @@ impl GuestFs for XfsFs {
 
     fn label(&self) -> Option<String> {
         self.disk.sb.label.clone()
+    }
+
+    fn warning(&self) -> Option<String> {
+        match log::state(&self.disk, self.disk.sb.log_start, u64::from(self.disk.sb.log_blocks)) {
+            log::LogState::Clean => None,
+            log::LogState::Dirty => Some(
+                "its log is dirty (copied while mounted): the log is not replayed, so its last changes may be missing"
+                    .into(),
+            ),
+            log::LogState::Unknown(why) => Some(format!("whether its log is clean is unknown: {why}")),
+        }
     }
 
     fn list(&self, path: &[u8]) -> Result<Vec<Entry>> {
