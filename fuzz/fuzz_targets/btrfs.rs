@@ -42,11 +42,11 @@ fuzz_target!(|data: &[u8]| {
         blocks.insert(index, record[4..].to_vec());
     }
     let volume = Slice::whole(Arc::new(Sparse(blocks)));
-    let Ok(fs) = BtrfsFs::open(volume.clone()) else { return };
+    let Ok(fs) = BtrfsFs::open(volume) else { return };
     let mut budget = 1000;
     walk(&fs, b"/", 0, &mut budget, SIZE);
     for sub in fs.subvolumes().unwrap_or_default().into_iter().take(4) {
-        if let Ok(at) = BtrfsFs::open(volume.clone()).and_then(|f| f.at_subvolume(&sub.path)) {
+        if let Ok(at) = fs.at_subvolume(&sub.path) {
             let mut budget = 500;
             walk(&at, b"/", 0, &mut budget, SIZE);
         }

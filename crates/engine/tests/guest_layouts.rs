@@ -105,6 +105,11 @@ fn installed(dir: &Path, vg: &str, boot_mkfs: &[&str], root_mkfs: &[&str], far_t
 /// What `files parts` would list, reduced to (id, type, fs, OS root).
 type Summary = Vec<(String, String, FsKind, bool)>;
 
+/// A summary without partition types: (id, fs, OS root).
+fn kinds(found: &Summary) -> Vec<(&str, FsKind, bool)> {
+    found.iter().map(|(id, _, fs, root)| (id.as_str(), *fs, *root)).collect()
+}
+
 fn summary(disk: &PointDisk) -> Summary {
     let layout = disk.layout().unwrap();
     layout
@@ -188,8 +193,7 @@ async fn the_ubuntu_server_layout_gives_its_ext4_root_on_lvm_file_for_file() {
         move |disk| check_installed(disk, out, "ubuntu-vg", &ubuntu)
     })
     .await;
-    let kinds: Vec<(&str, FsKind, bool)> =
-        found.iter().map(|(id, _, fs, root)| (id.as_str(), *fs, *root)).collect();
+    let kinds = kinds(&found);
     assert_eq!(
         kinds,
         [
@@ -299,11 +303,11 @@ async fn a_windows_disk_gives_fragmented_compressed_case_twin_and_linked_files_a
     run("mkntfs", &["-q", "-f", "-F", "-L", "Windows", &c.0]);
     let mnt = lab.path("mnt");
     {
-        let _m = testkit::guest_disks::NtfsMount::new(&c.0, &mnt, "compression");
+        let _m = Mount::ntfs_3g(&c.0, &mnt, "compression");
         testkit::guest_disks::fill_windows(&mnt);
     }
     let (mut want, stream_want) = {
-        let _m = testkit::guest_disks::NtfsMount::new(&c.0, &mnt, "ro");
+        let _m = Mount::ntfs_3g(&c.0, &mnt, "ro");
         let report = mnt.join("Users/Ana/Documents/report.docx");
         let stream = run("getfattr", &["--only-values", "-n", "user.Zone.Identifier", s(&report)]);
         (without_unix(tree(&mnt)), stream)
@@ -417,8 +421,7 @@ async fn a_fedora_layout_gives_its_btrfs_root_and_home_subvolumes_compressed_as_
         }
     })
     .await;
-    let kinds: Vec<(&str, FsKind, bool)> =
-        found.iter().map(|(id, _, fs, root)| (id.as_str(), *fs, *root)).collect();
+    let kinds = kinds(&found);
     assert_eq!(
         kinds,
         [

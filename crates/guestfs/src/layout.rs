@@ -326,14 +326,11 @@ const ROOT_SUBVOLUME: &str = "btrfs subvolume with an OS root";
 /// A row for each subvolume of the btrfs on `v` (`3:home`).
 fn subvolumes_of(v: &Volume) -> Vec<Volume> {
     let Some(slice) = v.slice.clone() else { return Vec::new() };
-    let Ok(fs) = crate::btrfs::BtrfsFs::open(slice.clone()) else { return Vec::new() };
+    let Ok(fs) = crate::btrfs::BtrfsFs::open(slice) else { return Vec::new() };
     let Ok(list) = fs.subvolumes() else { return Vec::new() };
     let mut out = Vec::new();
     for sub in list {
-        let root = crate::btrfs::BtrfsFs::open(slice.clone())
-            .and_then(|f| f.at_subvolume(&sub.path))
-            .map(|f| is_os_root(&f))
-            .unwrap_or(false);
+        let root = fs.at_subvolume(&sub.path).is_ok_and(|f| is_os_root(&f));
         out.push(Volume {
             id: format!("{}:{}", v.id, sub.path),
             subvolume: Some(sub.path),

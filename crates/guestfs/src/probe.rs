@@ -66,20 +66,6 @@ impl FsKind {
             FsKind::Unknown => "unknown",
         }
     }
-
-    /// Whether it is a filesystem with files in it (readable or not).
-    pub fn holds_files(self) -> bool {
-        matches!(
-            self,
-            FsKind::Ext2
-                | FsKind::Ext3
-                | FsKind::Ext4
-                | FsKind::Xfs
-                | FsKind::Btrfs
-                | FsKind::Vfat
-                | FsKind::Ntfs
-        )
-    }
 }
 
 /// What a probe found.

@@ -46,14 +46,23 @@ impl Drop for Loop {
     }
 }
 
-/// A filesystem mounted at a directory, unmounted when dropped.
+/// A filesystem mounted at a directory (by the kernel, or ntfs-3g), unmounted when dropped.
 pub struct Mount(pub PathBuf);
 
 impl Mount {
     /// Mount `dev` at `at` (made if missing) with `-o opts`.
     pub fn new(dev: &str, at: &Path, opts: &str) -> Mount {
+        Mount::with("mount", dev, at, opts)
+    }
+
+    /// Mount the NTFS on `dev` at `at` through ntfs-3g (FUSE) with `-o opts`.
+    pub fn ntfs_3g(dev: &str, at: &Path, opts: &str) -> Mount {
+        Mount::with("ntfs-3g", dev, at, opts)
+    }
+
+    fn with(tool: &str, dev: &str, at: &Path, opts: &str) -> Mount {
         std::fs::create_dir_all(at).expect("make a mount point");
-        run("mount", &["-o", opts, dev, s(at)]);
+        run(tool, &["-o", opts, dev, s(at)]);
         Mount(at.to_path_buf())
     }
 }
@@ -327,24 +336,6 @@ pub fn fill_linux_root(root: &Path, hostname: &str, far_times: bool) {
         run("touch", &["-d", "2040-01-02 03:04:05", s(&p("home/ana/big.bin"))]);
     }
     run("sync", &[]);
-}
-
-/// An ntfs-3g FUSE mount, unmounted when dropped.
-pub struct NtfsMount(pub PathBuf);
-
-impl NtfsMount {
-    /// Mount the NTFS on `dev` at `at` with ntfs-3g `-o opts`.
-    pub fn new(dev: &str, at: &Path, opts: &str) -> NtfsMount {
-        std::fs::create_dir_all(at).expect("make a mount point");
-        run("ntfs-3g", &["-o", opts, dev, s(at)]);
-        NtfsMount(at.to_path_buf())
-    }
-}
-
-impl Drop for NtfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 /// A Windows C: as Windows leaves it, written through ntfs-3g into `root`: `Windows/System32`,

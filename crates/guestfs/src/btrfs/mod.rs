@@ -68,9 +68,10 @@ const DIR_CACHE: usize = 64;
 
 /// A btrfs filesystem, one subvolume of it.
 pub struct BtrfsFs {
-    volume: Volume,
+    /// Shared by the views of one filesystem's subvolumes (with its node cache).
+    volume: Arc<Volume>,
     /// Subvolume id → the logical address of its tree.
-    roots: HashMap<u64, u64>,
+    roots: Arc<HashMap<u64, u64>>,
     top: u64,
     /// Names of recently looked-up directories.
     dirs: Mutex<HashMap<Ino, Names>>,
@@ -93,7 +94,12 @@ impl BtrfsFs {
         if !roots.contains_key(&FS_TREE) {
             return Err(bad("btrfs", "no top-level subvolume"));
         }
-        let mut fs = BtrfsFs { volume, roots, top: FS_TREE, dirs: Mutex::new(HashMap::new()) };
+        let mut fs = BtrfsFs {
+            volume: Arc::new(volume),
+            roots: Arc::new(roots),
+            top: FS_TREE,
+            dirs: Mutex::new(HashMap::new()),
+        };
         // The default subvolume: the "default" entry of the root tree's directory.
         let (min, max) = all_of(ROOT_TREE_DIR, DIR_ITEM);
         for (_, data) in fs.volume.search(fs.volume.root, min, max, Some(DIR_ITEM))? {
@@ -143,14 +149,18 @@ impl BtrfsFs {
 
     /// The same filesystem at subvolume `name` (a path as [`BtrfsFs::subvolumes`] gives
     /// it) or id.
-    pub fn at_subvolume(mut self, name: &str) -> Result<BtrfsFs> {
+    pub fn at_subvolume(&self, name: &str) -> Result<BtrfsFs> {
         let found = self
             .subvolumes()?
             .into_iter()
             .find(|s| s.path == name || s.id.to_string() == name)
             .ok_or_else(|| GuestError::NotFound { path: format!("btrfs subvolume {name:?}") })?;
-        self.top = found.id;
-        Ok(self)
+        Ok(BtrfsFs {
+            volume: Arc::clone(&self.volume),
+            roots: Arc::clone(&self.roots),
+            top: found.id,
+            dirs: Mutex::new(HashMap::new()),
+        })
     }
 
     fn tree(&self, id: u64) -> Result<u64> {

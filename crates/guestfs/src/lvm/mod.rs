@@ -11,7 +11,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::bytes::{le32, le64};
-use crate::error::{GuestError, Result};
+use crate::error::Result;
 use crate::reader::{BlockReader, Slice};
 
 pub use config::{Value, parse};
@@ -333,13 +333,5 @@ impl BlockReader for MappedVolume {
             done += n;
         }
         Ok(())
-    }
-}
-
-/// Why `lv` cannot be read, as one line.
-pub fn unreadable(vg: &str, lv: &LogicalVolume) -> GuestError {
-    GuestError::Unsupported {
-        what: format!("LV {vg}/{}", lv.name),
-        reason: lv.problem.clone().unwrap_or_else(|| "not readable".into()),
     }
 }
