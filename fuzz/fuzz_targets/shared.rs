@@ -29,7 +29,8 @@ impl guestfs::BlockReader for Padded {
     }
 }
 
-/// List, stat and read everything under `dir`, at most `budget` entries and 8 levels deep.
+/// List, stat, read and take the extended attributes of everything under `dir`, at most
+/// `budget` entries and 8 levels deep.
 /// Files larger than `max_file` are not read: a sparse file may claim any size, and reading
 /// exabytes of holes proves nothing.
 pub fn walk(fs: &dyn GuestFs, dir: &[u8], depth: usize, budget: &mut usize, max_file: u64) {
@@ -41,6 +42,7 @@ pub fn walk(fs: &dyn GuestFs, dir: &[u8], depth: usize, budget: &mut usize, max_
         *budget -= 1;
         let path = join(dir, &e.name);
         let _ = fs.stat(&path);
+        let _ = fs.xattrs(&path);
         match e.kind {
             EntryKind::Dir if depth < 8 => walk(fs, &path, depth + 1, budget, max_file),
             EntryKind::File if e.size <= max_file => {

@@ -226,6 +226,15 @@ fn an_encrypted_root_opens_with_its_luks_passphrase_and_nothing_else_is_shown_wi
     std::fs::write(src.join("usr/lib/os-release"), "ID=test\n").unwrap();
     std::os::unix::fs::symlink("../usr/lib/os-release", src.join("etc/os-release")).unwrap();
     std::fs::write(src.join("etc/shadow"), "root:$6$secret:19000::::::\n").unwrap();
+    // Metadata a root carries, copied into the image by mkfs.ext4 -d: an SELinux label, an
+    // ACL with a named user, a file capability.
+    run(
+        "setfattr",
+        &["-n", "security.selinux", "-v", "system_u:object_r:shadow_t:s0", s(&src.join("etc/shadow"))],
+    );
+    run("setfacl", &["-m", "u:1001:r--", s(&src.join("etc/hostname"))]);
+    std::fs::write(src.join("usr/lib/ping"), "not really\n").unwrap();
+    run("setcap", &["cap_net_raw+ep", s(&src.join("usr/lib/ping"))]);
     let root = lab.path("root.ext4");
     run("mkfs.ext4", &["-q", "-F", "-d", s(&src), s(&root), "32M"]);
     let luks = lab.path("root.luks");
@@ -279,6 +288,36 @@ fn an_encrypted_root_opens_with_its_luks_passphrase_and_nothing_else_is_shown_wi
     lab.ok(&["files", "get", "crypt", "--luks-passphrase-file", k, "/etc", "/usr", "--to", s(&out)]);
     let diff = differences(&tree(&src), &tree(&out));
     assert!(diff.is_empty(), "the encrypted root differs from its source:\n{}", diff.join("\n"));
+    assert!(!tree(&out)["etc/shadow"].xattrs.is_empty(), "the label was restored");
+    // Without extended attributes when asked so.
+    let bare = lab.path("bare");
+    lab.ok(&["files", "get", "crypt", "--luks-passphrase-file", k, "/etc", "--no-xattrs", "--to", s(&bare)]);
+    assert!(tree(&bare).values().all(|n| n.xattrs.is_empty()), "--no-xattrs set attributes");
+    // The JSON listing shows them: the label as text, the ACL as getfacl writes it.
+    let listing: serde_json::Value = serde_json::from_str(&lab.ok(&[
+        "files",
+        "ls",
+        "crypt",
+        "--luks-passphrase-file",
+        k,
+        "/etc",
+        "--json",
+    ]))
+    .unwrap();
+    let entry = |name: &str| listing.as_array().unwrap().iter().find(|e| e["name"] == name).unwrap().clone();
+    let shadow = entry("shadow");
+    assert_eq!(shadow["xattrs"][0]["name"], "security.selinux", "{shadow}");
+    assert_eq!(shadow["xattrs"][0]["text"], "system_u:object_r:shadow_t:s0", "{shadow}");
+    let hostname = entry("hostname");
+    let acl = hostname["xattrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "system.posix_acl_access")
+        .unwrap();
+    assert_eq!(acl["acl"], "user::rw-,user:1001:r--,group::r--,mask::r--,other::r--", "{hostname}");
+    assert_eq!(entry("os-release")["target"], "../usr/lib/os-release");
+    assert!(hostname["links"] == 1 && hostname["inode"].as_u64().is_some(), "{hostname}");
 
     // A wrong passphrase is said to be wrong.
     std::fs::write(&key, "close sesame").unwrap();

@@ -281,8 +281,13 @@ async fn a_volume_group_across_two_disks_reads_its_striped_and_spanning_lvs_and_
 
 /// Kind, times and bytes only: NTFS has no Unix modes or owners (vmvault and ntfs-3g each
 /// make up their own), and its compressed files look sparse to `stat`.
+/// A tree without what NTFS does not have as Unix has it: modes, owners, holes, and the
+/// `user.*` attributes through which ntfs-3g shows alternate data streams (vmvault writes
+/// those as `NAME:STREAM` files with `--streams`, checked on their own).
 fn without_unix(t: BTreeMap<String, Node>) -> BTreeMap<String, Node> {
-    t.into_iter().map(|(k, n)| (k, Node { mode: 0, owner: (0, 0), sparse: false, ..n })).collect()
+    t.into_iter()
+        .map(|(k, n)| (k, Node { mode: 0, owner: (0, 0), sparse: false, xattrs: BTreeMap::new(), ..n }))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,7 +345,7 @@ async fn a_windows_disk_gives_fragmented_compressed_case_twin_and_linked_files_a
             let doc = b"/Users/Ana/Documents/report.docx";
             assert_eq!(fs.streams(doc).unwrap(), [(b"Zone.Identifier".to_vec(), 23)]);
             let with_streams = out.with_file_name("out-streams");
-            let options = guestfs::extract::Options { streams: true };
+            let options = guestfs::extract::Options { streams: true, ..Default::default() };
             let report =
                 guestfs::extract::extract_with(fs.as_ref(), &[doc.to_vec()], &with_streams, options).unwrap();
             assert_eq!((report.files, report.streams), (1, 1), "{report:?}");

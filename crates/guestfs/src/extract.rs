@@ -12,6 +12,9 @@
 //! - symlinks are created as links, never followed; device nodes, FIFOs and sockets are skipped;
 //! - a file with several names is written once and its other names made hard links to it
 //!   (within one extraction); runs of zeros are left as holes, so sparse files stay sparse;
+//! - extended attributes (ACLs, SELinux labels, capabilities; with [`Options::xattrs`]) are
+//!   set with `lsetxattr`, never through a link; setuid and setgid bits are kept only when
+//!   running as root, who also sets owners;
 //! - a directory whose listing equals one of its ancestors' (a hard-linked loop or a cluster
 //!   chain pointing back) is not descended, and walks stop at fixed depth and size budgets.
 //!
@@ -49,6 +52,8 @@ pub struct ExtractReport {
     pub hard_links: u64,
     /// Named streams written beside their files (`NAME:STREAM`), with `streams` on.
     pub streams: u64,
+    /// Extended attributes set (ACLs, SELinux labels, capabilities…), with `xattrs` on.
+    pub xattrs: u64,
     /// Bytes of file content written.
     pub bytes: u64,
     /// Entries skipped on purpose (unsafe names, duplicates, special files).
@@ -58,11 +63,22 @@ pub struct ExtractReport {
 }
 
 /// What an extraction writes beyond files, directories and links.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Write each file's named streams (NTFS alternate data streams) beside it, as
     /// `NAME:STREAM`.
     pub streams: bool,
+    /// Set each entry's extended attributes: POSIX ACLs, `user.*`, and — which needs root —
+    /// `security.*` (SELinux labels, file capabilities) and `trusted.*`.
+    pub xattrs: bool,
+}
+
+impl Default for Options {
+    /// What an operator gets without options: no streams; extended attributes when running
+    /// as root (who alone may set all of them).
+    fn default() -> Options {
+        Options { streams: false, xattrs: running_as_root() }
+    }
 }
 
 /// Loop detection and budgets of one walk.
@@ -72,6 +88,8 @@ struct Walk {
     /// Where the first name of each multiply-linked inode was written.
     linked: std::collections::HashMap<u64, std::path::PathBuf>,
     options: Options,
+    /// Extended attributes the host refused, by name and error: each is reported once.
+    refused: std::collections::HashSet<(Vec<u8>, i32)>,
 }
 
 impl Walk {
@@ -81,6 +99,7 @@ impl Walk {
             visited: 0,
             linked: std::collections::HashMap::new(),
             options: Options::default(),
+            refused: std::collections::HashSet::new(),
         }
     }
 
@@ -125,7 +144,9 @@ fn safe_name(name: &[u8]) -> Option<&OsStr> {
     ok.then(|| OsStr::from_bytes(name))
 }
 
-fn running_as_root() -> bool {
+/// Whether this process runs as root: who may set owners, setuid bits and `security.*`
+/// attributes.
+pub fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
@@ -233,7 +254,7 @@ fn place(
             // Writable by us while we fill it; its own mode is set afterwards.
             let _ = std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700));
             extract_children(fs, path, &target, walk, root, report);
-            finish_metadata(&target, entry, root, report);
+            finish_metadata(fs, path, &target, entry, walk, root, report);
         }
         EntryKind::File => {
             let shared = entry.links.filter(|&(_, names)| names > 1).map(|(inode, _)| inode);
@@ -271,7 +292,7 @@ fn place(
                     report.bytes += n;
                     set_file_times(&file, entry);
                     drop(file);
-                    finish_metadata(&target, entry, root, report);
+                    finish_metadata(fs, path, &target, entry, walk, root, report);
                     if let Some(inode) = shared {
                         walk.linked.insert(inode, target.clone());
                     }
@@ -301,7 +322,7 @@ fn place(
             match std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target) {
                 Ok(()) => {
                     report.symlinks += 1;
-                    finish_metadata(&target, entry, root, report);
+                    finish_metadata(fs, path, &target, entry, walk, root, report);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     report.warnings.push(format!("{}: duplicate name, skipped", show(path)));
@@ -421,20 +442,74 @@ fn to_system_time((secs, nanos): (i64, u32)) -> Option<std::time::SystemTime> {
     }
 }
 
-/// Owner (as root), permission bits (not setuid/setgid) and mtime, without following links.
-fn finish_metadata(target: &Path, entry: &Entry, root: bool, report: &mut ExtractReport) {
+/// Owner (as root), extended attributes (with `xattrs` on), permission bits (setuid and
+/// setgid only as root) and mtime, without following links. In that order: a change of owner
+/// clears file capabilities and setuid bits, so they come after it; the attributes come
+/// before the permission bits, which may take away our own right to write them.
+fn finish_metadata(
+    fs: &dyn GuestFs,
+    path: &[u8],
+    target: &Path,
+    entry: &Entry,
+    walk: &mut Walk,
+    root: bool,
+    report: &mut ExtractReport,
+) {
     if root
         && let (Some(uid), Some(gid)) = (entry.uid, entry.gid)
         && let Err(e) = std::os::unix::fs::lchown(target, Some(uid), Some(gid))
     {
         report.warnings.push(format!("{}: owner not set: {e}", target.display()));
     }
+    if walk.options.xattrs {
+        set_xattrs(fs, path, target, walk, report);
+    }
     if entry.kind != EntryKind::Symlink {
-        let mode = entry.mode & 0o1777;
+        let mode = entry.mode & if root { 0o7777 } else { 0o1777 };
         let _ = std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode));
     }
     if let Some((secs, nanos)) = entry.mtime {
         set_times_nofollow(target, secs, nanos);
+    }
+}
+
+/// The guest entry's extended attributes on `target` (never following a link). What the
+/// host refuses (no support on the target's filesystem, no privilege) is a warning, once per
+/// attribute name and reason; what cannot be read from the guest is an error.
+fn set_xattrs(fs: &dyn GuestFs, path: &[u8], target: &Path, walk: &mut Walk, report: &mut ExtractReport) {
+    let attrs = match fs.xattrs(path) {
+        Ok(attrs) => attrs,
+        Err(e) => {
+            report.errors.push(format!("{}: extended attributes not restored: {e}", show(path)));
+            return;
+        }
+    };
+    if attrs.is_empty() {
+        return;
+    }
+    let Ok(c_path) = CString::new(target.as_os_str().as_bytes()) else { return };
+    for attr in attrs {
+        let Ok(c_name) = CString::new(attr.name.clone()) else {
+            report.warnings.push(format!("{}: an extended attribute name holding NUL, skipped", show(path)));
+            continue;
+        };
+        // SAFETY: both strings are NUL-terminated and the value pointer and length describe
+        // a live buffer.
+        let rc = unsafe {
+            libc::lsetxattr(c_path.as_ptr(), c_name.as_ptr(), attr.value.as_ptr().cast(), attr.value.len(), 0)
+        };
+        if rc == 0 {
+            report.xattrs += 1;
+            continue;
+        }
+        let err = std::io::Error::last_os_error();
+        if walk.refused.insert((attr.name.clone(), err.raw_os_error().unwrap_or(0))) {
+            report.warnings.push(format!(
+                "{}: extended attribute {} not set on the host: {err} (not repeated for other files)",
+                show(path),
+                String::from_utf8_lossy(&attr.name)
+            ));
+        }
     }
 }
 

@@ -54,6 +54,9 @@ pub struct Volume {
     pub subvolume: Option<String>,
     #[serde(skip)]
     slice: Option<Slice>,
+    /// For btrfs: the volumes on the point's disks that hold the filesystem's other devices.
+    #[serde(skip)]
+    members: Vec<Slice>,
 }
 
 impl Volume {
@@ -178,6 +181,7 @@ fn partitions(disk: &GuestDisk) -> Result<(TableKind, Vec<Volume>)> {
             note: None,
             subvolume: None,
             slice: Some(slice),
+            members: Vec::new(),
         }
     };
     if parts.is_empty() {
@@ -205,8 +209,14 @@ pub fn scan_unlocking(disks: &[GuestDisk], chosen: usize, passphrases: &[Passphr
         disks.get(chosen).ok_or_else(|| GuestError::Invalid(format!("there is no disk number {chosen}")))?;
     let (table, mut volumes) = volumes_of(disk, passphrases)?;
     let mut pvs = Vec::new();
+    let mut btrfs_devices = Vec::new();
     for (i, other) in disks.iter().enumerate() {
         let found = if i == chosen { volumes.clone() } else { volumes_of(other, passphrases)?.1 };
+        for v in found.iter().filter(|v| v.fs == FsKind::Btrfs) {
+            if let (Some(uuid), Some(slice)) = (&v.uuid, &v.slice) {
+                btrfs_devices.push((uuid.clone(), format!("{}:{}", other.label, v.id), slice.clone()));
+            }
+        }
         for v in found.iter().filter(|v| v.fs == FsKind::LvmMember) {
             let Some(slice) = v.slice.clone() else { continue };
             let at = format!("{}:{}", other.label, v.id);
@@ -237,6 +247,16 @@ pub fn scan_unlocking(disks: &[GuestDisk], chosen: usize, passphrases: &[Passphr
             missing: vg.missing.clone(),
             lvs: vg.lvs.iter().map(|lv| lv.name.clone()).collect(),
         });
+    }
+    for v in volumes.iter_mut().filter(|v| v.fs == FsKind::Btrfs) {
+        let me = format!("{}:{}", disk.label, v.id);
+        let others: Vec<&(String, String, Slice)> =
+            btrfs_devices.iter().filter(|(uuid, at, _)| Some(uuid) == v.uuid.as_ref() && *at != me).collect();
+        if !others.is_empty() {
+            let names: Vec<&str> = others.iter().map(|(_, at, _)| at.as_str()).collect();
+            v.note = Some(format!("btrfs device, with {} of the same filesystem", names.join(", ")));
+            v.members = others.into_iter().map(|(_, _, slice)| slice.clone()).collect();
+        }
     }
     for v in &mut volumes {
         annotate(v);
@@ -289,6 +309,7 @@ fn lv_volume(vg: &str, lv: &lvm::LogicalVolume, missing: &[String]) -> Volume {
         note,
         subvolume: None,
         slice,
+        members: Vec::new(),
     }
 }
 
@@ -326,7 +347,7 @@ const ROOT_SUBVOLUME: &str = "btrfs subvolume with an OS root";
 /// A row for each subvolume of the btrfs on `v` (`3:home`).
 fn subvolumes_of(v: &Volume) -> Vec<Volume> {
     let Some(slice) = v.slice.clone() else { return Vec::new() };
-    let Ok(fs) = crate::btrfs::BtrfsFs::open(slice) else { return Vec::new() };
+    let Ok(fs) = crate::btrfs::BtrfsFs::open_devices(slice, &v.members) else { return Vec::new() };
     let Ok(list) = fs.subvolumes() else { return Vec::new() };
     let mut out = Vec::new();
     for sub in list {
@@ -367,10 +388,13 @@ pub fn open(volume: &Volume) -> Result<Box<dyn GuestFs>> {
         FsKind::Vfat => Box::new(crate::fat::FatFs::open(slice)?),
         FsKind::Ntfs => Box::new(crate::ntfs::NtfsFs::open(slice)?),
         FsKind::Xfs => Box::new(crate::xfs::XfsFs::open(slice)?),
-        FsKind::Btrfs => match &volume.subvolume {
-            Some(sub) => Box::new(crate::btrfs::BtrfsFs::open(slice)?.at_subvolume(sub)?),
-            None => Box::new(crate::btrfs::BtrfsFs::open(slice)?),
-        },
+        FsKind::Btrfs => {
+            let fs = crate::btrfs::BtrfsFs::open_devices(slice, &volume.members)?;
+            match &volume.subvolume {
+                Some(sub) => Box::new(fs.at_subvolume(sub)?),
+                None => Box::new(fs),
+            }
+        }
         _ => return Err(unreadable()),
     })
 }

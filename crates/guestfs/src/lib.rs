@@ -25,6 +25,7 @@ pub mod partition;
 pub mod probe;
 pub mod reader;
 pub mod tree;
+pub mod xattr;
 pub mod xfs;
 
 pub use error::{GuestError, Result};

@@ -69,6 +69,13 @@ pub trait GuestFs {
     fn read_link(&self, path: &[u8]) -> Result<Vec<u8>>;
     /// Copy the regular file at `path` to `out`; returns the bytes written.
     fn read_file(&self, path: &[u8], out: &mut dyn Write) -> Result<u64>;
+    /// The extended attributes of the entry at `path` (not following a final symlink), as
+    /// Linux names them: `user.*`, `trusted.*`, `security.*`, POSIX ACLs. None on
+    /// filesystems that have no such attributes.
+    fn xattrs(&self, path: &[u8]) -> Result<Vec<crate::xattr::Xattr>> {
+        let _ = path;
+        Ok(Vec::new())
+    }
     /// The named data streams of the file at `path` (NTFS alternate data streams) with
     /// their sizes; none on filesystems without them.
     fn streams(&self, path: &[u8]) -> Result<Vec<(Vec<u8>, u64)>> {

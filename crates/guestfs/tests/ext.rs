@@ -1,6 +1,7 @@
 //! ext2/3/4 as mkfs and the kernel leave them, read back through vmvault: sparse files of
-//! ext2/3 (holes in indirect block maps), `inline_data` and `large_dir` filesystems, and an
-//! unindexed directory of 10 000 files, against the kernel's read-only mount.
+//! ext2/3 (holes in indirect block maps), `inline_data` files and directories, a `large_dir`
+//! directory with a three-level htree, and an unindexed directory of 10 000 files, against
+//! the kernel's read-only mount.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -73,25 +74,69 @@ fn sparse_files_of_ext2_and_ext3_read_whole() {
     }
 }
 
-#[test]
-fn inline_data_and_large_dir_filesystems_are_named_not_called_damaged() {
-    let dir = tempfile::tempdir().unwrap();
-    for feature in ["inline_data", "large_dir"] {
-        let (image, _) = made(dir.path(), feature, &["mkfs.ext4", "-q", "-F", "-O", feature], |m| {
-            std::fs::write(m.join("small.txt"), "tiny\n").unwrap();
-        });
-        let result = open(&image).and_then(|fs| {
-            let mut out = Vec::new();
-            fs.read_file(b"/small.txt", &mut out).map(|_| out)
-        });
-        match result {
-            Ok(bytes) => assert_eq!(bytes, b"tiny\n", "{feature}"),
-            Err(e) => {
-                let text = e.to_string();
-                assert!(text.contains(feature) && !text.contains("damaged"), "{feature}: {text}");
-            }
-        }
+/// Files of every size around the inline limits (60 bytes in `i_block`, then what the
+/// inode's attribute space holds) and small directories, which `inline_data` keeps in inodes.
+fn small_things(at: &Path) {
+    std::fs::create_dir_all(at.join("small/dir/inner")).unwrap();
+    for n in [0usize, 1, 59, 60, 61, 100, 140, 160, 300, 5000] {
+        std::fs::write(at.join(format!("small/file-{n}")), "x".repeat(n)).unwrap();
     }
+    std::fs::write(at.join("small/dir/inner/leaf"), "in an inline directory\n").unwrap();
+    for i in 0..4 {
+        std::fs::write(at.join(format!("small/dir/f{i}")), format!("{i}\n")).unwrap();
+    }
+    std::os::unix::fs::symlink(format!("/{}", "long-target/".repeat(8)), at.join("small/long-link")).unwrap();
+    // Attributes beside inline data in the inode's attribute space.
+    run("setfattr", &["-n", "user.note", "-v", "beside inline data", s(&at.join("small/file-100"))]);
+    run("setfacl", &["-m", "u:1001:r-x", s(&at.join("small/dir"))]);
+}
+
+#[test]
+fn inline_data_files_and_directories_read_as_the_kernel_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, want) =
+        made(dir.path(), "inline", &["mkfs.ext4", "-q", "-F", "-b", "4096", "-O", "inline_data"], |m| {
+            testkit::guest_disks::fill_linux_root(m, "inline", false);
+            small_things(m);
+        });
+    // The kernel really kept them inline.
+    let stat = run("debugfs", &["-R", "stat /small/dir", s(&image)]);
+    assert!(stat.contains("InlineDataFl") || stat.contains("Size of inline data"), "{stat}");
+    let fs = open(&image).unwrap();
+    let out = dir.path().join("out");
+    let report = extract(&fs, &[b"/".to_vec()], &out).unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    let diff = differences(&want, &tree(&out));
+    assert!(diff.is_empty(), "inline_data differs from the kernel's view:\n{}", diff.join("\n"));
+}
+
+#[test]
+fn a_large_dir_filesystem_with_a_three_level_htree_finds_every_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 KiB blocks and 250-byte names: three names per leaf, so 30 000 names need the third
+    // htree level that only large_dir allows.
+    let name = |i: usize| format!("{i:05}-{}", "n".repeat(244));
+    let (image, want) = made(
+        dir.path(),
+        "large",
+        &["mkfs.ext4", "-q", "-F", "-b", "1024", "-N", "40000", "-O", "large_dir"],
+        |m| {
+            std::fs::create_dir(m.join("big")).unwrap();
+            for i in 0..30_000 {
+                std::fs::File::create(m.join("big").join(name(i))).unwrap();
+            }
+        },
+    );
+    let dump = run("debugfs", &["-R", "htree_dump /big", s(&image)]);
+    assert!(dump.contains("Indirect levels: 2"), "{}", &dump[..dump.len().min(400)]);
+    let fs = open(&image).unwrap();
+    for i in [0, 1, 12_345, 29_999] {
+        let path = format!("/big/{}", name(i));
+        assert_eq!(fs.stat(path.as_bytes()).unwrap().size, 0, "{i}");
+    }
+    assert!(fs.stat(format!("/big/{}", name(30_000)).as_bytes()).is_err());
+    let listed = fs.list(b"/big").unwrap();
+    assert_eq!(listed.len(), want.keys().filter(|k| k.starts_with("big/")).count());
 }
 
 #[test]

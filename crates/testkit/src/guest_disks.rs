@@ -6,10 +6,11 @@
 //!
 //! The tests run as root; every loop device and mount is released when its guard drops.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub use crate::guest_tree::{Node, differences, tree, xattrs};
 
 /// Run a command; panic with its stderr if it fails. Returns its stdout.
 pub fn run(cmd: &str, args: &[&str]) -> String {
@@ -195,92 +196,6 @@ pub fn write_lv(vg: &str, name: &str, image: &Path, pvs: &[&Loop]) {
     }
 }
 
-/// One entry of a tree as the kernel shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Node {
-    /// `file`, `dir`, `link` or `special`.
-    pub kind: &'static str,
-    /// Permission bits (without the type).
-    pub mode: u32,
-    /// Owner and group.
-    pub owner: (u32, u32),
-    /// Modification time in seconds (directories: 0, as extraction changes them).
-    pub mtime: i64,
-    /// File content or symlink target.
-    pub data: Vec<u8>,
-    /// For a file with several names: the first of them (by path) in the tree.
-    pub linked_to: Option<String>,
-    /// Whether a file has holes (fewer bytes allocated than its length).
-    pub sparse: bool,
-}
-
-/// Every entry under `root`, by relative path.
-pub fn tree(root: &Path) -> BTreeMap<String, Node> {
-    let mut out = BTreeMap::new();
-    let mut names: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read a test directory") {
-            let path = entry.expect("a directory entry").path();
-            let meta = std::fs::symlink_metadata(&path).expect("stat a test path");
-            let rel = path.strip_prefix(root).expect("under the root").to_string_lossy().into_owned();
-            let ft = meta.file_type();
-            let (kind, data) = if ft.is_symlink() {
-                ("link", std::fs::read_link(&path).expect("a link").into_os_string().into_encoded_bytes())
-            } else if ft.is_dir() {
-                stack.push(path.clone());
-                ("dir", vec![])
-            } else if ft.is_file() {
-                ("file", std::fs::read(&path).expect("read a test file"))
-            } else {
-                ("special", vec![])
-            };
-            if kind == "file" && meta.nlink() > 1 {
-                names.entry((meta.dev(), meta.ino())).or_default().push(rel.clone());
-            }
-            let mode = if kind == "link" { 0 } else { meta.permissions().mode() & 0o7777 };
-            let mtime = if kind == "dir" { 0 } else { meta.mtime() };
-            let sparse = kind == "file" && meta.blocks() * 512 < meta.len();
-            let node =
-                Node { kind, mode, owner: (meta.uid(), meta.gid()), mtime, data, linked_to: None, sparse };
-            out.insert(rel, node);
-        }
-    }
-    for mut group in names.into_values().filter(|g| g.len() > 1) {
-        group.sort();
-        for name in &group {
-            if let Some(node) = out.get_mut(name) {
-                node.linked_to = Some(group[0].clone());
-            }
-        }
-    }
-    out
-}
-
-/// The differences between two trees, one line each (empty when equal). A file sparse in
-/// `want` must be sparse in `got`; `got` may have holes where `want` had allocated zeros.
-pub fn differences(want: &BTreeMap<String, Node>, got: &BTreeMap<String, Node>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (path, w) in want {
-        let Some(g) = got.get(path) else {
-            out.push(format!("{path}: missing"));
-            continue;
-        };
-        let same = (w.kind, w.mode, w.owner, w.mtime, &w.data, &w.linked_to)
-            == (g.kind, g.mode, g.owner, g.mtime, &g.data, &g.linked_to)
-            && (!w.sparse || g.sparse);
-        if !same {
-            out.push(format!(
-                "{path}: want {} {:o} {:?} t={} {} bytes link={:?} sparse={}, got {} {:o} {:?} t={} {} bytes link={:?} sparse={}",
-                w.kind, w.mode, w.owner, w.mtime, w.data.len(), w.linked_to, w.sparse,
-                g.kind, g.mode, g.owner, g.mtime, g.data.len(), g.linked_to, g.sparse
-            ));
-        }
-    }
-    out.extend(got.keys().filter(|k| !want.contains_key(*k)).map(|k| format!("{k}: not in the reference")));
-    out
-}
-
 /// A Linux root as installers leave it, written through the kernel into `root` (a mounted
 /// filesystem): `/etc/os-release` a link into `/usr/lib`, `/etc/hostname`, directories of
 /// every size (inline, one block, many blocks, thousands of entries), a file in thousands of
@@ -335,7 +250,36 @@ pub fn fill_linux_root(root: &Path, hostname: &str, far_times: bool) {
     if far_times {
         run("touch", &["-d", "2040-01-02 03:04:05", s(&p("home/ana/big.bin"))]);
     }
+    set_linux_xattrs(root);
     run("sync", &[]);
+}
+
+/// Extended attributes as a Linux install carries them, set through the kernel: SELinux
+/// labels (with their NUL, as SELinux writes them), a file capability, POSIX ACLs (access and
+/// default, with named users and groups), `trusted.*`, and `user.*` values of 1000 and 3500
+/// bytes (on XFS: a leaf and a remote value).
+pub fn set_linux_xattrs(root: &Path) {
+    let p = |rel: &str| s(&root.join(rel)).to_string();
+    std::fs::create_dir_all(root.join("usr/bin")).expect("make a guest directory");
+    std::fs::write(root.join("usr/bin/ping"), b"\x7fELF not really\n").expect("write");
+    run("setcap", &["cap_net_raw+ep", &p("usr/bin/ping")]);
+    for (rel, label) in
+        [("etc/hostname", "system_u:object_r:hostname_etc_t:s0"), ("etc", "system_u:object_r:etc_t:s0")]
+    {
+        let hex: String = label.bytes().chain([0]).map(|b| format!("{b:02x}")).collect();
+        run("setfattr", &["-h", "-n", "security.selinux", "-v", &format!("0x{hex}"), &p(rel)]);
+    }
+    run(
+        "setfattr",
+        &["-h", "-n", "security.selinux", "-v", "system_u:object_r:etc_t:s0", &p("etc/os-release")],
+    );
+    run("setfacl", &["-m", "u:1001:rwx,g:1002:r-x", &p("home/ana")]);
+    run("setfacl", &["-d", "-m", "u:1001:r-x,g::r-x", &p("home/ana")]);
+    run("setfacl", &["-m", "u:1003:r--", &p("home/ana/big.bin")]);
+    run("setfattr", &["-n", "trusted.md5", "-v", "0x0123456789abcdef", &p("etc/hostname")]);
+    run("setfattr", &["-n", "user.origin", "-v", "test suite", &p("home/ana/big.bin")]);
+    run("setfattr", &["-n", "user.mid", "-v", &"m".repeat(1000), &p("home/ana/fragmented.bin")]);
+    run("setfattr", &["-n", "user.big", "-v", &"b".repeat(3500), &p("etc/ssh/sshd_config")]);
 }
 
 /// A Windows C: as Windows leaves it, written through ntfs-3g into `root`: `Windows/System32`,

@@ -4,6 +4,7 @@
 
 pub mod guest;
 pub mod guest_disks;
+pub mod guest_tree;
 pub mod libvirt;
 pub mod qemu;
 pub mod slow_link;

@@ -311,6 +311,9 @@ pub(crate) enum CorruptKind {
     /// The target of a symlink is not a valid path.
     SymlinkTarget(InodeIndex),
 
+    /// vmvault patch: an `inline_data` inode whose data cannot be read.
+    InlineData(InodeIndex, &'static str),
+
     /// The number of blocks in a file exceeds 2^32.
     TooManyBlocksInFile,
 
@@ -504,6 +507,9 @@ impl Display for CorruptKind {
             }
             Self::SymlinkTarget(inode) => {
                 write!(f, "inode {inode} has an invalid symlink path")
+            }
+            Self::InlineData(inode, why) => {
+                write!(f, "inode {inode} has unreadable inline data: {why}")
             }
             Self::TooManyBlocksInFile => write!(f, "too many blocks in file"),
             Self::ExtentMagic(inode) => {

@@ -8,7 +8,7 @@
 
 use crate::Ext4;
 use crate::block_index::FsBlockIndex;
-use crate::error::Ext4Error;
+use crate::error::{CorruptKind, Ext4Error};
 use crate::inode::Inode;
 use crate::iters::file_blocks::FileBlocks;
 use crate::metadata::Metadata;
@@ -118,6 +118,22 @@ impl File {
             if buf.len() > bytes_remaining {
                 buf = &mut buf[..bytes_remaining];
             }
+        }
+
+        // vmvault patch: an inline_data file's bytes are in its inode.
+        if let Some(data) = &self.inode.inline {
+            let start = usize::try_from(self.position)
+                .map_err(|_| Ext4Error::FileTooLarge)?;
+            let src = start
+                .checked_add(buf.len())
+                .and_then(|end| data.get(start..end))
+                .ok_or(CorruptKind::InlineData(
+                    self.inode.index,
+                    "a size larger than its inline data",
+                ))?;
+            buf.copy_from_slice(src);
+            self.position += buf.len() as u64;
+            return Ok(buf.len());
         }
 
         let block_size = self.fs.0.superblock.block_size;

@@ -113,6 +113,11 @@ pub(crate) struct Inode {
 
     /// Number of blocks in the file (including holes).
     file_size_in_blocks: u32,
+
+    /// vmvault patch: with `inline_data`, the file's or directory's
+    /// whole data: the 60 bytes of `i_block`, then the value of its
+    /// `system.data` attribute.
+    pub(crate) inline: Option<alloc::vec::Vec<u8>>,
 }
 
 impl Inode {
@@ -253,6 +258,7 @@ impl Inode {
                 flags: InodeFlags::from_bits_retain(i_flags),
                 checksum_base,
                 file_size_in_blocks,
+                inline: None,
             },
             checksum,
         ))
@@ -263,13 +269,23 @@ impl Inode {
         ext4: &Ext4,
         inode: InodeIndex,
     ) -> Result<Self, Ext4Error> {
+        Self::read_with_bytes(ext4, inode).map(|(inode, _)| inode)
+    }
+
+    /// vmvault patch: read an inode, with its on-disk bytes (for the
+    /// extended attributes kept after its fixed fields).
+    pub(crate) fn read_with_bytes(
+        ext4: &Ext4,
+        inode: InodeIndex,
+    ) -> Result<(Self, alloc::vec::Vec<u8>), Ext4Error> {
         let (block_index, offset_within_block) =
             get_inode_location(ext4, inode)?;
 
         let mut data = vec![0; usize::from(ext4.0.superblock.inode_size)];
         ext4.read_from_block(block_index, offset_within_block, &mut data)?;
 
-        let (inode, expected_checksum) = Self::from_bytes(ext4, inode, &data)?;
+        let (mut inode, expected_checksum) =
+            Self::from_bytes(ext4, inode, &data)?;
 
         // Verify the inode checksum.
         if ext4.has_metadata_checksums() {
@@ -302,7 +318,15 @@ impl Inode {
             }
         }
 
-        Ok(inode)
+        if inode.flags.contains(InodeFlags::INLINE_DATA) {
+            let tail = crate::xattr::inline_data_tail(&data)
+                .map_err(|why| CorruptKind::InlineData(inode.index, why))?;
+            let mut all = inode.inline_data.to_vec();
+            all.extend_from_slice(tail);
+            inode.inline = Some(all);
+        }
+
+        Ok((inode, data))
     }
 
     pub(crate) fn symlink_target(

@@ -135,6 +135,7 @@ mod superblock;
 mod timestamp;
 mod util;
 mod uuid;
+pub mod xattr;
 
 #[cfg(all(test, feature = "std"))]
 mod test_util;
@@ -454,6 +455,23 @@ impl Ext4 {
             return Err(Ext4Error::IsASpecialFile);
         }
         File::open_inode(self, inode)
+    }
+
+    /// vmvault patch: the on-disk bytes of inode `inode` (checksum
+    /// verified where the filesystem has checksums), for what this crate
+    /// does not read itself: extended attributes after the fixed fields,
+    /// and the file ACL block number.
+    pub fn inode_bytes(&self, inode: u32) -> Result<Vec<u8>, Ext4Error> {
+        let index = InodeIndex::new(inode).ok_or(Ext4Error::NotFound)?;
+        Inode::read_with_bytes(self, index).map(|(_, bytes)| bytes)
+    }
+
+    /// vmvault patch: the bytes of filesystem block `block`, as the
+    /// journal leaves it (an external extended attribute block).
+    pub fn block_bytes(&self, block: u64) -> Result<Vec<u8>, Ext4Error> {
+        let mut data = vec![0; self.0.superblock.block_size.to_usize()];
+        self.read_from_block(block, 0, &mut data)?;
+        Ok(data)
     }
 
     /// Read the entire contents of a file as raw bytes.

@@ -216,9 +216,10 @@ fn check_incompat_features(
         | IncompatibleFeatures::META_BLOCK_GROUPS
         | IncompatibleFeatures::MULTIPLE_MOUNT_PROTECTION
         | IncompatibleFeatures::LARGE_EXTENDED_ATTRIBUTES_IN_INODES
-        | IncompatibleFeatures::DATA_IN_DIR_ENTRY
-        | IncompatibleFeatures::LARGE_DIRECTORIES
-        | IncompatibleFeatures::DATA_IN_INODE;
+        | IncompatibleFeatures::DATA_IN_DIR_ENTRY;
+    // vmvault patch: DATA_IN_INODE (inline_data) is read (see
+    // `Inode::inline`), and LARGE_DIRECTORIES only deepens the htree,
+    // which is walked to any depth.
 
     let present_required = actual & required_features;
     if present_required != required_features {

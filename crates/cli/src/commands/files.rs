@@ -105,6 +105,13 @@ pub enum FilesCommand {
         /// as `NAME:STREAM`.
         #[arg(long)]
         streams: bool,
+        /// Set extended attributes: POSIX ACLs, SELinux labels, file capabilities, `user.*`
+        /// (default when run as root; `security.*` and `trusted.*` need root).
+        #[arg(long, overrides_with = "no_xattrs")]
+        xattrs: bool,
+        /// Do not set extended attributes.
+        #[arg(long)]
+        no_xattrs: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -159,7 +166,8 @@ pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
         Ok(disk)
     })
     .await??;
-    if let FilesCommand::Get { paths, to, json, streams, .. } = command {
+    if let FilesCommand::Get { paths, to, json, streams, xattrs, no_xattrs, .. } = command {
+        let xattrs = !no_xattrs && (xattrs || guestfs::extract::running_as_root());
         let (report, job) = run_job(
             backend,
             Operation::FileRestore,
@@ -171,7 +179,7 @@ pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
                 let report = tokio::task::spawn_blocking(move || -> engine::Result<_> {
                     let (_, fs) = disk.filesystem(source.partition.as_deref())?;
                     let paths = paths.iter().map(|p| normalize(p)).collect::<guestfs::Result<Vec<_>>>()?;
-                    let options = guestfs::extract::Options { streams };
+                    let options = guestfs::extract::Options { streams, xattrs };
                     engine::files::extract_marked(fs.as_ref(), &paths, &to, &job_id, options)
                 })
                 .await
@@ -184,12 +192,13 @@ pub async fn run(context: &Context, command: FilesCommand) -> Result<()> {
         .await?;
         crate::commands::emit(json, &report, |report| {
             println!(
-                "Extracted {} files, {} hard links, {} streams, {} directories, {} symlinks ({}). Job {}.",
+                "Extracted {} files, {} hard links, {} streams, {} directories, {} symlinks, {} extended attributes ({}). Job {}.",
                 report.files,
                 report.hard_links,
                 report.streams,
                 report.dirs,
                 report.symlinks,
+                report.xattrs,
                 human_bytes(report.bytes),
                 job.id
             );
@@ -266,10 +275,15 @@ fn browse(disk: &PointDisk, command: FilesCommand) -> Result<()> {
             let (_, fs) = disk.filesystem(source.partition.as_deref())?;
             let path = normalize(&path)?;
             let entry = fs.stat(&path)?;
-            let mut entries = if entry.kind == EntryKind::Dir { fs.list(&path)? } else { vec![entry] };
+            let is_dir = entry.kind == EntryKind::Dir;
+            let mut entries = if is_dir { fs.list(&path)? } else { vec![entry] };
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             if json {
-                let list: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
+                let dir = if is_dir { path.clone() } else { parent_of(&path) };
+                let list = entries
+                    .iter()
+                    .map(|e| entry_json(fs.as_ref(), &guestfs::tree::join(&dir, &e.name), e))
+                    .collect::<Result<Vec<serde_json::Value>>>()?;
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
             } else {
                 for e in &entries {
@@ -314,8 +328,23 @@ fn browse(disk: &PointDisk, command: FilesCommand) -> Result<()> {
     Ok(())
 }
 
-fn entry_json(e: &Entry) -> serde_json::Value {
-    serde_json::json!({
+/// `path` without its last component (`/` for a top-level entry).
+fn parent_of(path: &[u8]) -> Vec<u8> {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) | None => b"/".to_vec(),
+        Some(i) => path[..i].to_vec(),
+    }
+}
+
+/// Everything `files get` restores of an entry: kind, size, mode, owner, time, its inode and
+/// link count (hard links), a symlink's target and the extended attributes.
+fn entry_json(fs: &dyn guestfs::GuestFs, path: &[u8], e: &Entry) -> Result<serde_json::Value> {
+    let target = match e.kind {
+        EntryKind::Symlink => Some(String::from_utf8_lossy(&fs.read_link(path)?).into_owned()),
+        _ => None,
+    };
+    let xattrs: Vec<serde_json::Value> = fs.xattrs(path)?.iter().map(xattr_json).collect();
+    Ok(serde_json::json!({
         "name": e.display_name(),
         "kind": e.kind,
         "size": e.size,
@@ -323,6 +352,23 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         "uid": e.uid,
         "gid": e.gid,
         "mtime": e.mtime.and_then(|(s, n)| jiff::Timestamp::new(s, n as i32).ok()).map(|t| t.to_string()),
+        "inode": e.links.map(|(inode, _)| inode),
+        "links": e.links.map(|(_, links)| links),
+        "target": target,
+        "xattrs": xattrs,
+    }))
+}
+
+/// An extended attribute for a listing: its value as text when it is text (an SELinux label
+/// without its NUL), an ACL in `getfacl`'s short form, and always in hex.
+fn xattr_json(x: &guestfs::xattr::Xattr) -> serde_json::Value {
+    let trimmed = x.value.strip_suffix(b"\0").unwrap_or(&x.value);
+    let text = std::str::from_utf8(trimmed).ok().filter(|t| !t.chars().any(char::is_control));
+    serde_json::json!({
+        "name": String::from_utf8_lossy(&x.name),
+        "text": text,
+        "acl": if x.is_acl() { guestfs::xattr::acl_text(&x.value) } else { None },
+        "hex": x.value.iter().map(|b| format!("{b:02x}")).collect::<String>(),
     })
 }
 

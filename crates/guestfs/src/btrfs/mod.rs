@@ -15,7 +15,8 @@ use crate::bytes::{le16, le32, le64};
 use crate::error::{GuestError, Result};
 use crate::reader::Slice;
 use crate::tree::{Entry, EntryKind, GuestFs, base_name, show};
-use tree::{DIR_INDEX, DIR_ITEM, EXTENT_DATA, INODE_ITEM, Key, ROOT_ITEM, ROOT_REF, Volume};
+use crate::xattr::{MAX_COUNT, Xattr};
+use tree::{DIR_INDEX, DIR_ITEM, EXTENT_DATA, INODE_ITEM, Key, ROOT_ITEM, ROOT_REF, Volume, XATTR_ITEM};
 
 /// The top-level subvolume's id.
 const FS_TREE: u64 = 5;
@@ -80,7 +81,13 @@ pub struct BtrfsFs {
 impl BtrfsFs {
     /// Open the filesystem in `device` at its default subvolume.
     pub fn open(device: Slice) -> Result<BtrfsFs> {
-        let volume = Volume::open(device)?;
+        BtrfsFs::open_devices(device, &[])
+    }
+
+    /// Open the filesystem in `device` whose other devices (RAID1, RAID0, single data spread
+    /// over several disks) are among `others`, at its default subvolume.
+    pub fn open_devices(device: Slice, others: &[Slice]) -> Result<BtrfsFs> {
+        let volume = Volume::open(device, others)?;
         let (min, max) = (
             Key { objectid: 0, ty: ROOT_ITEM, offset: 0 },
             Key { objectid: u64::MAX, ty: ROOT_ITEM, offset: u64::MAX },
@@ -347,6 +354,15 @@ impl GuestFs for BtrfsFs {
         self.volume.label.clone()
     }
 
+    fn warning(&self) -> Option<String> {
+        let (found, all) = (self.volume.devices_found(), self.volume.device_count);
+        (found < all).then(|| {
+            format!(
+                "only {found} of its {all} devices are on the disks of this point: what is only on the others cannot be read"
+            )
+        })
+    }
+
     fn list(&self, path: &[u8]) -> Result<Vec<Entry>> {
         let dir = self.lookup(path)?;
         if self.inode(dir)?.mode & 0o170000 != 0o040000 {
@@ -364,6 +380,33 @@ impl GuestFs for BtrfsFs {
         let at = self.lookup(path)?;
         let node = self.inode(at)?;
         Ok(self.entry(base_name(path), at, &node))
+    }
+
+    fn xattrs(&self, path: &[u8]) -> Result<Vec<Xattr>> {
+        let at = self.lookup(path)?;
+        let what = show(path);
+        let (min, max) = all_of(at.ino, XATTR_ITEM);
+        let mut out = Vec::new();
+        // Each item packs one or more entries (names whose hashes collide): a directory
+        // item's header, the name, then the value.
+        for (_, d) in self.volume.search(self.tree(at.tree)?, min, max, Some(XATTR_ITEM))? {
+            let mut pos = 0;
+            while pos + 30 <= d.len() {
+                let (value_len, name_len) =
+                    (usize::from(le16(&d, pos + 25)), usize::from(le16(&d, pos + 27)));
+                let name = d.get(pos + 30..pos + 30 + name_len);
+                let value = d.get(pos + 30 + name_len..pos + 30 + name_len + value_len);
+                let (Some(name), Some(value)) = (name, value) else {
+                    return Err(bad(&what, "an extended attribute past its item"));
+                };
+                out.push(Xattr::new(&what, name.to_vec(), value.to_vec())?);
+                if out.len() > MAX_COUNT {
+                    return Err(bad(&what, "more extended attributes than a file may carry"));
+                }
+                pos += 30 + name_len + value_len;
+            }
+        }
+        Ok(out)
     }
 
     fn read_link(&self, path: &[u8]) -> Result<Vec<u8>> {

@@ -14,6 +14,8 @@ use crate::reader::Slice;
 pub const SUPERBLOCK: u64 = 0x10000;
 /// Item types used here.
 pub const INODE_ITEM: u8 = 1;
+/// Extended attributes of an inode, keyed by the hash of the name.
+pub const XATTR_ITEM: u8 = 24;
 pub const DIR_ITEM: u8 = 84;
 pub const DIR_INDEX: u8 = 96;
 pub const EXTENT_DATA: u8 = 108;
@@ -63,6 +65,8 @@ pub struct Volume {
     pub nodesize: u32,
     pub root: u64,
     pub label: Option<String>,
+    /// How many devices the filesystem has, by its superblock.
+    pub device_count: u64,
     cache: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
 }
 
@@ -81,9 +85,9 @@ fn parse_chunk(key: Key, b: &[u8]) -> Option<Chunk> {
 }
 
 impl Volume {
-    /// Read the superblock of the device with `slice`, and those of the other devices of
-    /// the same filesystem among `others` (their devids from their own superblocks).
-    pub fn open(slice: Slice) -> Result<Volume> {
+    /// Read the superblock of the device with `slice`, and take as its other devices those of
+    /// `others` that belong to the same filesystem (their devids from their own superblocks).
+    pub fn open(slice: Slice, others: &[Slice]) -> Result<Volume> {
         let mut sb = vec![0u8; 4096];
         slice.read_at(SUPERBLOCK, &mut sb)?;
         if &sb[0x40..0x48] != b"_BHRfS_M" {
@@ -96,8 +100,18 @@ impl Volume {
             return Err(bad("an impossible node or sector size"));
         }
         let devid = le64(&sb, 0xc9);
+        let mut devices = HashMap::from([(devid, slice)]);
+        for other in others {
+            let mut theirs = vec![0u8; 4096];
+            if other.read_at(SUPERBLOCK, &mut theirs).is_ok()
+                && theirs[0x40..0x48] == sb[0x40..0x48]
+                && theirs[0x20..0x30] == sb[0x20..0x30]
+            {
+                devices.entry(le64(&theirs, 0xc9)).or_insert_with(|| other.clone());
+            }
+        }
         let mut volume = Volume {
-            devices: HashMap::from([(devid, slice)]),
+            devices,
             chunks: Vec::new(),
             nodesize,
             root: le64(&sb, 0x50),
@@ -107,6 +121,7 @@ impl Volume {
                 let l = String::from_utf8_lossy(&raw[..end]).to_string();
                 (!l.is_empty()).then_some(l)
             },
+            device_count: le64(&sb, 0x88),
             cache: Mutex::new(HashMap::new()),
         };
         // The system chunks, enough to read the chunk tree.
@@ -179,6 +194,11 @@ impl Volume {
             done += n;
         }
         Ok(())
+    }
+
+    /// How many of the filesystem's devices were found.
+    pub fn devices_found(&self) -> u64 {
+        self.devices.len() as u64
     }
 
     /// The first of `stripes` whose device is present.

@@ -46,6 +46,19 @@ pub struct Inode {
     pub realtime: bool,
     /// The data fork's bytes within the inode.
     pub fork: Vec<u8>,
+    /// The attribute fork, if the inode has one: extended attributes.
+    pub attr: Option<AttrFork>,
+}
+
+/// An inode's attribute fork: its format, extent count and bytes within the inode.
+#[derive(Clone, Debug)]
+pub struct AttrFork {
+    /// Local (short form), extents or B+tree.
+    pub format: Format,
+    /// Extents, as the core counts them.
+    pub nextents: u64,
+    /// Its bytes within the inode.
+    pub bytes: Vec<u8>,
 }
 
 /// One mapping of file blocks to filesystem blocks.
@@ -116,12 +129,18 @@ pub fn read_inode(disk: &Disk, ino: u64) -> Result<Inode> {
     };
     let fork =
         raw.get(core..fork_end).ok_or_else(|| corrupt(ino, "its attribute fork offset is out of range"))?;
-    let format = match raw[5] {
-        0 => Format::Device,
-        1 => Format::Local,
-        2 => Format::Extents,
-        3 => Format::Btree,
-        f => return Err(corrupt(ino, format!("unknown data fork format {f}"))),
+    let format = fork_format(ino, raw[5], "data")?;
+    let attr = match raw[82] {
+        0 => None,
+        _ => Some(AttrFork {
+            format: fork_format(ino, raw[83], "attribute")?,
+            nextents: if flags2 & DIFLAG2_NREXT64 != 0 {
+                u64::from(be32(&raw, 76))
+            } else {
+                u64::from(be16(&raw, 80))
+            },
+            bytes: raw.get(fork_end..).unwrap_or(&[]).to_vec(),
+        }),
     };
     let big = flags2 & DIFLAG2_BIGTIME != 0;
     Ok(Inode {
@@ -136,42 +155,64 @@ pub fn read_inode(disk: &Disk, ino: u64) -> Result<Inode> {
         nextents,
         realtime: be16(&raw, 90) & DIFLAG_REALTIME != 0,
         fork: fork.to_vec(),
+        attr,
+    })
+}
+
+fn fork_format(ino: u64, raw: u8, which: &str) -> Result<Format> {
+    Ok(match raw {
+        0 => Format::Device,
+        1 => Format::Local,
+        2 => Format::Extents,
+        3 => Format::Btree,
+        f => return Err(corrupt(ino, format!("unknown {which} fork format {f}"))),
     })
 }
 
 /// The data extents of `inode`, sorted by file offset.
 pub fn extents(disk: &Disk, inode: &Inode) -> Result<Vec<Extent>> {
+    fork_extents(disk, inode.ino, inode.format, inode.nextents, &inode.fork)
+}
+
+/// The extents of a fork in `format` whose bytes in the inode are `fork`, sorted by offset.
+pub fn fork_extents(
+    disk: &Disk,
+    ino: u64,
+    format: Format,
+    nextents: u64,
+    fork: &[u8],
+) -> Result<Vec<Extent>> {
     let mut out = Vec::new();
-    match inode.format {
+    match format {
         Format::Extents => {
-            let n = usize::try_from(inode.nextents).unwrap_or(usize::MAX);
-            if n > inode.fork.len() / 16 {
-                return Err(corrupt(inode.ino, "more extents than its fork holds"));
+            let n = usize::try_from(nextents).unwrap_or(usize::MAX);
+            if n > fork.len() / 16 {
+                return Err(corrupt(ino, "more extents than its fork holds"));
             }
-            out.extend(inode.fork.chunks_exact(16).take(n).map(extent));
+            out.extend(fork.chunks_exact(16).take(n).map(extent));
         }
         Format::Btree => {
-            let level = be16(&inode.fork, 0);
-            let count = usize::from(be16(&inode.fork, 2));
-            let max = inode.fork.len().saturating_sub(4) / 16;
+            let level = be16(fork, 0);
+            let count = usize::from(be16(fork, 2));
+            let max = fork.len().saturating_sub(4) / 16;
             if level == 0 || level > MAX_BTREE_LEVELS || count > max {
-                return Err(corrupt(inode.ino, "a malformed extent B+tree root"));
+                return Err(corrupt(ino, "a malformed extent B+tree root"));
             }
             let mut seen = HashSet::new();
             for i in 0..count {
-                let child = be64(&inode.fork, 4 + max * 8 + i * 8);
-                bmbt_block(disk, inode.ino, child, level - 1, &mut seen, &mut out)?;
+                let child = be64(fork, 4 + max * 8 + i * 8);
+                bmbt_block(disk, ino, child, level - 1, &mut seen, &mut out)?;
             }
         }
         Format::Local | Format::Device => {}
     }
     let bs = u64::from(disk.sb.block_size);
     if out.iter().any(|e| e.offset.checked_add(e.count).and_then(|n| n.checked_mul(bs)).is_none()) {
-        return Err(corrupt(inode.ino, "an extent beyond the largest file"));
+        return Err(corrupt(ino, "an extent beyond the largest file"));
     }
     out.sort_by_key(|e| e.offset);
     if out.windows(2).any(|w| w[0].offset + w[0].count > w[1].offset) {
-        return Err(corrupt(inode.ino, "its extents overlap"));
+        return Err(corrupt(ino, "its extents overlap"));
     }
     Ok(out)
 }

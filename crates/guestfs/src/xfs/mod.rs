@@ -7,6 +7,7 @@
 //! Every number comes from the guest and is checked before use; nothing here panics on
 //! malformed input (the `guest_fs` fuzz target holds it to that).
 
+mod attr;
 mod dir;
 mod disk;
 mod inode;
@@ -20,6 +21,7 @@ use crate::bytes::be32;
 use crate::error::{GuestError, Result};
 use crate::reader::Slice;
 use crate::tree::{Entry, EntryKind, GuestFs, base_name, show};
+use crate::xattr::Xattr;
 use dir::{DirEntry, read_dir};
 use disk::{Disk, Superblock};
 use inode::{Format, Inode, extents, read_inode, read_mapped};
@@ -150,6 +152,10 @@ impl GuestFs for XfsFs {
     fn stat(&self, path: &[u8]) -> Result<Entry> {
         let node = self.lookup(path)?;
         Ok(self.entry(base_name(path), &node))
+    }
+
+    fn xattrs(&self, path: &[u8]) -> Result<Vec<Xattr>> {
+        attr::read_attrs(&self.disk, &self.lookup(path)?)
     }
 
     fn read_link(&self, path: &[u8]) -> Result<Vec<u8>> {

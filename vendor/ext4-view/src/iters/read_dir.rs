@@ -62,6 +62,10 @@ pub struct ReadDir {
 
     /// Inode of the directory. Just used for error reporting.
     inode: InodeIndex,
+
+    /// vmvault patch: an inline_data directory's data (see
+    /// `Inode::inline`); `offset_within_block` is then the offset in it.
+    inline: Option<Vec<u8>>,
 }
 
 impl ReadDir {
@@ -88,10 +92,45 @@ impl ReadDir {
             has_htree,
             checksum_base: inode.checksum_base.clone(),
             inode: inode.index,
+            inline: inode.inline.clone(),
         })
     }
 
+    /// vmvault patch: the next entry of an inline_data directory. Its
+    /// data starts with the parent's inode number (there are no `.` and
+    /// `..` entries), then entries up to byte 60 (the end of `i_block`),
+    /// then entries filling the `system.data` value; no entry crosses
+    /// byte 60.
+    fn next_inline(&mut self) -> Result<Option<DirEntry>, Ext4Error> {
+        const PARENT: usize = 4;
+        const I_BLOCK: usize = 60;
+        let Some(data) = &self.inline else {
+            return Ok(None);
+        };
+        let at = self.offset_within_block.max(PARENT);
+        if at >= data.len() {
+            self.is_done = true;
+            return Ok(None);
+        }
+        let end = if at < I_BLOCK { I_BLOCK } else { data.len() };
+        let (entry, size) = DirEntry::from_bytes(
+            self.fs.clone(),
+            data.get(at..end).ok_or(CorruptKind::DirEntry(self.inode))?,
+            self.inode,
+            self.path.clone(),
+        )?;
+        self.offset_within_block = at
+            .checked_add(size.get())
+            .filter(|&next| next <= end)
+            .ok_or(CorruptKind::DirEntry(self.inode))?;
+        Ok(entry)
+    }
+
     fn next_impl(&mut self) -> Result<Option<DirEntry>, Ext4Error> {
+        if self.inline.is_some() {
+            return self.next_inline();
+        }
+
         // Get the block index, or get the next one if not set.
         let block_index = if let Some(block_index) = self.block_index {
             block_index

@@ -1,15 +1,20 @@
-//! ext2/3/4 through `ext4-view` (read-only, pure Rust).
+//! ext2/3/4 through `ext4-view` (read-only, pure Rust), with extended attributes read
+//! here ([`xattr`]).
+
+mod error;
+mod xattr;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ext4_view::{Ext4, Ext4Error, Ext4Read, Metadata};
+use ext4_view::{Ext4, Ext4Read, Metadata};
 
-use crate::error::{GuestError, Result};
+use crate::error::Result;
 use crate::guard;
 use crate::reader::Slice;
 use crate::tree::{Entry, EntryKind, GuestFs, base_name, copy_out, join, show};
+use error::error;
 
 struct SliceRead(Slice);
 
@@ -56,40 +61,6 @@ impl ExtFs {
         let dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
         dirs.get(parent)?.get(&path[cut + 1..]).copied()
     }
-}
-
-fn error(what: &str, e: Ext4Error) -> GuestError {
-    match e {
-        Ext4Error::NotFound => GuestError::NotFound { path: what.to_string() },
-        Ext4Error::NotADirectory => GuestError::NotADirectory { path: what.to_string() },
-        Ext4Error::IsADirectory | Ext4Error::IsASpecialFile => {
-            GuestError::NotAFile { path: what.to_string() }
-        }
-        Ext4Error::Incompatible(i) => GuestError::Unsupported {
-            what: what.to_string(),
-            reason: format!("uses ext4 features vmvault cannot read yet: {}", feature_names(&i.to_string())),
-        },
-        Ext4Error::Encrypted => GuestError::Unsupported {
-            what: what.to_string(),
-            reason: "encrypted by the guest (fscrypt)".into(),
-        },
-        other => GuestError::corrupt(what, other),
-    }
-}
-
-/// ext4-view's feature flags by the names `mkfs.ext4 -O` and `tune2fs` use.
-fn feature_names(text: &str) -> String {
-    [
-        ("DATA_IN_INODE", "inline_data"),
-        ("LARGE_DIRECTORIES", "large_dir"),
-        ("ENCRYPTED_INODES", "encrypt"),
-        ("DATA_IN_DIR_ENTRY", "dirdata"),
-        ("MULTIPLE_MOUNT_PROTECTION", "mmp"),
-        ("SEPARATE_JOURNAL_DEVICE", "journal_dev"),
-        ("COMPRESSION", "compression"),
-    ]
-    .iter()
-    .fold(text.to_string(), |t, (flag, name)| t.replace(flag, name))
 }
 
 fn entry(name: Vec<u8>, m: &Metadata) -> Entry {
@@ -162,6 +133,17 @@ impl GuestFs for ExtFs {
     fn read_link(&self, path: &[u8]) -> Result<Vec<u8>> {
         let what = show(path);
         guard(&what, || Ok(self.fs.read_link(path).map_err(|e| error(&what, e))?.as_ref().to_vec()))
+    }
+
+    fn xattrs(&self, path: &[u8]) -> Result<Vec<crate::xattr::Xattr>> {
+        let what = show(path);
+        guard(&what, || {
+            let ino = match self.listed_inode(path) {
+                Some(ino) => ino,
+                None => self.fs.symlink_metadata(path).map_err(|e| error(&what, e))?.inode(),
+            };
+            xattr::read(&self.fs, ino, &what)
+        })
     }
 
     fn read_file(&self, path: &[u8], out: &mut dyn Write) -> Result<u64> {
