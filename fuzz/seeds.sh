@@ -6,8 +6,10 @@
 # fuzz/corpus/lvm (the first 64 KiB of a disk that is an LVM PV with two LVs) and
 # fuzz/corpus/luks (LUKS1 and LUKS2 headers with their keyslots) and fuzz/corpus/btrfs (a
 # btrfs with a subvolume and zstd files, as the target's sparse records of its non-zero
-# 4 KiB blocks).
-# Needs xfsprogs, btrfs-progs, lvm2 and cryptsetup. Usage: sh fuzz/seeds.sh
+# 4 KiB blocks), fuzz/corpus/ext (ext4 with and without inline_data, in the same records) and
+# fuzz/corpus/ntfs_parts (an LZNT1 chunk, a symlink reparse buffer). Every filesystem seed
+# carries extended attributes and ACLs.
+# Needs xfsprogs, btrfs-progs, lvm2, cryptsetup, attr and acl. Usage: sh fuzz/seeds.sh
 set -eu
 cd "$(dirname "$0")"
 work=$(mktemp -d)
@@ -31,6 +33,12 @@ xfs_seed() { # name, extra mkfs options ("-p PROTO": filled by mkfs, not mounted
     echo hello > "$work/m/d/sub/x"
     ln -s ../d/f1 "$work/m/link"
     ln -s "/$(printf 'abcdefghij/%.0s' $(seq 1 30))t" "$work/m/longlink"
+    # Attributes in short form, a leaf with a remote value, a dabtree (node form), ACLs.
+    setfattr -n security.selinux -v system_u:object_r:etc_t:s0 "$work/m/d/f1"
+    setfacl -m u:1001:rwx -d -m g:1002:r-x "$work/m/d"
+    setfattr -n user.mid -v "$(printf 'm%.0s' $(seq 1 500))" "$work/m/d/f2"
+    setfattr -n user.remote -v "$(printf 'r%.0s' $(seq 1 900))" "$work/m/d/f2"
+    for i in $(seq 1 40); do setfattr -n "user.attr$i" -v "$(printf 'v%.0s' $(seq 1 40))" "$work/m/d/f3"; done
     python3 -c "
 import os
 f = os.open('$work/m/frag', os.O_CREAT | os.O_WRONLY)
@@ -58,6 +66,14 @@ for i in $(seq 1 60); do echo "$i" > "$work/src/f$i"; done
     echo '$'
 } > "$work/proto"
 xfs_seed v4 "-m crc=0 -p $work/proto"
+# v4 attributes, one xfs_db run each (it cannot be mounted here): short form, then a leaf.
+for a in "-s -v 30 selinux" "-u -v 300 mid" "-r -v 10 root"; do
+    xfs_db -x -l "$work/log" -c "path /d/f1" -c "attr_set $a" "$work/v4.img" >/dev/null
+done
+python3 -c "
+d = open('$work/v4.img', 'rb').read().rstrip(b'\0')
+open('corpus/xfs/v4-attrs', 'wb').write(d)
+"
 
 img="$work/pv.img"
 truncate -s 64M "$img"
@@ -97,13 +113,48 @@ echo fuzz > "$work/m/root/etc/hostname"
 python3 -c "print('x' * 30000)" > "$work/m/root/big.txt"
 head -c 20000 /dev/urandom > "$work/m/root/random.bin"
 ln -s etc/hostname "$work/m/root/link"
+setfattr -n security.selinux -v system_u:object_r:etc_t:s0 "$work/m/root/etc/hostname"
+setfacl -m u:1001:r-- "$work/m/root/big.txt"
 umount "$work/m"
-python3 -c "
+# The sparse-record form of the btrfs and ext targets: (u32 block number, 4 KiB) per
+# non-zero block.
+records() { # image, output
+    python3 -c "
 import struct
-d = open('$work/btrfs', 'rb').read()
-with open('corpus/btrfs/small', 'wb') as out:
+d = open('$1', 'rb').read()
+with open('$2', 'wb') as out:
     for i in range(0, len(d), 4096):
         if d[i:i + 4096].strip(b'\0'):
             out.write(struct.pack('<I', i // 4096) + d[i:i + 4096])
 "
-ls -l corpus/luks corpus/btrfs
+}
+records "$work/btrfs" corpus/btrfs/small
+# ext4: plain, and with inline_data; attributes in inodes, in a block, ACLs, an htree.
+mkdir -p corpus/ext
+for features in plain inline_data; do
+    truncate -s 8M "$work/ext"
+    mkfs.ext4 -q -F -b 4096 -O "$(echo "$features" | sed 's/plain/^inline_data/')" "$work/ext"
+    mount "$work/ext" "$work/m"
+    mkdir -p "$work/m/small" "$work/m/many"
+    echo tiny > "$work/m/small/a"
+    python3 -c "print('x' * 150)" > "$work/m/small/b"
+    for i in $(seq 1 200); do echo "$i" > "$work/m/many/file-with-a-long-name-$i"; done
+    setfattr -n user.note -v short "$work/m/small/a"
+    setfattr -n user.big -v "$(printf 'b%.0s' $(seq 1 2000))" "$work/m/small/b"
+    setfacl -m u:1001:rwx -d -m g:1002:r-x "$work/m/small"
+    ln -s "/$(printf 'abcdefghij/%.0s' $(seq 1 10))t" "$work/m/small/link"
+    umount "$work/m"
+    records "$work/ext" "corpus/ext/$features"
+done
+# NTFS pieces: an LZNT1 chunk of literals (even first byte), a symlink reparse buffer (odd).
+mkdir -p corpus/ntfs_parts
+python3 -c "
+import struct
+lits = b'abcdefgh' * 8
+chunk = b''.join(b'\0' + lits[i:i + 8] for i in range(0, len(lits), 8))
+open('corpus/ntfs_parts/lznt1', 'wb').write(b'\0' + struct.pack('<H', 0xB000 | (len(chunk) - 1)) + chunk)
+name = chr(92).join(['C:', 'Users', 'Ana']).encode('utf-16-le')
+body = struct.pack('<HHHHI', 0, len(name), len(name), len(name), 0) + name + name
+open('corpus/ntfs_parts/symlink', 'wb').write(b'\1' + struct.pack('<IHH', 0xA000000C, len(body), 0) + body)
+"
+ls -l corpus/luks corpus/btrfs corpus/ext corpus/ntfs_parts

@@ -8,40 +8,17 @@
 
 mod shared;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use guestfs::btrfs::BtrfsFs;
-use guestfs::{BlockReader, Slice};
+use guestfs::Slice;
 use libfuzzer_sys::fuzz_target;
-use shared::walk;
+use shared::{Sparse, walk};
 
-const BLOCK: usize = 4096;
 const SIZE: u64 = 256 << 20;
 
-struct Sparse(HashMap<u64, Vec<u8>>);
-
-impl BlockReader for Sparse {
-    fn size(&self) -> u64 {
-        SIZE
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        for (i, byte) in buf.iter_mut().enumerate() {
-            let at = offset + i as u64;
-            *byte = self.0.get(&(at / BLOCK as u64)).map_or(0, |b| b[(at % BLOCK as u64) as usize]);
-        }
-        Ok(())
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
-    let mut blocks = HashMap::new();
-    for record in data.chunks_exact(4 + BLOCK) {
-        let index = u64::from(u32::from_le_bytes([record[0], record[1], record[2], record[3]])) % (SIZE / BLOCK as u64);
-        blocks.insert(index, record[4..].to_vec());
-    }
-    let volume = Slice::whole(Arc::new(Sparse(blocks)));
+    let volume = Slice::whole(Arc::new(Sparse::from_records(data, SIZE)));
     let Ok(fs) = BtrfsFs::open(volume) else { return };
     let mut budget = 1000;
     walk(&fs, b"/", 0, &mut budget, SIZE);

@@ -29,6 +29,42 @@ impl guestfs::BlockReader for Padded {
     }
 }
 
+/// A sparse disk of `size` bytes made from records of a little-endian u32 block number and
+/// 4 KiB of data (for filesystems whose metadata is spread over the volume); the rest zeros.
+pub struct Sparse {
+    blocks: std::collections::HashMap<u64, Vec<u8>>,
+    size: u64,
+}
+
+/// The block size of [`Sparse`] records.
+pub const BLOCK: usize = 4096;
+
+impl Sparse {
+    pub fn from_records(data: &[u8], size: u64) -> Sparse {
+        let mut blocks = std::collections::HashMap::new();
+        for record in data.chunks_exact(4 + BLOCK) {
+            let index = u64::from(u32::from_le_bytes([record[0], record[1], record[2], record[3]])) % (size / BLOCK as u64);
+            blocks.insert(index, record[4..].to_vec());
+        }
+        Sparse { blocks, size }
+    }
+}
+
+impl guestfs::BlockReader for Sparse {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let block = BLOCK as u64;
+        for (i, byte) in buf.iter_mut().enumerate() {
+            let at = offset + i as u64;
+            *byte = self.blocks.get(&(at / block)).map_or(0, |b| b[(at % block) as usize]);
+        }
+        Ok(())
+    }
+}
+
 /// List, stat, read and take the extended attributes of everything under `dir`, at most
 /// `budget` entries and 8 levels deep.
 /// Files larger than `max_file` are not read: a sparse file may claim any size, and reading

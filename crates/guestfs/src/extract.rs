@@ -285,12 +285,11 @@ fn place(
                     return;
                 }
             };
-            let mut sparse = Sparse { file: &file, at: 0, target: &target };
+            let mut sparse = Sparse { file: &file, at: 0, written: 0, target: &target };
             match fs.read_file(path, &mut sparse).and_then(|n| sparse.finish().map(|()| n)) {
                 Ok(n) => {
                     report.files += 1;
                     report.bytes += n;
-                    set_file_times(&file, entry);
                     drop(file);
                     finish_metadata(fs, path, &target, entry, walk, root, report);
                     if let Some(inode) = shared {
@@ -386,10 +385,13 @@ fn new_file(target: &Path) -> std::io::Result<File> {
 }
 
 /// A file written at increasing offsets whose all-zero 4 KiB blocks are skipped, leaving
-/// holes; `finish` sets the length, so trailing zeros become a hole too.
+/// holes; `finish` sets the length when it ends in skipped zeros, so they become a hole too.
 struct Sparse<'a> {
     file: &'a File,
+    /// Bytes taken so far.
     at: u64,
+    /// The end of the last bytes written to the file.
+    written: u64,
     target: &'a Path,
 }
 
@@ -397,6 +399,9 @@ const SPARSE_BLOCK: usize = 4096;
 
 impl Sparse<'_> {
     fn finish(&mut self) -> Result<()> {
+        if self.written == self.at {
+            return Ok(());
+        }
         self.file
             .set_len(self.at)
             .map_err(|source| GuestError::Write { path: self.target.display().to_string(), source })
@@ -407,38 +412,34 @@ impl std::io::Write for Sparse<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         use std::os::unix::fs::FileExt;
         let mut done = 0;
+        // A run of blocks with data, written in one call when it ends.
+        let mut run: Option<(usize, u64)> = None;
         while done < buf.len() {
             // Blocks aligned to the file's offsets, so holes fall on block boundaries.
             let within = (self.at % SPARSE_BLOCK as u64) as usize;
             let n = (SPARSE_BLOCK - within).min(buf.len() - done);
-            let piece = &buf[done..done + n];
-            if piece.iter().any(|&b| b != 0) {
-                self.file.write_all_at(piece, self.at)?;
+            let data = buf[done..done + n].iter().any(|&b| b != 0);
+            match (data, run) {
+                (true, None) => run = Some((done, self.at)),
+                (false, Some((from, at))) => {
+                    self.file.write_all_at(&buf[from..done], at)?;
+                    self.written = self.at;
+                    run = None;
+                }
+                _ => {}
             }
             self.at += n as u64;
             done += n;
+        }
+        if let Some((from, at)) = run {
+            self.file.write_all_at(&buf[from..], at)?;
+            self.written = self.at;
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-fn set_file_times(file: &File, entry: &Entry) {
-    if let Some(t) = entry.mtime.and_then(to_system_time) {
-        let _ = file.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t));
-    }
-}
-
-fn to_system_time((secs, nanos): (i64, u32)) -> Option<std::time::SystemTime> {
-    let base = std::time::UNIX_EPOCH;
-    let nanos = std::time::Duration::new(0, nanos.min(999_999_999));
-    if secs >= 0 {
-        base.checked_add(std::time::Duration::from_secs(secs as u64))?.checked_add(nanos)
-    } else {
-        base.checked_sub(std::time::Duration::from_secs(secs.unsigned_abs()))?.checked_add(nanos)
     }
 }
 

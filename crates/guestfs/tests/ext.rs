@@ -111,6 +111,24 @@ fn inline_data_files_and_directories_read_as_the_kernel_shows_them() {
 }
 
 #[test]
+fn an_attribute_value_in_its_own_inode_reads_as_the_kernel_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // With ea_inode a value larger than a block lives in an inode of its own.
+    let value = "v".repeat(20_000);
+    let (image, want) =
+        made(dir.path(), "ea", &["mkfs.ext4", "-q", "-F", "-b", "4096", "-O", "ea_inode"], |m| {
+            std::fs::write(m.join("carrier"), "x\n").unwrap();
+            run("setfattr", &["-n", "user.large", "-v", &value, s(&m.join("carrier"))]);
+            run("setfattr", &["-n", "user.small", "-v", "beside it", s(&m.join("carrier"))]);
+        });
+    let fs = open(&image).unwrap();
+    let got: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+        fs.xattrs(b"/carrier").unwrap().into_iter().map(|x| (x.name, x.value)).collect();
+    assert_eq!(got, want["carrier"].xattrs);
+    assert_eq!(got[&b"user.large"[..]].len(), 20_000);
+}
+
+#[test]
 fn a_large_dir_filesystem_with_a_three_level_htree_finds_every_name() {
     let dir = tempfile::tempdir().unwrap();
     // 1 KiB blocks and 250-byte names: three names per leaf, so 30 000 names need the third

@@ -215,11 +215,11 @@ fn check_incompat_features(
         | IncompatibleFeatures::SEPARATE_JOURNAL_DEVICE
         | IncompatibleFeatures::META_BLOCK_GROUPS
         | IncompatibleFeatures::MULTIPLE_MOUNT_PROTECTION
-        | IncompatibleFeatures::LARGE_EXTENDED_ATTRIBUTES_IN_INODES
         | IncompatibleFeatures::DATA_IN_DIR_ENTRY;
     // vmvault patch: DATA_IN_INODE (inline_data) is read (see
-    // `Inode::inline`), and LARGE_DIRECTORIES only deepens the htree,
-    // which is walked to any depth.
+    // `Inode::inline`), LARGE_DIRECTORIES only deepens the htree, which
+    // is walked to any depth, and LARGE_EXTENDED_ATTRIBUTES_IN_INODES
+    // (ea_inode) only moves attribute values, which vmvault reads.
 
     let present_required = actual & required_features;
     if present_required != required_features {

@@ -280,10 +280,10 @@ fn browse(disk: &PointDisk, command: FilesCommand) -> Result<()> {
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             if json {
                 let dir = if is_dir { path.clone() } else { parent_of(&path) };
-                let list = entries
+                let list: Vec<serde_json::Value> = entries
                     .iter()
                     .map(|e| entry_json(fs.as_ref(), &guestfs::tree::join(&dir, &e.name), e))
-                    .collect::<Result<Vec<serde_json::Value>>>()?;
+                    .collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
             } else {
                 for e in &entries {
@@ -338,13 +338,26 @@ fn parent_of(path: &[u8]) -> Vec<u8> {
 
 /// Everything `files get` restores of an entry: kind, size, mode, owner, time, its inode and
 /// link count (hard links), a symlink's target and the extended attributes.
-fn entry_json(fs: &dyn guestfs::GuestFs, path: &[u8], e: &Entry) -> Result<serde_json::Value> {
+/// What cannot be read of an entry (a damaged link target or attribute) is named on it, as
+/// `error`; the rest of the listing goes on.
+fn entry_json(fs: &dyn guestfs::GuestFs, path: &[u8], e: &Entry) -> serde_json::Value {
+    let mut errors = Vec::new();
     let target = match e.kind {
-        EntryKind::Symlink => Some(String::from_utf8_lossy(&fs.read_link(path)?).into_owned()),
+        EntryKind::Symlink => fs
+            .read_link(path)
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .map_err(|err| errors.push(err.to_string()))
+            .ok(),
         _ => None,
     };
-    let xattrs: Vec<serde_json::Value> = fs.xattrs(path)?.iter().map(xattr_json).collect();
-    Ok(serde_json::json!({
+    let xattrs: Vec<serde_json::Value> = match fs.xattrs(path) {
+        Ok(list) => list.iter().map(xattr_json).collect(),
+        Err(err) => {
+            errors.push(err.to_string());
+            Vec::new()
+        }
+    };
+    serde_json::json!({
         "name": e.display_name(),
         "kind": e.kind,
         "size": e.size,
@@ -356,7 +369,8 @@ fn entry_json(fs: &dyn guestfs::GuestFs, path: &[u8], e: &Entry) -> Result<serde
         "links": e.links.map(|(_, links)| links),
         "target": target,
         "xattrs": xattrs,
-    }))
+        "error": (!errors.is_empty()).then(|| errors.join("; ")),
+    })
 }
 
 /// An extended attribute for a listing: its value as text when it is text (an SELinux label

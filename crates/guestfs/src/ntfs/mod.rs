@@ -6,8 +6,9 @@
 //! that say so, never their stub bytes. DOS 8.3 aliases and the system files (`$MFT`…) are
 //! not listed. Unix metadata is synthesised: directories 0755, files 0644, no owner.
 
-mod lznt1;
-mod reparse;
+pub mod lznt1;
+mod record;
+pub mod reparse;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use crate::error::{GuestError, Result};
 use crate::guard;
 use crate::reader::{Cursor, Slice};
 use crate::tree::{Entry, EntryKind, GuestFs, copy_out, show};
+use record::ZeroPast;
 
 /// Records below this number are NTFS's own metadata files.
 const FIRST_USER_RECORD: u64 = 16;
@@ -72,6 +74,33 @@ fn runs_of(value: &NtfsAttributeValue<'_, '_>, what: &str) -> Result<Option<Runs
         .collect::<std::result::Result<Runs, _>>()
         .map(Some)
         .map_err(|e| corrupt(what, e))
+}
+
+/// The initialized size of `attribute` (non-resident) of `file`: where its valid data ends.
+fn valid_length(
+    volume: &Slice,
+    file: &NtfsFile<'_>,
+    attribute: &ntfs::NtfsAttribute<'_, '_>,
+    what: &str,
+) -> Result<u64> {
+    let (Some(record), Some(at)) = (file.position().value(), attribute.position().value()) else {
+        return Err(GuestError::corrupt(what, "an attribute at no position"));
+    };
+    let offset = at
+        .get()
+        .checked_sub(record.get())
+        .ok_or_else(|| GuestError::corrupt(what, "an attribute before its record"))?;
+    record::initialized_size(volume, record.get(), file.allocated_size(), offset, what)
+}
+
+/// The unnamed $DATA of a file with an `$ATTRIBUTE_LIST`, its pieces put together.
+struct Listed {
+    /// Its size.
+    len: u64,
+    /// Its initialized size: bytes past it read as zeros.
+    valid: u64,
+    flags: NtfsAttributeFlags,
+    runs: Runs,
 }
 
 /// What a file record is, as far as listing and reading go.
@@ -219,7 +248,7 @@ impl NtfsFs {
             node.unreadable = Some("encrypted with EFS: vmvault cannot decrypt it".into());
         }
         node.size = match self.listed_data(file, reader, what)? {
-            Some((len, _, _)) => len,
+            Some(listed) => listed.len,
             None => file
                 .data(reader, "")
                 .ok_or_else(|| GuestError::corrupt(what, "a file without its unnamed $DATA attribute"))?
@@ -243,12 +272,7 @@ impl NtfsFs {
     /// The unnamed $DATA of a file whose attributes overflowed into an `$ATTRIBUTE_LIST`:
     /// its pieces (in several records) put back together in VCN order, as the size, the
     /// attribute flags and the runs. `None` when the file has no attribute list.
-    fn listed_data(
-        &self,
-        file: &NtfsFile<'_>,
-        reader: &mut Cursor,
-        what: &str,
-    ) -> Result<Option<(u64, NtfsAttributeFlags, Runs)>> {
+    fn listed_data(&self, file: &NtfsFile<'_>, reader: &mut Cursor, what: &str) -> Result<Option<Listed>> {
         let mut list = None;
         for attribute in file.attributes_raw() {
             let attribute = attribute.map_err(|e| corrupt(what, e))?;
@@ -276,20 +300,24 @@ impl NtfsFs {
             let (len, flags) = (attribute.value_length(), attribute.flags());
             let value = attribute.value(reader).map_err(|e| corrupt(what, e))?;
             let Some(runs) = runs_of(&value, what)? else { return Ok(None) };
-            pieces.push((entry.lowest_vcn().value(), len, flags, runs));
+            let vcn = entry.lowest_vcn().value();
+            // Only the first piece's header holds the stream's sizes.
+            let valid = if vcn == 0 { valid_length(&self.volume, &record, &attribute, what)? } else { 0 };
+            pieces.push((vcn, len, flags, runs, valid));
             if pieces.len() > MAX_ENTRIES {
                 return Err(GuestError::corrupt(what, "more than a million $DATA pieces"));
             }
         }
         pieces.sort_by_key(|p| p.0);
-        let Some(&(first_vcn, len, flags, _)) = pieces.first().map(|p| (p.0, p.1, p.2, ())).as_ref() else {
+        let Some(&(first_vcn, len, flags, valid)) = pieces.first().map(|p| (p.0, p.1, p.2, p.4)).as_ref()
+        else {
             return Ok(None);
         };
         if first_vcn != 0 {
             return Err(GuestError::corrupt(what, "its $DATA pieces do not start at the file's start"));
         }
         let runs = pieces.into_iter().flat_map(|p| p.3).collect();
-        Ok(Some((len, flags, runs)))
+        Ok(Some(Listed { len, valid, flags, runs }))
     }
 
     /// Copy the unnamed $DATA of `file` to `out`, decompressing LZNT1.
@@ -300,14 +328,15 @@ impl NtfsFs {
         what: &str,
         out: &mut dyn Write,
     ) -> Result<u64> {
-        if let Some((len, flags, runs)) = self.listed_data(file, reader, what)? {
+        if let Some(Listed { len, valid, flags, runs }) = self.listed_data(file, reader, what)? {
             if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
                 return Err(unsupported(what, "encrypted with EFS: vmvault cannot decrypt it"));
             }
+            let mut out = ZeroPast::new(out, valid);
             if flags.contains(NtfsAttributeFlags::COMPRESSED) {
-                return self.copy_compressed(&runs, len, what, out);
+                return self.copy_compressed(&runs, len, what, &mut out);
             }
-            return self.copy_runs(&runs, len, what, out);
+            return self.copy_runs(&runs, len, what, &mut out);
         }
         let item = file
             .data(reader, "")
@@ -319,6 +348,9 @@ impl NtfsFs {
             return Err(unsupported(what, "encrypted with EFS: vmvault cannot decrypt it"));
         }
         let len = attribute.value_length();
+        let valid =
+            if attribute.is_resident() { len } else { valid_length(&self.volume, file, &attribute, what)? };
+        let out = &mut ZeroPast::new(out, valid);
         let value = attribute.value(reader).map_err(|e| corrupt(what, e))?;
         if !flags.contains(NtfsAttributeFlags::COMPRESSED) {
             let mut data = value.attach(reader);
@@ -518,8 +550,14 @@ impl GuestFs for NtfsFs {
             if attribute.flags().intersects(NtfsAttributeFlags::COMPRESSED | NtfsAttributeFlags::ENCRYPTED) {
                 return Err(unsupported(&what, "a compressed or encrypted stream: not readable yet"));
             }
+            let valid = if attribute.is_resident() {
+                attribute.value_length()
+            } else {
+                valid_length(&self.volume, &file, &attribute, &what)?
+            };
             let value = attribute.value(&mut *reader).map_err(|e| corrupt(&what, e))?;
             let mut data = value.attach(&mut *reader);
+            let out = &mut ZeroPast::new(out, valid);
             copy_out(&what, |buf| data.read(buf).map_err(|e| GuestError::corrupt(&what, e)), out)
         })
     }
