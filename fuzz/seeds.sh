@@ -7,7 +7,8 @@
 # fuzz/corpus/luks (LUKS1 and LUKS2 headers with their keyslots) and fuzz/corpus/btrfs (a
 # btrfs with a subvolume and zstd files, as the target's sparse records of its non-zero
 # 4 KiB blocks), fuzz/corpus/ext (ext4 with and without inline_data, in the same records) and
-# fuzz/corpus/ntfs_parts (an LZNT1 chunk, a symlink reparse buffer). Every filesystem seed
+# fuzz/corpus/ntfs_parts (an LZNT1 chunk, a symlink reparse buffer), fuzz/corpus/guest_fs (a
+# disk that is an MD RAID1 member holding ext4). Every filesystem seed
 # carries extended attributes and ACLs.
 # Needs xfsprogs, btrfs-progs, lvm2, cryptsetup, attr and acl. Usage: sh fuzz/seeds.sh
 set -eu
@@ -146,6 +147,25 @@ for features in plain inline_data; do
     umount "$work/m"
     records "$work/ext" "corpus/ext/$features"
 done
+# guest_fs: a whole disk that is an MD RAID1 member (metadata 1.2: superblock 4 KiB in, data
+# 1 MiB in) holding a small ext4 (mdadm cannot write one without the kernel's md driver; the
+# superblock follows the kernel's layout, and mdadm --examine accepts it).
+mkdir -p corpus/guest_fs
+truncate -s 1M "$work/md-inner"
+mkfs.ext4 -q -F -b 1024 -N 64 "$work/md-inner"
+python3 -c "
+import struct
+sb = bytearray(4096)
+def p32(a, v): sb[a:a + 4] = struct.pack('<I', v)
+def p64(a, v): sb[a:a + 8] = struct.pack('<Q', v)
+p32(0, 0xa92b4efc); p32(4, 1); sb[16:32] = b'Z' * 16; sb[32:40] = b'host:md0'; p32(72, 1)
+p64(80, 2048); p32(92, 2); p64(128, 2048); p64(136, 2048); p64(144, 8); p32(220, 2)
+sb[256:260] = b'\0\0\1\0'
+s = sum(struct.unpack('<65I', bytes(sb[:260])))
+p32(216, ((s & 0xffffffff) + (s >> 32)) & 0xffffffff)
+inner = open('$work/md-inner', 'rb').read()
+open('corpus/guest_fs/md-raid1', 'wb').write(bytes(4096) + bytes(sb) + bytes(1048576 - 8192) + inner)
+"
 # NTFS pieces: an LZNT1 chunk of literals (even first byte), a symlink reparse buffer (odd).
 mkdir -p corpus/ntfs_parts
 python3 -c "
@@ -157,4 +177,4 @@ name = chr(92).join(['C:', 'Users', 'Ana']).encode('utf-16-le')
 body = struct.pack('<HHHHI', 0, len(name), len(name), len(name), 0) + name + name
 open('corpus/ntfs_parts/symlink', 'wb').write(b'\1' + struct.pack('<IHH', 0xA000000C, len(body), 0) + body)
 "
-ls -l corpus/luks corpus/btrfs corpus/ext corpus/ntfs_parts
+ls -l corpus/luks corpus/btrfs corpus/ext corpus/ntfs_parts corpus/guest_fs

@@ -151,10 +151,46 @@ fn open_luks(v: &mut Volume, passphrases: &[Passphrase]) {
     v.note = failed.map(|e| format!("encrypted (LUKS): {e}"));
 }
 
+/// A member of an MD RAID1 array shows the array's data (each member holds all of it); a
+/// member of another level says what it is part of.
+fn open_md(v: &mut Volume) {
+    let Some(slice) = v.slice.clone() else { return };
+    let member = match crate::md::read_member(&slice, &format!("volume {}", v.id)) {
+        Ok(Some(member)) => member,
+        Ok(None) => return,
+        Err(e) => {
+            v.note = Some(e.to_string());
+            return;
+        }
+    };
+    let array = match &member.name {
+        Some(name) => format!("MD array {name} ({})", member.uuid.as_deref().unwrap_or("no UUID")),
+        None => format!("MD array {}", member.uuid.as_deref().unwrap_or("without a UUID")),
+    };
+    if member.level != 1 {
+        v.note = Some(format!(
+            "member of RAID{} {array}, metadata {}: vmvault reads RAID1 members only, and does not assemble arrays",
+            member.level, member.metadata
+        ));
+        return;
+    }
+    let inner = slice.sub(member.data.0, member.data.1);
+    let found = probe(&inner);
+    (v.fs, v.label, v.uuid) = (found.kind, found.label, found.uuid);
+    v.note = Some(format!(
+        "inside RAID1 {array} of {} devices, metadata {}: this member read on its own",
+        member.raid_disks, member.metadata
+    ));
+    v.slice = Some(inner);
+}
+
 /// The partitions (or whole disk) of one disk, probed, LUKS volumes opened where a
-/// passphrase opens them.
+/// passphrase opens them, MD RAID1 members opened.
 fn volumes_of(disk: &GuestDisk, passphrases: &[Passphrase]) -> Result<(TableKind, Vec<Volume>)> {
     let (table, mut volumes) = partitions(disk)?;
+    for v in volumes.iter_mut().filter(|v| v.fs == FsKind::RaidMember) {
+        open_md(v);
+    }
     for v in volumes.iter_mut().filter(|v| v.fs == FsKind::Luks) {
         open_luks(v, passphrases);
     }

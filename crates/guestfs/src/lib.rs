@@ -20,6 +20,7 @@ pub mod glob;
 pub mod layout;
 pub mod luks;
 pub mod lvm;
+pub mod md;
 pub mod ntfs;
 pub mod partition;
 pub mod probe;

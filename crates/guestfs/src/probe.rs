@@ -111,6 +111,11 @@ pub fn probe(volume: &Slice) -> Probe {
     let short = head.len() < 4096;
     // A volume shorter than 4 KiB reads as zeros past its end, so no check indexes out.
     head.resize(4096, 0);
+    // MD first, as blkid does: a member with its superblock at the end (1.0, 0.90) starts with
+    // the array's first bytes, which on RAID0/5 are only part of a filesystem.
+    if crate::md::is_member(volume) {
+        return Probe { kind: FsKind::RaidMember, label: None, uuid: None };
+    }
     if le16(&head, 1080) == 0xEF53 {
         return ext(&head);
     }
@@ -156,9 +161,6 @@ pub fn probe(volume: &Slice) -> Probe {
             uuid: uuid_text(&sb[0x20..0x30]),
         };
     }
-    if is_md_member(volume, &head) {
-        return Probe { kind: FsKind::RaidMember, label: None, uuid: None };
-    }
     unknown
 }
 
@@ -190,19 +192,4 @@ fn looks_like_fat(boot: &[u8]) -> bool {
         && reserved >= 1
         && (1..=2).contains(&fats)
         && (boot.get(54..57) == Some(b"FAT") || boot.get(82..85) == Some(b"FAT"))
-}
-
-/// An MD superblock: 1.1 at 0, 1.2 at 4 KiB, 1.0 8 KiB before the end, 0.90 in the last
-/// 64 KiB-aligned 64 KiB.
-fn is_md_member(volume: &Slice, head: &[u8]) -> bool {
-    const MAGIC: u32 = 0xA92B_4EFC;
-    if le32(head, 0) == MAGIC {
-        return true;
-    }
-    let len = volume.len();
-    let at_4k = read(volume, 4096, 4).is_some_and(|b| le32(&b, 0) == MAGIC);
-    let at_end = len >= 8192 && read(volume, (len - 8192) & !4095, 4).is_some_and(|b| le32(&b, 0) == MAGIC);
-    let at_090 =
-        len >= 65536 && read(volume, (len & !65535) - 65536, 4).is_some_and(|b| le32(&b, 0) == MAGIC);
-    at_4k || at_end || at_090
 }

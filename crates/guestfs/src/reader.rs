@@ -70,6 +70,12 @@ impl Slice {
         Slice { inner, start: 0, len }
     }
 
+    /// The window `offset..offset+len` of this window, clipped to it (an MD member's data).
+    pub fn sub(&self, offset: u64, len: u64) -> Slice {
+        let offset = offset.min(self.len);
+        Slice { inner: Arc::clone(&self.inner), start: self.start + offset, len: len.min(self.len - offset) }
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> u64 {
         self.len
