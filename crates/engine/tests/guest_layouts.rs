@@ -393,6 +393,25 @@ async fn a_fedora_layout_gives_its_btrfs_root_and_home_subvolumes_compressed_as_
         run("btrfs", &["-q", "subvolume", "create", s(&mnt.join("root"))]);
         run("btrfs", &["-q", "subvolume", "create", s(&mnt.join("home"))]);
         fill_linux_root(&mnt.join("root"), "fedora", true);
+        std::fs::write(
+            mnt.join("root/etc/fstab"),
+            "UUID=f00d / btrfs subvol=root,compress=zstd:1 0 0\nUUID=f00d /home btrfs subvol=home 0 0\n",
+        )
+        .unwrap();
+        // A snapshot of the root (as snapper keeps them) sorts before it and holds an OS
+        // root too; its fstab names `root`, not itself.
+        std::fs::create_dir_all(mnt.join(".snapshots/1")).unwrap();
+        run(
+            "btrfs",
+            &[
+                "-q",
+                "subvolume",
+                "snapshot",
+                "-r",
+                s(&mnt.join("root")),
+                s(&mnt.join(".snapshots/1/snapshot")),
+            ],
+        );
         std::fs::create_dir_all(mnt.join("home/ana")).unwrap();
         std::fs::write(mnt.join("home/ana/notes.txt"), "zstd compresses this line well\n".repeat(20_000))
             .unwrap();
@@ -433,6 +452,7 @@ async fn a_fedora_layout_gives_its_btrfs_root_and_home_subvolumes_compressed_as_
             ("1", FsKind::Vfat, false),
             ("2", FsKind::Ext4, false),
             ("3", FsKind::Btrfs, false),
+            ("3:.snapshots/1/snapshot", FsKind::Btrfs, false),
             ("3:home", FsKind::Btrfs, false),
             ("3:root", FsKind::Btrfs, true),
         ]

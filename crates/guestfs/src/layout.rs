@@ -304,15 +304,20 @@ pub fn scan_unlocking(disks: &[GuestDisk], chosen: usize, passphrases: &[Passphr
         with_subvolumes.extend(subvolumes);
     }
     let mut volumes = with_subvolumes;
-    // A btrfs root is usually a subvolume (Fedora's "root", openSUSE's "@"): when the
-    // default subvolume is not the root, the first subvolume that is.
-    if !volumes.iter().any(|v| v.os_root)
-        && let Some(v) =
-            volumes.iter_mut().find(|v| v.subvolume.is_some() && v.note.as_deref() == Some(ROOT_SUBVOLUME))
-    {
-        v.os_root = true;
+    // A btrfs root is usually a subvolume (Fedora's "root", Ubuntu's "@"): when the default
+    // subvolume is not the root, the one whose own fstab mounts it as `/` (snapshots of the
+    // root hold the same fstab, which names the root, not them), else the first that holds one.
+    if !volumes.iter().any(|v| v.os_root) {
+        let by_fstab = volumes.iter().position(|v| v.note.as_deref() == Some(FSTAB_ROOT_SUBVOLUME));
+        let first = || volumes.iter().position(|v| v.note.as_deref() == Some(ROOT_SUBVOLUME));
+        if let Some(i) = by_fstab.or_else(first) {
+            volumes[i].os_root = true;
+        }
     }
-    for v in volumes.iter_mut().filter(|v| v.note.as_deref() == Some(ROOT_SUBVOLUME)) {
+    for v in volumes
+        .iter_mut()
+        .filter(|v| matches!(v.note.as_deref(), Some(ROOT_SUBVOLUME | FSTAB_ROOT_SUBVOLUME)))
+    {
         v.note = Some("btrfs subvolume".into());
     }
     Ok(Layout { disk: disk.label.clone(), table, volumes, groups })
@@ -377,8 +382,9 @@ fn annotate(v: &mut Volume) {
     }
 }
 
-/// The note a subvolume holding an OS root carries until one root is chosen.
+/// The notes a subvolume holding an OS root carries until one root is chosen.
 const ROOT_SUBVOLUME: &str = "btrfs subvolume with an OS root";
+const FSTAB_ROOT_SUBVOLUME: &str = "btrfs subvolume with an OS root that its fstab mounts as /";
 
 /// A row for each subvolume of the btrfs on `v` (`3:home`).
 fn subvolumes_of(v: &Volume) -> Vec<Volume> {
@@ -387,16 +393,46 @@ fn subvolumes_of(v: &Volume) -> Vec<Volume> {
     let Ok(list) = fs.subvolumes() else { return Vec::new() };
     let mut out = Vec::new();
     for sub in list {
-        let root = fs.at_subvolume(&sub.path).is_ok_and(|f| is_os_root(&f));
+        let view = fs.at_subvolume(&sub.path).ok();
+        let root = view.as_ref().is_some_and(|f| is_os_root(f));
+        let named = view.as_ref().is_some_and(|f| fstab_mounts_as_root(f, &sub));
+        let note = match (root, named) {
+            (true, true) => FSTAB_ROOT_SUBVOLUME,
+            (true, false) => ROOT_SUBVOLUME,
+            _ => "btrfs subvolume",
+        };
         out.push(Volume {
             id: format!("{}:{}", v.id, sub.path),
             subvolume: Some(sub.path),
-            note: Some(if root { ROOT_SUBVOLUME.into() } else { "btrfs subvolume".into() }),
+            note: Some(note.into()),
             os_root: false,
             ..v.clone()
         });
     }
     out
+}
+
+/// Whether the `/etc/fstab` in subvolume `sub` mounts `sub` itself as `/` (`subvol=` its path
+/// or `subvolid=` its id).
+fn fstab_mounts_as_root(fs: &dyn GuestFs, sub: &crate::btrfs::Subvolume) -> bool {
+    let mut fstab = Vec::new();
+    if fs.stat(b"/etc/fstab").map(|e| e.size > 1 << 20).unwrap_or(true)
+        || fs.read_file(b"/etc/fstab", &mut fstab).is_err()
+    {
+        return false;
+    }
+    String::from_utf8_lossy(&fstab).lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first().is_none_or(|f| f.starts_with('#')) || fields.get(1) != Some(&"/") {
+            return false;
+        }
+        fields.get(3).is_some_and(|options| {
+            options.split(',').any(|o| {
+                o.strip_prefix("subvol=").is_some_and(|p| p.trim_start_matches('/') == sub.path)
+                    || o.strip_prefix("subvolid=").is_some_and(|id| id == sub.id.to_string())
+            })
+        })
+    })
 }
 
 /// Whether a filesystem is a guest's OS root.

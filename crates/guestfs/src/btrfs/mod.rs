@@ -16,7 +16,9 @@ use crate::error::{GuestError, Result};
 use crate::reader::Slice;
 use crate::tree::{Entry, EntryKind, GuestFs, base_name, show};
 use crate::xattr::{MAX_COUNT, Xattr};
-use tree::{DIR_INDEX, DIR_ITEM, EXTENT_DATA, INODE_ITEM, Key, ROOT_ITEM, ROOT_REF, Volume, XATTR_ITEM};
+use tree::{
+    DIR_INDEX, DIR_ITEM, EXTENT_DATA, INODE_ITEM, INODE_REF, Key, ROOT_ITEM, ROOT_REF, Volume, XATTR_ITEM,
+};
 
 /// The top-level subvolume's id.
 const FS_TREE: u64 = 5;
@@ -76,6 +78,9 @@ pub struct BtrfsFs {
     top: u64,
     /// Names of recently looked-up directories.
     dirs: Mutex<HashMap<Ino, Names>>,
+    /// The last path looked up and what it names: extraction reads a file's data and then
+    /// its attributes by the same path.
+    last: Mutex<Option<(Vec<u8>, Ino)>>,
 }
 
 impl BtrfsFs {
@@ -106,6 +111,7 @@ impl BtrfsFs {
             roots: Arc::new(roots),
             top: FS_TREE,
             dirs: Mutex::new(HashMap::new()),
+            last: Mutex::new(None),
         };
         // The default subvolume: the "default" entry of the root tree's directory.
         let (min, max) = all_of(ROOT_TREE_DIR, DIR_ITEM);
@@ -125,17 +131,16 @@ impl BtrfsFs {
             Key { objectid: u64::MAX, ty: ROOT_REF, offset: u64::MAX },
         );
         let refs = self.volume.search(self.volume.root, min, max, Some(ROOT_REF))?;
-        // (child → (parent, name)); paths are built up from the top level.
-        let parents: HashMap<u64, (u64, String)> = refs
-            .iter()
-            .map(|(k, d)| {
-                let len = usize::from(le16(d, 16));
-                (
-                    k.offset,
-                    (k.objectid, String::from_utf8_lossy(d.get(18..18 + len).unwrap_or(&[])).into_owned()),
-                )
-            })
-            .collect();
+        // (child → (parent, its path within the parent: the directory it is in, then its
+        // name)); paths are built up from the top level.
+        let mut parents: HashMap<u64, (u64, String)> = HashMap::new();
+        for (k, d) in &refs {
+            let len = usize::from(le16(d, 16));
+            let name = String::from_utf8_lossy(d.get(18..18 + len).unwrap_or(&[])).into_owned();
+            let mut within = self.dir_path(k.objectid, le64(d, 0))?;
+            within.push(name);
+            parents.insert(k.offset, (k.objectid, within.join("/")));
+        }
         let mut out = Vec::new();
         for &id in parents.keys() {
             let mut parts = Vec::new();
@@ -154,6 +159,27 @@ impl BtrfsFs {
         Ok(out)
     }
 
+    /// The names from subvolume `tree`'s root down to its directory `dir`, by the directories'
+    /// `INODE_REF` items (a subvolume may sit in a plain directory: snapper's
+    /// `.snapshots/1/snapshot`).
+    fn dir_path(&self, tree: u64, mut dir: u64) -> Result<Vec<String>> {
+        let mut parts = Vec::new();
+        while dir != ROOT_DIR {
+            if parts.len() >= 256 {
+                return Err(bad("btrfs", "a subvolume nested deeper than 256 directories (a loop?)"));
+            }
+            let (min, max) = all_of(dir, INODE_REF);
+            let items = self.volume.search(self.tree(tree)?, min, max, Some(INODE_REF))?;
+            let (key, d) =
+                items.first().ok_or_else(|| bad("btrfs", format!("directory {dir} has no name")))?;
+            let len = usize::from(le16(d, 8));
+            parts.push(String::from_utf8_lossy(d.get(10..10 + len).unwrap_or(&[])).into_owned());
+            dir = key.offset;
+        }
+        parts.reverse();
+        Ok(parts)
+    }
+
     /// The same filesystem at subvolume `name` (a path as [`BtrfsFs::subvolumes`] gives
     /// it) or id.
     pub fn at_subvolume(&self, name: &str) -> Result<BtrfsFs> {
@@ -167,6 +193,7 @@ impl BtrfsFs {
             roots: Arc::clone(&self.roots),
             top: found.id,
             dirs: Mutex::new(HashMap::new()),
+            last: Mutex::new(None),
         })
     }
 
@@ -229,6 +256,18 @@ impl BtrfsFs {
     }
 
     fn lookup(&self, path: &[u8]) -> Result<Ino> {
+        if let Some((last, at)) = &*self.last.lock().unwrap_or_else(PoisonError::into_inner)
+            && last == path
+        {
+            return Ok(*at);
+        }
+        let at = self.walk(path)?;
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((path.to_vec(), at));
+        Ok(at)
+    }
+
+    /// [`BtrfsFs::lookup`] without its cache.
+    fn walk(&self, path: &[u8]) -> Result<Ino> {
         let mut at = Ino { tree: self.top, ino: ROOT_DIR };
         for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
             if self.inode(at)?.mode & 0o170000 != 0o040000 {

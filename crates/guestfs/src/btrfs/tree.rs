@@ -14,6 +14,8 @@ use crate::reader::Slice;
 pub const SUPERBLOCK: u64 = 0x10000;
 /// Item types used here.
 pub const INODE_ITEM: u8 = 1;
+/// An inode's name in its directory, keyed by the directory.
+pub const INODE_REF: u8 = 12;
 /// Extended attributes of an inode, keyed by the hash of the name.
 pub const XATTR_ITEM: u8 = 24;
 pub const DIR_ITEM: u8 = 84;

@@ -39,13 +39,20 @@ pub struct XfsFs {
     disk: Disk,
     /// Name → inode of recently resolved directories, by directory inode.
     dirs: Mutex<HashMap<u64, Names>>,
+    /// The last path looked up and its inode: extraction reads a file's data and then its
+    /// attributes by the same path.
+    last: Mutex<Option<(Vec<u8>, Inode)>>,
 }
 
 impl XfsFs {
     /// Open the filesystem in `volume`.
     pub fn open(volume: Slice) -> Result<XfsFs> {
         let sb = Superblock::read(&volume)?;
-        let fs = XfsFs { disk: Disk { slice: volume, sb }, dirs: Mutex::new(HashMap::new()) };
+        let fs = XfsFs {
+            disk: Disk { slice: volume, sb },
+            dirs: Mutex::new(HashMap::new()),
+            last: Mutex::new(None),
+        };
         let root = read_inode(&fs.disk, fs.disk.sb.root_ino)?;
         if root.mode & 0o170000 != 0o040000 {
             return Err(GuestError::corrupt("XFS root inode", "not a directory"));
@@ -72,6 +79,18 @@ impl XfsFs {
     /// The inode at `path`, not following a final symlink (links on the way are not followed
     /// either: guest paths name what is there).
     fn lookup(&self, path: &[u8]) -> Result<Inode> {
+        if let Some((last, node)) = &*self.last.lock().unwrap_or_else(PoisonError::into_inner)
+            && last == path
+        {
+            return Ok(node.clone());
+        }
+        let node = self.walk(path)?;
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((path.to_vec(), node.clone()));
+        Ok(node)
+    }
+
+    /// [`XfsFs::lookup`] without its cache.
+    fn walk(&self, path: &[u8]) -> Result<Inode> {
         let mut node = read_inode(&self.disk, self.disk.sb.root_ino)?;
         for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
             if kind_of(node.mode) != EntryKind::Dir {
