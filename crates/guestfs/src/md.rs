@@ -4,9 +4,8 @@
 //! its data offset, so it is read on its own, as `mdadm --build` would show it; other levels
 //! are named, not assembled.
 
-use crate::bytes::{le32, le64};
+use crate::bytes::{le32, le64, uuid_text};
 use crate::error::{GuestError, Result};
-use crate::probe::uuid_text;
 use crate::reader::Slice;
 
 const MAGIC: u32 = 0xA92B_4EFC;

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::bytes::{le16, le32};
+use crate::bytes::{le16, le32, uuid_text};
 use crate::reader::Slice;
 
 /// What is on a volume, as `blkid` calls it.
@@ -84,16 +84,6 @@ fn text(b: &[u8]) -> Option<String> {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     let label = String::from_utf8_lossy(&b[..end]).trim().to_string();
     (!label.is_empty()).then_some(label)
-}
-
-/// 16 bytes as `8-4-4-4-12` hex, in disk order (as blkid shows ext, XFS, btrfs, swap UUIDs).
-pub fn uuid_text(b: &[u8]) -> Option<String> {
-    let b = b.get(..16)?;
-    if b.iter().all(|&c| c == 0) {
-        return None;
-    }
-    let hex: String = b.iter().map(|c| format!("{c:02x}")).collect();
-    Some(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
 }
 
 /// Read `len` bytes at `at`, or `None` when the volume is too small or unreadable.
