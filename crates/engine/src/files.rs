@@ -3,7 +3,6 @@
 //! directory of a 100 GiB disk touches a handful of chunks. The guest's partitions and
 //! filesystems are read by the `guestfs` crate on top of it.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -14,8 +13,8 @@ use vault::{FixedIndex, Manifest, UnlockedVault};
 use crate::error::{EngineError, Result};
 use crate::points;
 
-/// Chunks kept open in memory per reader (4 MiB each).
-pub const CACHE_CHUNKS: usize = 16;
+use crate::chunk_cache::ChunkCache;
+pub use crate::chunk_cache::{CACHE_CHUNKS, CACHE_CHUNKS_MAX};
 
 /// One disk of a recovery point, readable at any offset. Reads must come from threads
 /// outside the async runtime (the chunks are fetched by blocking on it).
@@ -23,7 +22,7 @@ pub struct PointReader {
     vault: Arc<UnlockedVault>,
     index: FixedIndex,
     handle: Handle,
-    cache: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
+    cache: Mutex<ChunkCache>,
     fetched: AtomicU64,
 }
 
@@ -35,7 +34,7 @@ impl PointReader {
             vault,
             index,
             handle: Handle::current(),
-            cache: Mutex::new(VecDeque::new()),
+            cache: Mutex::new(ChunkCache::default()),
             fetched: AtomicU64::new(0),
         })
     }
@@ -51,15 +50,8 @@ impl PointReader {
     }
 
     fn block(&self, block: usize) -> std::io::Result<Arc<Vec<u8>>> {
-        {
-            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(pos) = cache.iter().position(|(b, _)| *b == block) {
-                let hit = cache.remove(pos).map(|(_, data)| data);
-                if let Some(data) = hit {
-                    cache.push_front((block, Arc::clone(&data)));
-                    return Ok(data);
-                }
-            }
+        if let Some(hit) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(block) {
+            return Ok(hit);
         }
         let id = self.index.entries()[block];
         let data = self.handle.block_on(self.vault.get_chunk(&id)).map_err(std::io::Error::other)?;
@@ -70,9 +62,7 @@ impl PointReader {
         }
         self.fetched.fetch_add(1, Ordering::Relaxed);
         let data = Arc::new(data);
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.push_front((block, Arc::clone(&data)));
-        cache.truncate(CACHE_CHUNKS);
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).insert(block, Arc::clone(&data));
         Ok(data)
     }
 }

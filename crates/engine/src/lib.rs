@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod chunk_cache;
 pub mod error;
 pub mod files;
 pub mod jobs;
