@@ -267,6 +267,7 @@ fn an_encrypted_root_opens_with_its_luks_passphrase_and_nothing_else_is_shown_wi
     // Without the passphrase: an error naming the LUKS partition, never the ESP or /boot.
     let err = lab.fails(&["files", "cat", "crypt", "/etc/hostname"]);
     assert!(err.contains("3 is crypto_LUKS") && err.contains("no passphrase was given"), "{err}");
+    assert!(err.contains("--luks-passphrase-file") && err.contains("--partition"), "what to do: {err}");
     let parts_out = lab.ok(&["files", "parts", "crypt"]);
     assert!(parts_out.contains("Linux LUKS") && parts_out.contains("crypto_LUKS"), "{parts_out}");
 

@@ -126,7 +126,7 @@ pub type Passphrase = zeroize::Zeroizing<Vec<u8>>;
 fn open_luks(v: &mut Volume, passphrases: &[Passphrase]) {
     let Some(slice) = v.slice.clone() else { return };
     if passphrases.is_empty() {
-        v.note = Some("encrypted (LUKS): no passphrase was given".into());
+        v.note = Some("encrypted (LUKS): no passphrase was given (--luks-passphrase-file)".into());
         return;
     }
     let mut failed = None;
@@ -358,7 +358,7 @@ fn lv_volume(vg: &str, lv: &lvm::LogicalVolume, missing: &[String]) -> Volume {
 fn annotate(v: &mut Volume) {
     if v.note.is_none() {
         v.note = match v.fs {
-            FsKind::Luks => Some("encrypted (LUKS): no passphrase was given".into()),
+            FsKind::Luks => Some("encrypted (LUKS): no passphrase was given (--luks-passphrase-file)".into()),
             FsKind::RaidMember => Some("member of an MD RAID array: vmvault does not assemble arrays".into()),
             FsKind::LvmMember => Some("LVM PV whose volume group could not be read".into()),
             _ => None,
@@ -508,7 +508,8 @@ impl Layout {
             return Err(GuestError::Unsupported {
                 what: format!("disk {}", self.disk),
                 reason: format!(
-                    "no readable filesystem holds an OS root (/etc/os-release or Windows/System32), and {}",
+                    "no readable filesystem holds an OS root (/etc/os-release or Windows/System32), and {}; \
+                     --partition names the volume to read",
                     hidden.join("; ")
                 ),
             });
