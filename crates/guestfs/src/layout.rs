@@ -118,6 +118,9 @@ pub struct Layout {
     pub groups: Vec<GroupSummary>,
 }
 
+/// The note on a LUKS volume no passphrase was given for, and what to do.
+const NO_PASSPHRASE: &str = "encrypted (LUKS): no passphrase was given (--luks-passphrase-file)";
+
 /// A passphrase (or key file's bytes) to try on LUKS volumes; zeroized when dropped.
 pub type Passphrase = zeroize::Zeroizing<Vec<u8>>;
 
@@ -126,7 +129,7 @@ pub type Passphrase = zeroize::Zeroizing<Vec<u8>>;
 fn open_luks(v: &mut Volume, passphrases: &[Passphrase]) {
     let Some(slice) = v.slice.clone() else { return };
     if passphrases.is_empty() {
-        v.note = Some("encrypted (LUKS): no passphrase was given (--luks-passphrase-file)".into());
+        v.note = Some(NO_PASSPHRASE.into());
         return;
     }
     let mut failed = None;
@@ -358,7 +361,7 @@ fn lv_volume(vg: &str, lv: &lvm::LogicalVolume, missing: &[String]) -> Volume {
 fn annotate(v: &mut Volume) {
     if v.note.is_none() {
         v.note = match v.fs {
-            FsKind::Luks => Some("encrypted (LUKS): no passphrase was given (--luks-passphrase-file)".into()),
+            FsKind::Luks => Some(NO_PASSPHRASE.into()),
             FsKind::RaidMember => Some("member of an MD RAID array: vmvault does not assemble arrays".into()),
             FsKind::LvmMember => Some("LVM PV whose volume group could not be read".into()),
             _ => None,
@@ -393,9 +396,9 @@ fn subvolumes_of(v: &Volume) -> Vec<Volume> {
     let Ok(list) = fs.subvolumes() else { return Vec::new() };
     let mut out = Vec::new();
     for sub in list {
-        let view = fs.at_subvolume(&sub.path).ok();
-        let root = view.as_ref().is_some_and(|f| is_os_root(f));
-        let named = view.as_ref().is_some_and(|f| fstab_mounts_as_root(f, &sub));
+        let view = fs.at(&sub);
+        let root = is_os_root(&view);
+        let named = root && fstab_mounts_as_root(&view, &sub);
         let note = match (root, named) {
             (true, true) => FSTAB_ROOT_SUBVOLUME,
             (true, false) => ROOT_SUBVOLUME,

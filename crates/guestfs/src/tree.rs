@@ -92,6 +92,33 @@ pub trait GuestFs {
     }
 }
 
+/// The last path a reader looked up and what it named: extraction reads a file's data and then
+/// its attributes by the same path, so the second lookup is free.
+pub(crate) struct LastLookup<T>(std::sync::Mutex<Option<(Vec<u8>, T)>>);
+
+impl<T: Clone> LastLookup<T> {
+    /// Nothing looked up yet.
+    pub(crate) fn new() -> LastLookup<T> {
+        LastLookup(std::sync::Mutex::new(None))
+    }
+
+    /// What `path` names: the last answer if it was for `path`, else `walk`'s, kept.
+    pub(crate) fn get_or(&self, path: &[u8], walk: impl FnOnce() -> Result<T>) -> Result<T> {
+        if let Some((p, found)) = &*self.lock()
+            && p == path
+        {
+            return Ok(found.clone());
+        }
+        let found = walk()?;
+        *self.lock() = Some((path.to_vec(), found.clone()));
+        Ok(found)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Vec<u8>, T)>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Copy a file's bytes to `out` through `read` (a reader's `read`, errors already mapped);
 /// returns the bytes copied. One loop for every filesystem.
 pub(crate) fn copy_out(

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::bytes::{le16, le32, le64};
 use crate::error::{GuestError, Result};
 use crate::reader::Slice;
-use crate::tree::{Entry, EntryKind, GuestFs, base_name, show};
+use crate::tree::{Entry, EntryKind, GuestFs, LastLookup, base_name, show};
 use crate::xattr::{MAX_COUNT, Xattr};
 use tree::{
     DIR_INDEX, DIR_ITEM, EXTENT_DATA, INODE_ITEM, INODE_REF, Key, ROOT_ITEM, ROOT_REF, Volume, XATTR_ITEM,
@@ -78,9 +78,8 @@ pub struct BtrfsFs {
     top: u64,
     /// Names of recently looked-up directories.
     dirs: Mutex<HashMap<Ino, Names>>,
-    /// The last path looked up and what it names: extraction reads a file's data and then
-    /// its attributes by the same path.
-    last: Mutex<Option<(Vec<u8>, Ino)>>,
+    /// The last path looked up and what it names.
+    last: LastLookup<Ino>,
 }
 
 impl BtrfsFs {
@@ -111,7 +110,7 @@ impl BtrfsFs {
             roots: Arc::new(roots),
             top: FS_TREE,
             dirs: Mutex::new(HashMap::new()),
-            last: Mutex::new(None),
+            last: LastLookup::new(),
         };
         // The default subvolume: the "default" entry of the root tree's directory.
         let (min, max) = all_of(ROOT_TREE_DIR, DIR_ITEM);
@@ -188,13 +187,19 @@ impl BtrfsFs {
             .into_iter()
             .find(|s| s.path == name || s.id.to_string() == name)
             .ok_or_else(|| GuestError::NotFound { path: format!("btrfs subvolume {name:?}") })?;
-        Ok(BtrfsFs {
+        Ok(self.at(&found))
+    }
+
+    /// The same filesystem at `sub`, one of [`BtrfsFs::subvolumes`] (without listing them
+    /// again).
+    pub fn at(&self, sub: &Subvolume) -> BtrfsFs {
+        BtrfsFs {
             volume: Arc::clone(&self.volume),
             roots: Arc::clone(&self.roots),
-            top: found.id,
+            top: sub.id,
             dirs: Mutex::new(HashMap::new()),
-            last: Mutex::new(None),
-        })
+            last: LastLookup::new(),
+        }
     }
 
     fn tree(&self, id: u64) -> Result<u64> {
@@ -256,14 +261,7 @@ impl BtrfsFs {
     }
 
     fn lookup(&self, path: &[u8]) -> Result<Ino> {
-        if let Some((last, at)) = &*self.last.lock().unwrap_or_else(PoisonError::into_inner)
-            && last == path
-        {
-            return Ok(*at);
-        }
-        let at = self.walk(path)?;
-        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((path.to_vec(), at));
-        Ok(at)
+        self.last.get_or(path, || self.walk(path))
     }
 
     /// [`BtrfsFs::lookup`] without its cache.

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::bytes::be32;
 use crate::error::{GuestError, Result};
 use crate::reader::Slice;
-use crate::tree::{Entry, EntryKind, GuestFs, base_name, show};
+use crate::tree::{Entry, EntryKind, GuestFs, LastLookup, base_name, show};
 use crate::xattr::Xattr;
 use dir::{DirEntry, read_dir};
 use disk::{Disk, Superblock};
@@ -39,9 +39,8 @@ pub struct XfsFs {
     disk: Disk,
     /// Name → inode of recently resolved directories, by directory inode.
     dirs: Mutex<HashMap<u64, Names>>,
-    /// The last path looked up and its inode: extraction reads a file's data and then its
-    /// attributes by the same path.
-    last: Mutex<Option<(Vec<u8>, Inode)>>,
+    /// The last path looked up and its inode.
+    last: LastLookup<Inode>,
 }
 
 impl XfsFs {
@@ -51,7 +50,7 @@ impl XfsFs {
         let fs = XfsFs {
             disk: Disk { slice: volume, sb },
             dirs: Mutex::new(HashMap::new()),
-            last: Mutex::new(None),
+            last: LastLookup::new(),
         };
         let root = read_inode(&fs.disk, fs.disk.sb.root_ino)?;
         if root.mode & 0o170000 != 0o040000 {
@@ -79,14 +78,7 @@ impl XfsFs {
     /// The inode at `path`, not following a final symlink (links on the way are not followed
     /// either: guest paths name what is there).
     fn lookup(&self, path: &[u8]) -> Result<Inode> {
-        if let Some((last, node)) = &*self.last.lock().unwrap_or_else(PoisonError::into_inner)
-            && last == path
-        {
-            return Ok(node.clone());
-        }
-        let node = self.walk(path)?;
-        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((path.to_vec(), node.clone()));
-        Ok(node)
+        self.last.get_or(path, || self.walk(path))
     }
 
     /// [`XfsFs::lookup`] without its cache.
